@@ -1,0 +1,5 @@
+//! The executor: turns a frozen job plus repositories and nodes into a build result.
+//!
+//! It prepares the build's workspace (git2 clones, the change merged speculatively), writes
+//! Ansible's inventory, configuration and variables, runs each playbook inside bubblewrap, and
+//! maps what Ansible did to one of Zuul's results.
