@@ -3,3 +3,8 @@
 //! It prepares the build's workspace (git2 clones, the change merged speculatively), writes
 //! Ansible's inventory, configuration and variables, runs each playbook inside bubblewrap, and
 //! maps what Ansible did to one of Zuul's results.
+#![warn(missing_docs)]
+
+pub mod ansible;
+pub mod errors;
+pub mod nodes;

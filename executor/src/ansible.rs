@@ -1,0 +1,341 @@
+//! Ansible installations: one virtualenv per supported ansible-core version under the state dir,
+//! each carrying the collections Zuul users expect (the `ansible` community package), Sluice's
+//! plugin tree and its native callback module.
+//!
+//! Layout under the state dir, as Zuul's: `ansible-bin/<version>/` is the venv,
+//! `ansible/<version>/zuul/ansible/{action,callback,library,filter}` the plugins.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::errors::AnsibleError;
+
+/// A supported ansible-core version and the pip requirement that installs it with collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedVersion {
+    /// The ansible-core minor version, as jobs name it in `ansible-version`.
+    pub version: &'static str,
+    /// The community `ansible` package major version that carries this core (an accepted alias).
+    pub package_major: &'static str,
+    /// What pip installs.
+    pub requirement: &'static str,
+}
+
+/// Every version Sluice can install, oldest first: the two newest ansible-core minors that install
+/// on Python 3.11 (2.20 needs 3.12).
+pub const SUPPORTED_VERSIONS: &[SupportedVersion] = &[
+    SupportedVersion {
+        version: "2.18",
+        package_major: "11",
+        requirement: "ansible>=11,<12",
+    },
+    SupportedVersion {
+        version: "2.19",
+        package_major: "12",
+        requirement: "ansible>=12,<13",
+    },
+];
+
+/// The version a job gets when it names none.
+pub const DEFAULT_VERSION: &str = "2.19";
+
+/// Plugin folders copied from `ansible-plugins/` into each version's plugin dir.
+const PLUGIN_FOLDERS: &[&str] = &["action", "callback", "library", "filter", "lookup"];
+
+/// File name the native module is installed under in each venv's site-packages.
+const NATIVE_MODULE_FILE: &str = "sluice_native.abi3.so";
+
+/// One installed version, with the paths a build needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installation {
+    /// The ansible-core minor version.
+    pub version: String,
+    /// The venv root.
+    pub venv: PathBuf,
+    /// `<state>/ansible/<version>/zuul/ansible`: ansible.cfg's plugin paths point here.
+    pub plugin_dir: PathBuf,
+    /// `<state>/ansible/<version>`: mounted read-only in the sandbox.
+    pub plugin_root: PathBuf,
+    /// The base interpreter's prefix the venv's python links to (mounted read-only too).
+    pub python_prefix: Option<PathBuf>,
+}
+
+impl Installation {
+    /// `<venv>/bin/ansible-playbook`.
+    pub fn ansible_playbook(&self) -> PathBuf {
+        self.venv.join("bin").join("ansible-playbook")
+    }
+
+    /// `<venv>/bin/python`.
+    pub fn python(&self) -> PathBuf {
+        self.venv.join("bin").join("python")
+    }
+}
+
+/// The Ansible installations of one state dir.
+#[derive(Debug, Clone)]
+pub struct Installations {
+    state_dir: PathBuf,
+}
+
+/// Where the files that go into every installation come from.
+#[derive(Debug, Clone)]
+pub struct PluginSources {
+    /// The repository's `ansible-plugins/` folder.
+    pub plugins_dir: PathBuf,
+    /// The built `libsluice_native.so`.
+    pub native_lib: PathBuf,
+}
+
+impl Installations {
+    /// Installations kept under `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+        }
+    }
+
+    /// Maps a job's `ansible-version` (`2.19`, `12`, `2.19.3`) to a supported version.
+    pub fn normalize(requested: &str) -> Option<&'static str> {
+        let requested = requested.trim();
+        SUPPORTED_VERSIONS
+            .iter()
+            .find(|v| {
+                requested == v.version
+                    || requested == v.package_major
+                    || requested
+                        .strip_prefix(v.version)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .map(|v| v.version)
+    }
+
+    fn venv(&self, version: &str) -> PathBuf {
+        self.state_dir.join("ansible-bin").join(version)
+    }
+
+    fn plugin_root(&self, version: &str) -> PathBuf {
+        self.state_dir.join("ansible").join(version)
+    }
+
+    /// Versions whose venv has an `ansible-playbook`, oldest first.
+    pub fn installed(&self) -> Vec<String> {
+        SUPPORTED_VERSIONS
+            .iter()
+            .filter(|v| self.venv(v.version).join("bin/ansible-playbook").is_file())
+            .map(|v| v.version.to_string())
+            .collect()
+    }
+
+    /// The installation a job asks for (`None`: the default version).
+    pub fn resolve(&self, requested: Option<&str>) -> Result<Installation, AnsibleError> {
+        let installed = self.installed();
+        let wanted = requested.unwrap_or(DEFAULT_VERSION);
+        let version = Self::normalize(wanted)
+            .filter(|v| installed.iter().any(|i| i == v))
+            .ok_or_else(|| AnsibleError::UnknownVersion {
+                requested: wanted.to_string(),
+                installed: installed.clone(),
+            })?;
+        let venv = self.venv(version);
+        let plugin_root = self.plugin_root(version);
+        Ok(Installation {
+            version: version.to_string(),
+            python_prefix: base_interpreter_prefix(&venv),
+            plugin_dir: plugin_root.join("zuul").join("ansible"),
+            plugin_root,
+            venv,
+        })
+    }
+
+    /// Creates (or with `upgrade`, refreshes) the venvs of `versions`, then installs the plugins
+    /// and native module into each.
+    pub fn install(
+        &self,
+        versions: &[&str],
+        sources: &PluginSources,
+        upgrade: bool,
+        python: &Path,
+    ) -> Result<Vec<Installation>, AnsibleError> {
+        let mut done = Vec::new();
+        for requested in versions {
+            let spec = Self::normalize(requested)
+                .and_then(|v| SUPPORTED_VERSIONS.iter().find(|s| s.version == v))
+                .ok_or_else(|| AnsibleError::Unsupported {
+                    requested: requested.to_string(),
+                    supported: SUPPORTED_VERSIONS
+                        .iter()
+                        .map(|s| s.version.to_string())
+                        .collect(),
+                })?;
+            let venv = self.venv(spec.version);
+            let present = venv.join("bin/ansible-playbook").is_file();
+            if !present || upgrade {
+                tracing::info!(version = spec.version, venv = %venv.display(), "installing Ansible");
+                if !venv.join("bin/python").exists() {
+                    run(Command::new(python).arg("-m").arg("venv").arg(&venv))?;
+                }
+                let mut pip = Command::new(venv.join("bin/pip"));
+                pip.args(["install", "--quiet", "--disable-pip-version-check"]);
+                if upgrade {
+                    pip.arg("--upgrade");
+                }
+                run(pip.arg(spec.requirement))?;
+            }
+            let installation = self.resolve(Some(spec.version))?;
+            self.install_plugins(&installation, sources)?;
+            validate(&installation)?;
+            done.push(installation);
+        }
+        Ok(done)
+    }
+
+    /// Copies the plugin tree and the native module into one installation, replacing what is
+    /// there; cheap enough to run before every build so plugins never go stale.
+    pub fn install_plugins(
+        &self,
+        installation: &Installation,
+        sources: &PluginSources,
+    ) -> Result<(), AnsibleError> {
+        let dest = &installation.plugin_dir;
+        for folder in PLUGIN_FOLDERS {
+            let from = sources.plugins_dir.join(folder);
+            let to = dest.join(folder);
+            if to.exists() {
+                fs::remove_dir_all(&to).map_err(|e| AnsibleError::io(&to, e))?;
+            }
+            if from.is_dir() {
+                copy_tree(&from, &to)?;
+            } else {
+                fs::create_dir_all(&to).map_err(|e| AnsibleError::io(&to, e))?;
+            }
+        }
+        let site = site_packages(installation)?;
+        let target = site.join(NATIVE_MODULE_FILE);
+        if !sources.native_lib.is_file() {
+            return Err(AnsibleError::NativeModuleMissing {
+                path: sources.native_lib.clone(),
+            });
+        }
+        if !same_file_content(&sources.native_lib, &target) {
+            // Write beside and rename so a running Ansible never maps a half-written library.
+            let tmp = site.join(format!(".{NATIVE_MODULE_FILE}.tmp"));
+            fs::copy(&sources.native_lib, &tmp).map_err(|e| AnsibleError::io(&tmp, e))?;
+            fs::rename(&tmp, &target).map_err(|e| AnsibleError::io(&target, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads `home = ...` from `pyvenv.cfg`: the venv's python is a link into that prefix.
+fn base_interpreter_prefix(venv: &Path) -> Option<PathBuf> {
+    let cfg = fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
+    let home = cfg.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "home").then(|| PathBuf::from(value.trim()))
+    })?;
+    let prefix = home.parent()?.to_path_buf();
+    // A real path lets the sandbox bind it; /usr is bound anyway.
+    let prefix = fs::canonicalize(&prefix).unwrap_or(prefix);
+    (!prefix.starts_with("/usr")).then_some(prefix)
+}
+
+fn site_packages(installation: &Installation) -> Result<PathBuf, AnsibleError> {
+    let out = run(Command::new(installation.python()).args([
+        "-c",
+        "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+    ]))?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+fn validate(installation: &Installation) -> Result<(), AnsibleError> {
+    let out = run(Command::new(installation.python()).args([
+        "-c",
+        "import ansible.release, sluice_native; print(ansible.release.__version__)",
+    ]))?;
+    let core = out.trim();
+    if !core.starts_with(&format!("{}.", installation.version)) {
+        return Err(AnsibleError::WrongCore {
+            venv: installation.venv.clone(),
+            expected: installation.version.clone(),
+            found: core.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<String, AnsibleError> {
+    let argv = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|source| AnsibleError::Spawn {
+            argv: argv.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(AnsibleError::CommandFailed {
+            argv,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), AnsibleError> {
+    fs::create_dir_all(to).map_err(|e| AnsibleError::io(to, e))?;
+    for entry in fs::read_dir(from).map_err(|e| AnsibleError::io(from, e))? {
+        let entry = entry.map_err(|e| AnsibleError::io(from, e))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "__pycache__" {
+            continue;
+        }
+        let dest = to.join(&name);
+        if path.is_dir() {
+            copy_tree(&path, &dest)?;
+        } else {
+            fs::copy(&path, &dest).map_err(|e| AnsibleError::io(&dest, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn same_file_content(a: &Path, b: &Path) -> bool {
+    match (fs::read(a), fs::read(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_accepts_core_minor_package_major_and_patch() {
+        assert_eq!(Installations::normalize("2.19"), Some("2.19"));
+        assert_eq!(Installations::normalize("12"), Some("2.19"));
+        assert_eq!(Installations::normalize("11"), Some("2.18"));
+        assert_eq!(Installations::normalize("2.18.4"), Some("2.18"));
+        assert_eq!(Installations::normalize("2.1"), None);
+        assert_eq!(Installations::normalize("2.180"), None);
+        assert_eq!(Installations::normalize("9"), None);
+    }
+
+    #[test]
+    fn unknown_version_names_the_installed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("ansible-bin/2.18/bin");
+        fs::create_dir_all(&venv).unwrap();
+        fs::write(venv.join("ansible-playbook"), "").unwrap();
+        let err = Installations::new(dir.path())
+            .resolve(Some("2.19"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ansible version 2.19 is not installed (installed: 2.18)"
+        );
+    }
+}
