@@ -7,4 +7,6 @@
 
 pub mod ansible;
 pub mod errors;
+pub mod inventory;
+pub mod jobdir;
 pub mod nodes;
