@@ -1,0 +1,59 @@
+//! Linux specifics behind a small internal API: pipes, handing file descriptors down to exactly
+//! one child, and signalling process groups.
+//!
+//! Why the `pre_exec` dance: every fd this crate creates is `O_CLOEXEC`, so a child spawned
+//! concurrently by another task (another build) never inherits a build's secrets pipe or output
+//! pipe. The one child that must inherit a pipe clears `FD_CLOEXEC` on it between `fork` and
+//! `exec`, in its own copy of the fd table, so the parent's fds stay close-on-exec.
+
+use std::{
+    io,
+    os::fd::{OwnedFd, RawFd},
+};
+
+use nix::{
+    errno::Errno,
+    sys::signal::{killpg, Signal},
+    unistd::Pid,
+};
+
+/// A close-on-exec pipe as `(read end, write end)`.
+pub(crate) fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (reader, writer) = io::pipe()?;
+    Ok((OwnedFd::from(reader), OwnedFd::from(writer)))
+}
+
+/// Arranges for `fds` to survive `exec` in the child spawned from `command`, and only there.
+pub(crate) fn inherit_in_child(command: &mut tokio::process::Command, fds: Vec<RawFd>) {
+    if fds.is_empty() {
+        return;
+    }
+    // SAFETY: the closure only calls fcntl(2), which is async-signal-safe, and touches no
+    // memory that another thread could be holding a lock on; `fds` is moved in and only read.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `signal` to every process of group `pgid`.
+///
+/// Returns `false` when the group no longer exists (ESRCH), which is not an error: the group
+/// may have exited between our decision and the signal.
+pub(crate) fn signal_group(pgid: i32, signal: Signal) -> bool {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(errno) => {
+            // EPERM would mean the pgid was reused by someone else's group; nothing to do.
+            tracing::warn!(pgid, ?signal, %errno, "error signalling process group");
+            false
+        }
+    }
+}
