@@ -267,12 +267,10 @@ fn validate(installation: &Installation) -> Result<(), AnsibleError> {
 
 fn run(cmd: &mut Command) -> Result<String, AnsibleError> {
     let argv = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .map_err(|source| AnsibleError::Spawn {
-            argv: argv.clone(),
-            source,
-        })?;
+    let out = cmd.output().map_err(|source| AnsibleError::Spawn {
+        argv: argv.clone(),
+        source,
+    })?;
     if !out.status.success() {
         return Err(AnsibleError::CommandFailed {
             argv,

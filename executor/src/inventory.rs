@@ -350,11 +350,20 @@ mod tests {
         }];
         let mut j = job();
         j.vars.insert("db_password".into(), json!("leak"));
-        let inv = inventory(&j, &nodes, &Map::new(), &["node".into()], &["db_password".into()]);
+        let inv = inventory(
+            &j,
+            &nodes,
+            &Map::new(),
+            &["node".into()],
+            &["db_password".into()],
+        );
         let node = &inv["all"]["hosts"]["node"];
         assert_eq!(node["ansible_port"], json!(2200));
         assert_eq!(node["ansible_user"], json!("zuul"));
-        assert_eq!(node["ansible_python_interpreter"], json!("/usr/bin/python3"));
+        assert_eq!(
+            node["ansible_python_interpreter"],
+            json!("/usr/bin/python3")
+        );
         assert_eq!(node["nodepool"]["label"], json!("l"));
         assert!(node.get("db_password").is_none());
         assert!(inv["all"]["vars"].get("db_password").is_none());
@@ -366,9 +375,6 @@ mod tests {
             .as_object()
             .unwrap()
             .contains_key("node"));
-        assert_eq!(
-            known_hosts(&nodes),
-            "[127.0.0.1]:2200 ssh-ed25519 AAAA\n"
-        );
+        assert_eq!(known_hosts(&nodes), "[127.0.0.1]:2200 ssh-ed25519 AAAA\n");
     }
 }

@@ -171,7 +171,9 @@ mod tests {
 
     #[test]
     fn timestamps_drop_zero_microseconds_like_python() {
-        let t = chrono::Local.with_ymd_and_hms(2026, 11, 26, 4, 36, 59).unwrap();
+        let t = chrono::Local
+            .with_ymd_and_hms(2026, 11, 26, 4, 36, 59)
+            .unwrap();
         assert_eq!(timestamp(t), "2026-11-26 04:36:59");
         let t = t + chrono::Duration::microseconds(530238);
         assert_eq!(timestamp(t), "2026-11-26 04:36:59.530238");
@@ -188,7 +190,10 @@ mod tests {
         fs::remove_file(jobdir.results()).unwrap();
         fs::write(jobdir.results(), "{}").unwrap();
         assert_eq!(
-            jobdir.read_build_file(&jobdir.results()).unwrap().as_deref(),
+            jobdir
+                .read_build_file(&jobdir.results())
+                .unwrap()
+                .as_deref(),
             Some("{}")
         );
     }

@@ -6,7 +6,12 @@
 #![warn(missing_docs)]
 
 pub mod ansible;
+pub mod build;
 pub mod errors;
 pub mod inventory;
 pub mod jobdir;
 pub mod nodes;
+pub mod request;
+pub mod runner;
+pub mod workspace;
+pub mod zuul_vars;

@@ -153,7 +153,10 @@ pub struct MissingLabel {
 /// Picks a node for every nodeset node. Static nodes are shared (as Nodepool's static driver does
 /// within `max-parallel-jobs`), so two nodeset nodes may map to one static node only when no
 /// other node offers the label.
-pub fn allocate(nodeset: &Nodeset, nodes: &[StaticNode]) -> Result<Vec<AllocatedNode>, MissingLabel> {
+pub fn allocate(
+    nodeset: &Nodeset,
+    nodes: &[StaticNode],
+) -> Result<Vec<AllocatedNode>, MissingLabel> {
     let mut use_count = vec![0usize; nodes.len()];
     let mut allocated = Vec::with_capacity(nodeset.nodes.len());
     for wanted in &nodeset.nodes {
@@ -172,8 +175,10 @@ pub fn allocate(nodeset: &Nodeset, nodes: &[StaticNode]) -> Result<Vec<Allocated
                 });
             }
             None => {
-                let mut available: Vec<String> =
-                    nodes.iter().flat_map(|n| n.labels.iter().cloned()).collect();
+                let mut available: Vec<String> = nodes
+                    .iter()
+                    .flat_map(|n| n.labels.iter().cloned())
+                    .collect();
                 available.sort();
                 available.dedup();
                 return Err(MissingLabel {
@@ -200,7 +205,10 @@ mod tests {
         assert_eq!(nodes.len(), 1);
         assert_eq!(nodes[0].connection_port, 2222);
         assert_eq!(nodes[0].python_path.as_deref(), Some("/usr/bin/python3"));
-        assert_eq!(nodes[0].host_key.as_ref().unwrap().keys(), vec!["ssh-ed25519 AAAA"]);
+        assert_eq!(
+            nodes[0].host_key.as_ref().unwrap().keys(),
+            vec!["ssh-ed25519 AAAA"]
+        );
     }
 
     #[test]
@@ -212,9 +220,12 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_with_position() {
-        let err = parse_nodes(Path::new("n.yaml"), "- name: a\n  labels: [x]\n  colour: red\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse_nodes(
+            Path::new("n.yaml"),
+            "- name: a\n  labels: [x]\n  colour: red\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("n.yaml:"), "{err}");
         assert!(err.contains("colour"), "{err}");
     }

@@ -1,0 +1,785 @@
+//! One build from request to result: job dir, nodes, workspace, playbook checkouts, the setup
+//! run, then pre-run → run → post-run playbooks, each in bubblewrap, mapped to Zuul's results.
+//!
+//! The node check (Ansible's setup run) overlaps with preparing repositories: a build does not
+//! pay for them one after the other.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice_config::PlaybookRef;
+use sluice_sandbox::{AbortHandle, Bwrap};
+
+use crate::ansible::{Installation, Installations, PluginSources};
+use crate::inventory::{self, AnsibleCfg};
+use crate::jobdir::{JobDir, JobOutput};
+use crate::nodes::{allocate, AllocatedNode, StaticNode};
+use crate::request::{BuildRequest, BuildResult, BuildResultKind};
+use crate::runner::{self, ChildEnd, ChildSpec, Sandboxing};
+use crate::workspace::{self, Checkouts};
+use crate::zuul_vars::{self, RepoCheckout};
+
+/// How an executor runs builds: paths and settings that are not part of a request.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Sluice's state dir (Ansible installations live here).
+    pub state_dir: PathBuf,
+    /// Where build dirs are created.
+    pub work_root: PathBuf,
+    /// Plugin tree and native module copied into installations.
+    pub plugin_sources: PluginSources,
+    /// The executor's private key for the nodes.
+    pub ssh_key: Option<PathBuf>,
+    /// Static nodes.
+    pub nodes: Vec<StaticNode>,
+    /// Version used when the job names none (instead of the built-in default).
+    pub default_ansible_version: Option<String>,
+    /// This executor's host name (`zuul.executor.hostname`).
+    pub hostname: String,
+    /// Keep the build dir after the build.
+    pub keep_jobdir: bool,
+    /// Node console port when not 19885.
+    pub console_port: Option<u16>,
+    /// Setup run time limit.
+    pub setup_timeout: Duration,
+    /// `-vvv` instead of `-v`.
+    pub verbose: bool,
+}
+
+/// The phases of a job, with Zuul's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `pre-run`.
+    Pre,
+    /// `run`.
+    Run,
+    /// `post-run`.
+    Post,
+}
+
+impl Phase {
+    fn banner(self) -> &'static str {
+        match self {
+            Phase::Pre => "PRE-RUN",
+            Phase::Run => "RUN",
+            Phase::Post => "POST-RUN",
+        }
+    }
+
+    fn var(self) -> &'static str {
+        match self {
+            Phase::Pre => "pre",
+            Phase::Run => "run",
+            Phase::Post => "post",
+        }
+    }
+
+    fn dir_prefix(self) -> &'static str {
+        match self {
+            Phase::Pre => "pre_playbook",
+            Phase::Run => "playbook",
+            Phase::Post => "post_playbook",
+        }
+    }
+}
+
+/// How one playbook ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaybookEnd {
+    /// Ansible finished with this exit code.
+    Normal(i32),
+    /// The phase's time ran out.
+    TimedOut,
+    /// A host could not be reached.
+    Unreachable,
+    /// Aborted.
+    Aborted,
+}
+
+impl PlaybookEnd {
+    fn status(self) -> &'static str {
+        match self {
+            PlaybookEnd::Normal(_) => "RESULT_NORMAL",
+            PlaybookEnd::TimedOut => "RESULT_TIMED_OUT",
+            PlaybookEnd::Unreachable => "RESULT_UNREACHABLE",
+            PlaybookEnd::Aborted => "RESULT_ABORTED",
+        }
+    }
+
+    fn ok(self) -> bool {
+        self == PlaybookEnd::Normal(0)
+    }
+}
+
+/// Outcome of a build attempt before retries are counted: `None` means "retry".
+type Outcome = (Option<BuildResultKind>, Option<String>);
+
+/// Runs one build to its result. Never panics on bad input: every failure becomes a result.
+pub async fn run_build(
+    cfg: &ExecutorConfig,
+    req: &BuildRequest,
+    abort: &AbortHandle,
+) -> BuildResult {
+    let start_time = chrono::Utc::now();
+    let mut log_dir = cfg.work_root.join(&req.uuid).join("work/logs");
+    let (kind, detail, data) = match JobDir::create(&cfg.work_root, &req.uuid) {
+        Err(e) => (
+            Some(BuildResultKind::Error),
+            Some(format!(
+                "cannot create build dir under {}: {e}",
+                cfg.work_root.display()
+            )),
+            Value::Null,
+        ),
+        Ok(jobdir) => {
+            log_dir = jobdir.logs.clone();
+            match JobOutput::create(&jobdir.job_output()) {
+                Err(e) => (
+                    Some(BuildResultKind::Error),
+                    Some(format!("cannot write job output: {e}")),
+                    Value::Null,
+                ),
+                Ok(out) => {
+                    let mut build = Build {
+                        cfg,
+                        req,
+                        jobdir,
+                        out,
+                        abort: abort.clone(),
+                        bwrap: None,
+                        installation: None,
+                        nodes: Vec::new(),
+                        agent_sock: None,
+                        unreachable: Vec::new(),
+                        early_failure: false,
+                        checkouts: Checkouts::default(),
+                        repos: Vec::new(),
+                    };
+                    let (kind, detail) = build.execute().await;
+                    let data = build.returned_data();
+                    (kind, detail, data)
+                }
+            }
+        }
+    };
+    let result = match kind {
+        Some(kind) => kind,
+        None if req.attempt >= req.job.attempts => BuildResultKind::RetryLimit,
+        None => BuildResultKind::Retry,
+    };
+    BuildResult {
+        uuid: req.uuid.clone(),
+        result,
+        error_detail: detail,
+        data,
+        log_dir,
+        start_time: start_time.to_rfc3339(),
+        end_time: chrono::Utc::now().to_rfc3339(),
+    }
+}
+
+struct Build<'a> {
+    cfg: &'a ExecutorConfig,
+    req: &'a BuildRequest,
+    jobdir: JobDir,
+    out: JobOutput,
+    abort: AbortHandle,
+    bwrap: Option<Bwrap>,
+    installation: Option<Installation>,
+    nodes: Vec<AllocatedNode>,
+    agent_sock: Option<PathBuf>,
+    unreachable: Vec<String>,
+    early_failure: bool,
+    checkouts: Checkouts,
+    repos: Vec<RepoCheckout>,
+}
+
+impl Build<'_> {
+    fn line(&self, msg: &str) {
+        if let Err(e) = self.out.line(msg) {
+            tracing::warn!(error = %e, "cannot write job output");
+        }
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort.is_aborted()
+    }
+
+    fn returned_data(&self) -> Value {
+        match self.jobdir.read_build_file(&self.jobdir.results()) {
+            Ok(Some(text)) => serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("data").cloned())
+                .unwrap_or_else(|| json!({})),
+            _ => json!({}),
+        }
+    }
+
+    async fn execute(&mut self) -> Outcome {
+        let job = &self.req.job;
+        let installations = Installations::new(&self.cfg.state_dir);
+        let requested = job
+            .ansible_version
+            .as_deref()
+            .or(self.cfg.default_ansible_version.as_deref());
+        let installation = match installations.resolve(requested) {
+            Ok(i) => i,
+            Err(e) => return (Some(BuildResultKind::Error), Some(e.to_string())),
+        };
+        if let Err(e) = installations.install_plugins(&installation, &self.cfg.plugin_sources) {
+            return (Some(BuildResultKind::Error), Some(e.to_string()));
+        }
+        self.installation = Some(installation);
+        match Bwrap::detect().await {
+            Ok(bwrap) => self.bwrap = Some(bwrap),
+            Err(e) => return (Some(BuildResultKind::Error), Some(e.to_string())),
+        }
+
+        self.nodes = match allocate(&job.nodeset, &self.cfg.nodes) {
+            Ok(nodes) => nodes,
+            Err(e) => return (Some(BuildResultKind::NodeFailure), Some(e.to_string())),
+        };
+        let known = inventory::known_hosts(&self.nodes);
+        if let Err(e) = std::fs::write(self.jobdir.home.join(".ssh/known_hosts"), known) {
+            return (
+                Some(BuildResultKind::Error),
+                Some(format!("cannot write known_hosts: {e}")),
+            );
+        }
+        let agent = if self.nodes.is_empty() {
+            None
+        } else {
+            match runner::start_agent(&self.jobdir, self.cfg.ssh_key.as_deref()).await {
+                Ok(agent) => {
+                    self.agent_sock = Some(agent.auth_sock().to_path_buf());
+                    Some(agent)
+                }
+                Err(e) => return (Some(BuildResultKind::Error), Some(e.to_string())),
+            }
+        };
+
+        // The node check runs while repositories are prepared.
+        let setup = self.setup_run();
+        let repos = self.prepare_repos();
+        let (setup_end, repos_result) = tokio::join!(setup, repos);
+        match repos_result {
+            Ok(repos) => self.repos = repos,
+            Err(outcome) => return outcome,
+        }
+        self.line("Preparing playbooks");
+        if let Err(outcome) = self.prepare_playbooks().await {
+            return outcome;
+        }
+        if !self.nodes.is_empty() {
+            self.line("Running Ansible setup");
+            match setup_end {
+                Ok(ChildEnd::Exited(0)) => {}
+                Ok(ChildEnd::TimedOut) => return (None, Some("Ansible setup timeout".into())),
+                Ok(ChildEnd::Aborted) => return (Some(BuildResultKind::Aborted), None),
+                Ok(_) => return (None, Some("Host unreachable".into())),
+                Err(e) => return (Some(BuildResultKind::Error), Some(e)),
+            }
+        }
+        if self.aborted() {
+            return (Some(BuildResultKind::Aborted), None);
+        }
+        let outcome = self.run_phases().await;
+        if let Some(agent) = agent {
+            agent.stop().await;
+        }
+        outcome
+    }
+
+    /// Workspace repos: clone, merge the items, check out.
+    async fn prepare_repos(&self) -> Result<Vec<RepoCheckout>, Outcome> {
+        self.line("Updating git repos");
+        self.line("Cloning repos into workspace");
+        self.line("Restoring repo states");
+        self.line("Merging changes");
+        let req = self.req.clone();
+        let jobdir = self.jobdir.clone();
+        let prepared = tokio::task::spawn_blocking(move || workspace::prepare(&req, &jobdir)).await;
+        match prepared {
+            Err(e) => Err((
+                Some(BuildResultKind::Error),
+                Some(format!("workspace preparation failed: {e}")),
+            )),
+            Ok(Err(workspace::WorkspaceFailure::Conflict(detail))) => {
+                Err((Some(BuildResultKind::MergeConflict), Some(detail)))
+            }
+            Ok(Err(workspace::WorkspaceFailure::Error(detail))) => {
+                Err((Some(BuildResultKind::Error), Some(detail)))
+            }
+            Ok(Ok(repos)) => {
+                self.line("Checking out repos");
+                Ok(repos)
+            }
+        }
+    }
+
+    async fn prepare_playbooks(&mut self) -> Result<(), Outcome> {
+        let job = &self.req.job;
+        if job.run.is_empty() {
+            return Err((
+                Some(BuildResultKind::Error),
+                Some("No playbook specified".into()),
+            ));
+        }
+        let req = self.req.clone();
+        let jobdir = self.jobdir.clone();
+        let repos = self.repos.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            workspace::checkout_playbooks(&req, &jobdir, &repos)
+        })
+        .await;
+        match prepared {
+            Ok(Ok(checkouts)) => {
+                self.checkouts = checkouts;
+                Ok(())
+            }
+            Ok(Err(detail)) => Err((Some(BuildResultKind::Error), Some(detail))),
+            Err(e) => Err((
+                Some(BuildResultKind::Error),
+                Some(format!("playbook preparation failed: {e}")),
+            )),
+        }
+    }
+
+    fn base_env(&self) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| !k.starts_with("ZUUL_") && !k.starts_with("ANSIBLE_"))
+            .collect();
+        env.insert("HOME".into(), self.jobdir.home.display().to_string());
+        env.insert("TMP".into(), self.jobdir.tmp.display().to_string());
+        env.insert("ZUUL_JOBDIR".into(), self.jobdir.root.display().to_string());
+        env.insert(
+            "ZUUL_JOB_FAILURE_OUTPUT".into(),
+            serde_json::to_string(&self.req.job.failure_output).unwrap_or_else(|_| "[]".into()),
+        );
+        env.insert("ZUUL_OUTPUT_MAX_BYTES".into(), "1073741824".into());
+        env.insert(
+            "ZUUL_ANSIBLE_SPLIT_STREAMS".into(),
+            if self.req.job.ansible_split_streams {
+                "True"
+            } else {
+                "False"
+            }
+            .into(),
+        );
+        if let Some(port) = self.cfg.console_port.filter(|p| *p != 19885) {
+            env.insert("ZUUL_CONSOLE_PORT".into(), port.to_string());
+        }
+        if let Some(sock) = &self.agent_sock {
+            env.insert("SSH_AUTH_SOCK".into(), sock.display().to_string());
+        }
+        env
+    }
+
+    fn sandboxing(&self, extra_ro: Vec<PathBuf>) -> Sandboxing {
+        let mut ro = Vec::new();
+        if let Some(inst) = &self.installation {
+            ro.push(inst.plugin_root.clone());
+            ro.push(inst.venv.clone());
+            ro.extend(inst.python_prefix.clone());
+        }
+        ro.push(self.jobdir.ansible.clone());
+        ro.push(self.jobdir.trusted.clone());
+        ro.push(self.jobdir.untrusted.clone());
+        ro.extend(extra_ro);
+        Sandboxing {
+            work_dir: self.jobdir.work.clone(),
+            home_dir: self.jobdir.home.clone(),
+            ro_paths: ro,
+            rw_paths: vec![self.jobdir.dot_ansible.clone()],
+            ssh_auth_sock: self.agent_sock.clone(),
+        }
+    }
+
+    /// Ansible's setup module on every node, priming the fact cache.
+    async fn setup_run(&self) -> Result<ChildEnd, String> {
+        if self.nodes.is_empty() {
+            return Ok(ChildEnd::Exited(0));
+        }
+        let Some(inst) = &self.installation else {
+            return Err("no Ansible installation".into());
+        };
+        let dir = self.jobdir.ansible.join("setup_playbook");
+        let inventory = inventory::setup_inventory(&self.nodes);
+        let cfg = AnsibleCfg {
+            playbook_dir: &dir,
+            jobdir: &self.jobdir.root,
+            plugin_dir: &inst.plugin_dir,
+            roles_path: &[],
+            has_secrets: false,
+            stdout_callback: false,
+        };
+        write_config(&dir, &inventory, &cfg.render()).map_err(|e| e.to_string())?;
+        let mut env = self.base_env();
+        env.insert(
+            "ANSIBLE_CONFIG".into(),
+            dir.join("ansible.cfg").display().to_string(),
+        );
+        let argv = vec![
+            inst.venv.join("bin/ansible").display().to_string(),
+            "*".into(),
+            "-v".into(),
+            "-m".into(),
+            "setup".into(),
+            "-a".into(),
+            "gather_subset=!all".into(),
+        ];
+        let spec = ChildSpec {
+            argv,
+            env,
+            cwd: self.jobdir.work.clone(),
+            timeout: Some(self.cfg.setup_timeout),
+            sandbox: Some(self.sandboxing(vec![])),
+        };
+        let bwrap = self.bwrap.as_ref().ok_or("bubblewrap not probed")?;
+        let run = runner::run(bwrap, spec, &self.abort, |_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        if run.end != ChildEnd::Exited(0) {
+            for line in run.last_lines.iter().rev().take(20).rev() {
+                tracing::info!(target: "setup", "{line}");
+            }
+        }
+        Ok(run.end)
+    }
+
+    async fn run_phases(&mut self) -> Outcome {
+        let job = self.req.job.clone();
+        let started = Instant::now();
+        let mut result: Option<BuildResultKind> = None;
+        let mut detail: Option<String> = None;
+        // Whether an earlier phase already decided the result (post can't change it).
+        let mut fixed = false;
+        let mut pre_failed = false;
+        let mut max_level_reached = u32::MAX;
+
+        for (index, pb) in job.pre_run.iter().enumerate() {
+            let budget = remaining(job.pre_timeout.or(job.timeout), started);
+            let end = self.run_playbook(Phase::Pre, index, pb, budget, None).await;
+            if !end.ok() {
+                pre_failed = true;
+                fixed = true;
+                max_level_reached = pb.nesting_level;
+                result = match end {
+                    PlaybookEnd::TimedOut => Some(BuildResultKind::TimedOut),
+                    PlaybookEnd::Aborted => Some(BuildResultKind::Aborted),
+                    _ if self.retry_refused() => Some(BuildResultKind::Failure),
+                    _ => None,
+                };
+                break;
+            }
+        }
+
+        if !pre_failed {
+            result = Some(BuildResultKind::Success);
+            for (index, pb) in job.run.iter().enumerate() {
+                let budget = remaining(job.timeout, started);
+                let end = self.run_playbook(Phase::Run, index, pb, budget, None).await;
+                match end {
+                    PlaybookEnd::Normal(0) => {}
+                    PlaybookEnd::Normal(_) => {
+                        result = Some(BuildResultKind::Failure);
+                        break;
+                    }
+                    PlaybookEnd::TimedOut => {
+                        result = Some(BuildResultKind::TimedOut);
+                        fixed = true;
+                        break;
+                    }
+                    PlaybookEnd::Unreachable => {
+                        result = if self.early_failure {
+                            Some(BuildResultKind::Failure)
+                        } else {
+                            None
+                        };
+                        fixed = true;
+                        break;
+                    }
+                    PlaybookEnd::Aborted => {
+                        result = Some(BuildResultKind::Aborted);
+                        fixed = true;
+                        break;
+                    }
+                }
+            }
+            if result == Some(BuildResultKind::Success) && self.early_failure {
+                result = Some(BuildResultKind::Failure);
+            }
+        }
+
+        let aborted = result == Some(BuildResultKind::Aborted);
+        for (index, pb) in job.post_run.iter().enumerate() {
+            if pre_failed && pb.nesting_level > max_level_reached {
+                continue;
+            }
+            // After an abort only cleanup playbooks run.
+            if (aborted || self.aborted()) && !pb.cleanup {
+                continue;
+            }
+            let success = result == Some(BuildResultKind::Success);
+            let will_retry = result.is_none() && self.req.attempt < job.attempts;
+            let budget = job.post_timeout.map(Duration::from_secs);
+            let end = self
+                .run_playbook(Phase::Post, index, pb, budget, Some((success, will_retry)))
+                .await;
+            if pb.cleanup || end.ok() {
+                continue;
+            }
+            if fixed {
+                continue;
+            }
+            match end {
+                PlaybookEnd::Unreachable if !self.early_failure => {
+                    result = None;
+                }
+                PlaybookEnd::Aborted => {
+                    result = Some(BuildResultKind::Aborted);
+                }
+                _ => {
+                    result = Some(BuildResultKind::PostFailure);
+                    detail.get_or_insert_with(|| format!("post-run playbook {} failed", pb.path));
+                }
+            }
+        }
+        if self.aborted() && result != Some(BuildResultKind::TimedOut) {
+            result = Some(BuildResultKind::Aborted);
+        }
+        (result, detail)
+    }
+
+    /// True when the job returned `zuul.retry: false` (a pre-run failure is then final).
+    fn retry_refused(&self) -> bool {
+        self.returned_data()
+            .get("zuul")
+            .and_then(|z| z.get("retry"))
+            .and_then(Value::as_bool)
+            == Some(false)
+    }
+
+    async fn run_playbook(
+        &mut self,
+        phase: Phase,
+        index: usize,
+        pb: &PlaybookRef,
+        timeout: Option<Duration>,
+        post_flags: Option<(bool, bool)>,
+    ) -> PlaybookEnd {
+        let description = format!(
+            "[{} : {}/{}@{}]",
+            if pb.trusted { "trusted" } else { "untrusted" },
+            pb.project,
+            pb.path,
+            pb.branch
+        );
+        self.line(&format!("{} START: {description}", phase.banner()));
+        let end = match self
+            .invoke_playbook(phase, index, pb, timeout, post_flags)
+            .await
+        {
+            Ok(end) => end,
+            Err(e) => {
+                self.line(&format!("Error running playbook: {e}"));
+                PlaybookEnd::Normal(1)
+            }
+        };
+        self.line(&format!(
+            "{} END {}: {description}",
+            phase.banner(),
+            end.status()
+        ));
+        end
+    }
+
+    async fn invoke_playbook(
+        &mut self,
+        phase: Phase,
+        index: usize,
+        pb: &PlaybookRef,
+        timeout: Option<Duration>,
+        post_flags: Option<(bool, bool)>,
+    ) -> Result<PlaybookEnd, String> {
+        if timeout == Some(Duration::ZERO) {
+            return Ok(PlaybookEnd::TimedOut);
+        }
+        let inst = self
+            .installation
+            .clone()
+            .ok_or_else(|| "no Ansible installation".to_string())?;
+        let playbook = self
+            .checkouts
+            .playbook_path(pb)
+            .ok_or_else(|| format!("Unable to find playbook {}", pb.path))?;
+        let dir = self
+            .jobdir
+            .ansible
+            .join(format!("{}_{index}", phase.dir_prefix()));
+        let roles_path = workspace::link_roles(&self.checkouts, self.req, pb, &dir)?;
+        let inv = inventory::inventory(
+            &self.req.job,
+            &self.nodes,
+            &self.req.parent_data,
+            &self.unreachable,
+            &pb.secrets
+                .iter()
+                .map(|s| s.var_name.clone())
+                .collect::<Vec<_>>(),
+        );
+        let cfg = AnsibleCfg {
+            playbook_dir: &dir,
+            jobdir: &self.jobdir.root,
+            plugin_dir: &inst.plugin_dir,
+            roles_path: &roles_path,
+            has_secrets: !pb.secrets.is_empty(),
+            stdout_callback: true,
+        };
+        write_config(&dir, &inv, &cfg.render()).map_err(|e| e.to_string())?;
+        let zuul = zuul_vars::zuul_vars(
+            self.req,
+            &self.jobdir,
+            &self.repos,
+            &inst.version,
+            &self.cfg.hostname,
+        );
+        let zuul_vars_path = self.jobdir.ansible.join("zuul_vars.yaml");
+        let blacklist_path = self.jobdir.ansible.join("vars_blacklist.yaml");
+        write_json(&zuul_vars_path, &zuul_vars::zuul_vars_file(zuul)).map_err(|e| e.to_string())?;
+        write_json(&blacklist_path, &inventory::vars_blacklist()).map_err(|e| e.to_string())?;
+        // Files a previous playbook left that would change how ssh connects are removed.
+        let _ = std::fs::remove_file(self.jobdir.home.join(".ssh/config"));
+
+        let mut argv = vec![
+            inst.ansible_playbook().display().to_string(),
+            if self.cfg.verbose { "-vvv" } else { "-v" }.into(),
+            playbook.display().to_string(),
+        ];
+        let mut extra = |k: &str, v: String| {
+            argv.push("-e".into());
+            argv.push(format!("{k}={v}"));
+        };
+        if let Some((success, will_retry)) = post_flags {
+            extra("zuul_success", py_bool(success));
+            extra("zuul_will_retry", py_bool(will_retry));
+        }
+        extra("zuul_execution_phase", phase.var().into());
+        extra("zuul_execution_phase_index", index.to_string());
+        extra("zuul_execution_trusted", py_bool(pb.trusted));
+        extra(
+            "zuul_execution_canonical_name_and_path",
+            format!("{}/{}", pb.project, pb.path),
+        );
+        extra("zuul_execution_branch", pb.branch.clone());
+        if !pb.trusted {
+            argv.push("-e".into());
+            argv.push(format!("@{}", blacklist_path.display()));
+        }
+        argv.push("-e".into());
+        argv.push(format!("@{}", zuul_vars_path.display()));
+
+        let mut env = self.base_env();
+        env.insert(
+            "ANSIBLE_CONFIG".into(),
+            dir.join("ansible.cfg").display().to_string(),
+        );
+        let spec = ChildSpec {
+            argv,
+            env,
+            cwd: self.jobdir.work.clone(),
+            timeout,
+            sandbox: Some(self.sandboxing(vec![])),
+        };
+        let mut early_failure = false;
+        let mut unreachable_signal = false;
+        let bwrap = self.bwrap.as_ref().ok_or("bubblewrap not probed")?;
+        let run = runner::run(bwrap, spec, &self.abort, |line: &str| {
+            match line.trim_end() {
+                "RESULT failure" => early_failure = true,
+                "RESULT unreachable" => unreachable_signal = true,
+                _ => {}
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if early_failure && phase != Phase::Pre {
+            self.early_failure = true;
+        }
+        let unreachable_file = self.jobdir.read_build_file(&self.jobdir.unreachable());
+        if let Ok(Some(text)) = &unreachable_file {
+            for host in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                if !self.unreachable.iter().any(|h| h == host) {
+                    self.unreachable.push(host.to_string());
+                }
+            }
+        }
+        let end = match run.end {
+            ChildEnd::TimedOut => {
+                self.line("This playbook timed out.");
+                PlaybookEnd::TimedOut
+            }
+            ChildEnd::Aborted | ChildEnd::Signaled(9) => PlaybookEnd::Aborted,
+            ChildEnd::Signaled(_) => PlaybookEnd::Normal(-1),
+            ChildEnd::Exited(3) => PlaybookEnd::Unreachable,
+            ChildEnd::Exited(_) if unreachable_signal => PlaybookEnd::Unreachable,
+            ChildEnd::Exited(rc) => {
+                self.copy_ansible_errors(rc, &run.last_lines);
+                PlaybookEnd::Normal(rc)
+            }
+        };
+        Ok(end)
+    }
+
+    /// Puts what Ansible printed about an error of its own into the job output, where users look.
+    fn copy_ansible_errors(&self, rc: i32, lines: &[String]) {
+        let is_error = |l: &String| l.starts_with("ERROR!") || l.starts_with("[ERROR]");
+        match rc {
+            1 | 2 => {
+                if let Some(start) = lines.iter().position(is_error) {
+                    for l in &lines[start..] {
+                        self.line(l);
+                    }
+                }
+            }
+            4 => {
+                self.line("ANSIBLE PARSE ERROR");
+                for l in lines {
+                    self.line(l);
+                }
+            }
+            250 => {
+                self.line("UNEXPECTED ANSIBLE ERROR");
+                let start = lines
+                    .iter()
+                    .position(|l| l.contains("Unexpected Exception"))
+                    .unwrap_or(0);
+                for l in &lines[start..] {
+                    self.line(l);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn py_bool(b: bool) -> String {
+    if b { "True" } else { "False" }.into()
+}
+
+fn remaining(limit_secs: Option<u64>, started: Instant) -> Option<Duration> {
+    limit_secs.map(|s| Duration::from_secs(s).saturating_sub(started.elapsed()))
+}
+
+fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
+}
+
+fn write_config(dir: &Path, inventory: &Value, cfg: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_json(&dir.join("inventory.yaml"), inventory)?;
+    std::fs::write(dir.join("ansible.cfg"), cfg)
+}

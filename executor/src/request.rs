@@ -1,0 +1,158 @@
+//! The build request and the build result: serde types with a documented JSON shape, since the
+//! scheduler hands requests to executors across a process boundary.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_config::{FrozenJob, Vars};
+
+/// Everything an executor needs to run one build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildRequest {
+    /// Build uuid: 32 hex characters.
+    pub uuid: String,
+    /// Buildset uuid.
+    pub buildset_uuid: String,
+    /// Tenant name.
+    pub tenant: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Id of the event that enqueued the item.
+    pub event_id: String,
+    /// The frozen job.
+    pub job: FrozenJob,
+    /// Every repository the build may use (config-projects, the project under test, required
+    /// projects, role repos).
+    pub projects: Vec<ProjectSpec>,
+    /// Changes to merge: the ones ahead first, the change under test last.
+    pub items: Vec<ChangeItem>,
+    /// 1-based try number.
+    pub attempt: u32,
+    /// Data returned by parent jobs (`zuul_return`), lowest-precedence variables.
+    pub parent_data: Vars,
+    /// Names of the job's direct children.
+    pub child_jobs: Vec<String>,
+    /// Artifacts returned by parent jobs.
+    pub artifacts: Vec<Value>,
+}
+
+/// A repository known to the build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectSpec {
+    /// Canonical host name (`localhost` for local repositories).
+    pub canonical_hostname: String,
+    /// Project name (`org/repo`).
+    pub name: String,
+    /// Where the repository is.
+    pub source: PathBuf,
+    /// Its default branch.
+    pub default_branch: String,
+    /// True for config-projects.
+    pub trusted: bool,
+}
+
+impl ProjectSpec {
+    /// `<hostname>/<name>`.
+    pub fn canonical_name(&self) -> String {
+        format!("{}/{}", self.canonical_hostname, self.name)
+    }
+
+    /// The last component of the name.
+    pub fn short_name(&self) -> &str {
+        self.name.rsplit('/').next().unwrap_or(&self.name)
+    }
+}
+
+/// A change to merge speculatively.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeItem {
+    /// Canonical name of its project.
+    pub project: String,
+    /// Target branch.
+    pub branch: String,
+    /// The commit (sha) to merge.
+    pub commit: String,
+    /// The project's merge mode (`merge`, `cherry-pick`, ...).
+    pub merge_mode: String,
+    /// Change number, as a string.
+    pub change: String,
+    /// Patchset, as a string.
+    pub patchset: String,
+    /// The commit message.
+    pub message: String,
+    /// Topic, if any.
+    pub topic: Option<String>,
+    /// Where a person can see the change.
+    pub change_url: String,
+}
+
+/// Zuul's build results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BuildResultKind {
+    /// Every run playbook succeeded and post playbooks too.
+    Success,
+    /// A run playbook failed.
+    Failure,
+    /// A post-run playbook failed.
+    PostFailure,
+    /// pre-run plus run exceeded `timeout`.
+    TimedOut,
+    /// Retry (pre-run failure, unreachable host) with tries left.
+    Retry,
+    /// Retry wanted but `attempts` used up.
+    RetryLimit,
+    /// Aborted by a signal or a cancel request.
+    Aborted,
+    /// The change did not merge.
+    MergeConflict,
+    /// The nodeset could not be satisfied or its nodes locked.
+    NodeFailure,
+    /// Sluice could not prepare the build (config, playbooks, installation).
+    Error,
+}
+
+impl BuildResultKind {
+    /// Zuul's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "SUCCESS",
+            Self::Failure => "FAILURE",
+            Self::PostFailure => "POST_FAILURE",
+            Self::TimedOut => "TIMED_OUT",
+            Self::Retry => "RETRY",
+            Self::RetryLimit => "RETRY_LIMIT",
+            Self::Aborted => "ABORTED",
+            Self::MergeConflict => "MERGE_CONFLICT",
+            Self::NodeFailure => "NODE_FAILURE",
+            Self::Error => "ERROR",
+        }
+    }
+}
+
+impl fmt::Display for BuildResultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What `--result-json` writes and what an executor reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildResult {
+    /// Build uuid.
+    pub uuid: String,
+    /// The result.
+    pub result: BuildResultKind,
+    /// Why, for results other than SUCCESS and FAILURE when Sluice knows.
+    pub error_detail: Option<String>,
+    /// What `zuul_return` returned (`data`).
+    pub data: Value,
+    /// The build's log dir (`work/logs`).
+    pub log_dir: PathBuf,
+    /// Start, RFC 3339 UTC.
+    pub start_time: String,
+    /// End, RFC 3339 UTC.
+    pub end_time: String,
+}
