@@ -105,7 +105,8 @@ pub(crate) struct FileFeed {
 
 impl FileFeed {
     pub(crate) fn new(path: PathBuf, content: Vec<u8>) -> Result<Self> {
-        let (read, write) = linux::cloexec_pipe().map_err(pipe_error("an in-memory file"))?;
+        let (read, write) =
+            linux::cloexec_pipe_above_stdio().map_err(pipe_error("an in-memory file"))?;
         Ok(FileFeed {
             path,
             read,

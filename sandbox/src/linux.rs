@@ -8,7 +8,7 @@
 
 use std::{
     io,
-    os::fd::{OwnedFd, RawFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
 use nix::{
@@ -21,6 +21,23 @@ use nix::{
 pub(crate) fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (reader, writer) = io::pipe()?;
     Ok((OwnedFd::from(reader), OwnedFd::from(writer)))
+}
+
+/// A close-on-exec pipe whose read end is numbered 3 or above, so that it can be handed to a
+/// child by number: a child's fds 0–2 are overwritten with its stdio before `exec`, which
+/// would clobber a pipe that got one of those numbers (Sluice started with stdin closed).
+pub(crate) fn cloexec_pipe_above_stdio() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = cloexec_pipe()?;
+    if read.as_raw_fd() > 2 {
+        return Ok((read, write));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd that we then own exclusively.
+    let duplicate = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if duplicate == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `duplicate` is a fresh, open fd owned by nobody else.
+    Ok((unsafe { OwnedFd::from_raw_fd(duplicate) }, write))
 }
 
 /// Arranges for `fds` to survive `exec` in the child spawned from `command`, and only there.
