@@ -265,3 +265,107 @@ pub(crate) fn local_branches(
     }
     Ok(out)
 }
+
+/// Makes the repository's refs exactly `state` (`{full ref: sha}`), like Zuul's "Restoring repo
+/// states": local branches and tags not in `state` are deleted, the others set to the given
+/// sha (objects are copied from `source` when missing), and `refs/remotes/origin/*` mirrors
+/// the restored branches.
+pub(crate) fn restore_refs(
+    source: &Repository,
+    repo: &Repository,
+    state: &std::collections::BTreeMap<String, String>,
+    project: &str,
+) -> Result<(), MergeError> {
+    let cx = Cx::new(project, repo.path());
+    let mut wanted = Vec::with_capacity(state.len());
+    for (name, sha) in state {
+        let unknown = |cause| MergeError::UnknownRef {
+            project: project.to_string(),
+            reference: format!("{name} at {sha}"),
+            source_repo: source.path().to_path_buf(),
+            cause,
+        };
+        if !name.starts_with("refs/")
+            || name.contains('\0')
+            || !git2::Reference::is_valid_name(name)
+        {
+            return Err(unknown(git2::Error::from_str("not a full, valid ref name")));
+        }
+        let oid = Oid::from_str(sha).map_err(unknown)?;
+        copy_object(source, repo, oid, project).map_err(|e| match e {
+            MergeError::Git { cause, .. } => unknown(cause),
+            other => other,
+        })?;
+        wanted.push((name.as_str(), oid));
+    }
+    let mut stale = Vec::new();
+    for glob in ["refs/heads/*", "refs/tags/*", "refs/remotes/origin/*"] {
+        let refs = repo
+            .references_glob(glob)
+            .map_err(cx.git(|| format!("list {glob}")))?;
+        for r in refs {
+            let r = r.map_err(cx.git(|| format!("read {glob}")))?;
+            if let Some(name) = r.name() {
+                let mirrored = name
+                    .strip_prefix("refs/remotes/origin/")
+                    .map(|b| format!("refs/heads/{b}"));
+                let keep = state.contains_key(name)
+                    || mirrored.as_ref().is_some_and(|m| state.contains_key(m));
+                if !keep {
+                    stale.push(name.to_string());
+                }
+            }
+        }
+    }
+    for name in stale {
+        if let Ok(mut r) = repo.find_reference(&name) {
+            r.delete().map_err(cx.git(|| format!("delete {name}")))?;
+        }
+    }
+    for (name, oid) in wanted {
+        repo.reference(name, oid, true, "sluice: restore repo state")
+            .map_err(cx.git(|| format!("set {name} to {oid}")))?;
+        if let Some(branch) = name.strip_prefix("refs/heads/") {
+            let remote = format!("refs/remotes/origin/{branch}");
+            repo.reference(&remote, oid, true, "sluice: restore repo state")
+                .map_err(cx.git(|| format!("set {remote} to {oid}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a commit (with its history) or an annotated tag (with its target) from `source`.
+fn copy_object(
+    source: &Repository,
+    dest: &Repository,
+    oid: Oid,
+    project: &str,
+) -> Result<(), MergeError> {
+    let scx = Cx::new(project, source.path());
+    let dest_odb = dest
+        .odb()
+        .map_err(Cx::new(project, dest.path()).git(|| "open object database".into()))?;
+    if dest_odb.exists(oid) {
+        return Ok(());
+    }
+    let obj = source
+        .find_object(oid, None)
+        .map_err(scx.git(|| format!("find {oid}")))?;
+    match obj.kind() {
+        Some(git2::ObjectType::Tag) => {
+            let commit = obj
+                .peel_to_commit()
+                .map_err(scx.git(|| format!("peel tag {oid}")))?;
+            copy_commit(source, dest, commit.id(), project)?;
+            let raw = source
+                .odb()
+                .and_then(|odb| odb.read(oid).map(|o| (o.kind(), o.data().to_vec())))
+                .map_err(scx.git(|| format!("read tag {oid}")))?;
+            dest_odb
+                .write(raw.0, &raw.1)
+                .map_err(Cx::new(project, dest.path()).git(|| format!("write tag {oid}")))?;
+            Ok(())
+        }
+        _ => copy_commit(source, dest, oid, project),
+    }
+}

@@ -31,6 +31,11 @@ pub struct ProjectRepo {
     /// The required-project `override-checkout` (a branch or a tag).
     #[serde(default)]
     pub override_checkout: Option<String>,
+    /// A repo state to restore before merging (`{full ref: sha}`, e.g. from the scheduler's
+    /// merge), so every executor starts from the same branch tips. Empty: use the source's
+    /// refs as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub repo_state: BTreeMap<String, String>,
 }
 
 /// A change to merge: one queue item's commit on one project branch.
@@ -165,7 +170,8 @@ struct Prepared {
 /// Clones, merges and checks out every project of `req` under `req.src_root`.
 ///
 /// Steps: (1) compute each project's path for the scheme and reject duplicates and collisions;
-/// (2) clone each source (all branches as local branches, all tags); (3) for each change in
+/// (2) clone each source (all branches as local branches, all tags), then restore
+/// [`ProjectRepo::repo_state`] when given (refs become exactly that state); (3) for each change in
 /// order, copy its commit from the project's source and apply it to the current tip of its
 /// branch with its merge mode, moving the local branch to the result (so later changes on the
 /// same branch stack on it) and `refs/remotes/origin/<branch>` to the tip it was applied on
@@ -232,6 +238,10 @@ pub fn prepare_workspace(req: &WorkspaceRequest) -> Result<WorkspaceState, Merge
             &req.merge_identity.email,
             Cx::new(&p.canonical_name, &abs),
         )?;
+        if !p.repo_state.is_empty() {
+            let source = git::open_source(&p.source, &p.canonical_name)?;
+            git::restore_refs(&source, &repo, &p.repo_state, &p.canonical_name)?;
+        }
         prepared.push(Prepared {
             project: p.clone(),
             rel_str: rel.to_string_lossy().into_owned(),

@@ -441,3 +441,59 @@ fn workspace_repos_json_records_state_and_ops() {
     assert_eq!(record.merge_ops[2].path.as_deref(), Some(P));
     assert_eq!(record.merge_ops[2].timestamp, Some(MERGE_TIME));
 }
+
+#[test]
+fn repo_state_is_restored_before_merging() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = branches(dir.path());
+    // The source moved on after the scheduler computed its state.
+    let later = b
+        .src
+        .commit_on("master", &[("later.txt", "l\n")], "Later\n");
+    let ch = b.src.commit_files(&[b.a], &[("c.txt", "c\n")], "Change\n");
+    let mut p = project(&b.src, P, "master");
+    p.repo_state = [
+        ("refs/heads/master".to_string(), b.a.to_string()),
+        ("refs/heads/stable".to_string(), b.s.to_string()),
+        ("refs/tags/v1".to_string(), {
+            let repo = Repository::open(&b.src.path).expect("open source");
+            let id = repo.refname_to_id("refs/tags/v1").expect("tag");
+            id.to_string()
+        }),
+    ]
+    .into();
+    let state = prepare_workspace(&request(
+        &dir.path().join("src"),
+        vec![p.clone()],
+        vec![change(P, "master", ch, MergeMode::Merge)],
+    ))
+    .expect("prepare");
+    let rs = &state.repos[0];
+    // Restored master was A, so the change fast-forwards; `later` is not there.
+    assert_eq!(rs.commit, ch.to_string());
+    let repo = Repository::open(&rs.path).expect("open");
+    assert!(!repo.graph_descendant_of(ch, later).expect("graph"));
+    // feature is not in the state, so it is gone; the tag survives.
+    let names: Vec<&String> = rs.branches.keys().collect();
+    assert_eq!(names, vec!["master", "stable"]);
+    assert!(repo.find_reference("refs/remotes/origin/feature").is_err());
+    assert_eq!(
+        repo.refname_to_id("refs/remotes/origin/stable")
+            .expect("origin/stable"),
+        b.s
+    );
+    assert!(repo.find_reference("refs/tags/v1").is_ok());
+
+    // A state naming an object the source lacks is an error naming the ref.
+    p.repo_state = [(
+        "refs/heads/master".to_string(),
+        "1111111111111111111111111111111111111111".to_string(),
+    )]
+    .into();
+    let err = prepare_workspace(&request(&dir.path().join("src2"), vec![p], vec![]))
+        .expect_err("bad state");
+    assert!(
+        matches!(err, MergeError::UnknownRef { ref reference, .. } if reference.starts_with("refs/heads/master")),
+        "{err:?}"
+    );
+}

@@ -112,6 +112,7 @@ pub fn project(source: &Source, canonical_name: &str, default_branch: &str) -> P
         default_branch: default_branch.to_string(),
         override_branch: None,
         override_checkout: None,
+        repo_state: Default::default(),
     }
 }
 
