@@ -440,3 +440,38 @@ fn same_request_gives_the_same_shas() {
     }
     assert_eq!(shas[0], shas[1]);
 }
+
+#[test]
+fn merge_follows_renames_but_merge_resolve_does_not() {
+    let body: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+    let modified = body.replace("line 2\n", "line two\n");
+    for (mode, conflicts) in [
+        (MergeMode::Merge, false),
+        (MergeMode::MergeOrt, false),
+        (MergeMode::MergeResolve, true),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = Source::new(dir.path(), "repo", "master");
+        let a = src.commit_on("master", &[("big.txt", &body)], "Big\n");
+        let ch = src.commit_files(&[a], &[("big.txt", &modified)], "Modify big\n");
+        src.commit_on(
+            "master",
+            &[("big.txt", ""), ("moved.txt", &body)],
+            "Rename big\n",
+        );
+        let req = request(
+            &dir.path().join("src"),
+            vec![project(&src, P, "master")],
+            vec![change(P, "master", ch, mode)],
+        );
+        match prepare_workspace(&req) {
+            Ok(state) => {
+                assert!(!conflicts, "{mode} should conflict");
+                let wt = worktree_files(&state.repos[0].path);
+                assert_eq!(wt.get("moved.txt"), Some(&modified), "{mode}");
+                assert!(!wt.contains_key("big.txt"), "{mode}");
+            }
+            Err(e) => assert!(conflicts && e.is_conflict(), "{mode}: {e}"),
+        }
+    }
+}
