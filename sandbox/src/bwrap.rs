@@ -17,6 +17,8 @@
 //! - `--cap-drop ALL` is always passed. Zuul runs as an unprivileged user, so its sandbox holds
 //!   no capabilities; Sluice may run as root, and bwrap keeps every capability (inside the new
 //!   user namespace) for a sandbox uid of 0 unless told otherwise.
+//! - `choom` is replaced by writing `oom_score_adj` (Sluice's own plus 200, at most 1000)
+//!   between `fork` and `exec`, and `setpriv --ambient-caps -all` by `--cap-drop ALL`.
 //! - In-memory files get `--perms` (0644 for passwd/group, the caller's mode for secrets)
 //!   instead of bwrap's default 0666.
 //!
@@ -348,7 +350,10 @@ impl Bwrap {
         full_argv.push("--".into());
         full_argv.extend(argv);
         let feeds = [passwd, group].into_iter().chain(file_feeds).collect();
-        Ok(ChildCommand::new(full_argv, env, spec.work_dir.clone())?.with_feeds(feeds))
+        let mut command = ChildCommand::new(full_argv, env, spec.work_dir.clone())?;
+        command.feeds = feeds;
+        command.oom_score_adj = Some(raised_oom_score_adj());
+        Ok(command)
     }
 
     /// bwrap's argv (program included, `--` and the inner command excluded) for `spec`, with
@@ -475,6 +480,16 @@ pub(crate) fn identity_files(uid: u32, gid: u32, home: &Path) -> (Vec<u8>, Vec<u
         .map_or_else(|| "sluice".to_owned(), |group| group.name);
     let group = format!("{group_name}:x:{gid}:\n").into_bytes();
     (passwd, group)
+}
+
+/// Sluice's own `oom_score_adj` plus 200, at most 1000: under memory pressure the kernel kills a
+/// build before the executor (Zuul does the same with `choom`).
+fn raised_oom_score_adj() -> i32 {
+    let current = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    current.saturating_add(200).min(1000)
 }
 
 fn parse_version(text: &str) -> Option<(u32, u32, u32)> {

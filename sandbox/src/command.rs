@@ -21,10 +21,12 @@ use crate::{
 /// Build one with [`ChildCommand::new`] for an unsandboxed child, or with
 /// [`Bwrap::command`](crate::Bwrap::command) for a sandboxed one. Dropping it closes the pipes.
 pub struct ChildCommand {
-    argv: Vec<OsString>,
-    env: BTreeMap<OsString, OsString>,
-    cwd: PathBuf,
-    feeds: Vec<FileFeed>,
+    pub(crate) argv: Vec<OsString>,
+    pub(crate) env: BTreeMap<OsString, OsString>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) feeds: Vec<FileFeed>,
+    /// Written to the child's `/proc/self/oom_score_adj` before `exec`.
+    pub(crate) oom_score_adj: Option<i32>,
 }
 
 impl ChildCommand {
@@ -44,12 +46,8 @@ impl ChildCommand {
             env,
             cwd,
             feeds: Vec::new(),
+            oom_score_adj: None,
         })
-    }
-
-    pub(crate) fn with_feeds(mut self, feeds: Vec<FileFeed>) -> Self {
-        self.feeds = feeds;
-        self
     }
 
     /// The full command line, program first.
@@ -66,17 +64,6 @@ impl ChildCommand {
     pub fn cwd(&self) -> &Path {
         &self.cwd
     }
-
-    pub(crate) fn into_parts(
-        self,
-    ) -> (
-        Vec<OsString>,
-        BTreeMap<OsString, OsString>,
-        PathBuf,
-        Vec<FileFeed>,
-    ) {
-        (self.argv, self.env, self.cwd, self.feeds)
-    }
 }
 
 impl fmt::Debug for ChildCommand {
@@ -86,6 +73,7 @@ impl fmt::Debug for ChildCommand {
             .field("argv", &self.argv)
             .field("env_keys", &self.env.keys().collect::<Vec<_>>())
             .field("cwd", &self.cwd)
+            .field("oom_score_adj", &self.oom_score_adj)
             .field(
                 "files",
                 &self.feeds.iter().map(|feed| &feed.path).collect::<Vec<_>>(),

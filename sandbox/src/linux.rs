@@ -59,6 +59,28 @@ pub(crate) fn inherit_in_child(command: &mut tokio::process::Command, fds: Vec<R
     }
 }
 
+/// Makes the child spawned from `command` write `value` to its `/proc/self/oom_score_adj`
+/// before `exec`. Raising the value needs no privilege; a failure is ignored (the build then
+/// runs with Sluice's own score).
+pub(crate) fn set_oom_score_adj_in_child(command: &mut tokio::process::Command, value: i32) {
+    let text = value.to_string().into_bytes();
+    // SAFETY: open(2), write(2) and close(2) are async-signal-safe; the path is a static C
+    // string and `text` was formatted before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                libc::write(fd, text.as_ptr().cast(), text.len());
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Sends `signal` to every process of group `pgid`.
 ///
 /// Returns `false` when the group no longer exists (ESRCH), which is not an error: the group

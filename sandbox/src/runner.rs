@@ -159,7 +159,13 @@ pub async fn run(
     abort: &AbortHandle,
     mut on_line: impl FnMut(&[u8]),
 ) -> Result<Outcome> {
-    let (argv, env, cwd, feeds) = command.into_parts();
+    let ChildCommand {
+        argv,
+        env,
+        cwd,
+        feeds,
+        oom_score_adj,
+    } = command;
     let Some((program, args)) = argv.split_first() else {
         return Err(SandboxError::EmptyArgv);
     };
@@ -192,6 +198,9 @@ pub async fn run(
         .stderr(Stdio::from(out_write_err))
         .process_group(0);
     linux::inherit_in_child(&mut command, feeds.iter().map(FileFeed::child_fd).collect());
+    if let Some(value) = oom_score_adj {
+        linux::set_oom_score_adj_in_child(&mut command, value);
+    }
     let spawned = command.spawn();
     // The command holds our copies of the output pipe's write end; only the child may keep
     // it open, or the end of output would never be seen.

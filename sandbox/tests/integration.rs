@@ -204,12 +204,18 @@ async fn identity_files_name_the_build_home() {
     let lines = check(build.sandboxed(
         &bwrap,
         &build.spec(),
-        "cat /etc/passwd /etc/group; id -u; grep CapEff /proc/self/status; stat -c %a /etc/passwd",
+        "cat /etc/passwd /etc/group; id -u; grep CapEff /proc/self/status; stat -c %a /etc/passwd; \
+         cat /proc/self/oom_score_adj",
     ))
     .await;
+    let own_oom_score_adj: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .expect("oom_score_adj")
+        .trim()
+        .parse()
+        .expect("number");
     let uid = nix::unistd::Uid::current().as_raw().to_string();
     let home = build.path("home");
-    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert_eq!(lines.len(), 6, "{lines:#?}");
     let fields: Vec<&str> = lines[0].split(':').collect();
     assert_eq!(fields[2], uid, "{lines:#?}");
     assert_eq!(fields[5], home.to_str().expect("utf-8"), "{lines:#?}");
@@ -217,6 +223,7 @@ async fn identity_files_name_the_build_home() {
     assert_eq!(lines[2], uid);
     assert_eq!(lines[3], "CapEff:\t0000000000000000");
     assert_eq!(lines[4], "644");
+    assert_eq!(lines[5], (own_oom_score_adj + 200).min(1000).to_string());
 }
 
 #[tokio::test]
