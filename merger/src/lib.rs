@@ -32,6 +32,12 @@
 //! fast-forward when possible and are no-ops when the branch already contains the change;
 //! `squash-merge` always makes exactly one commit. All merging happens in the object database;
 //! the working tree is written once, at checkout.
+//!
+//! One deliberate extension: Zuul's `cherry-pick` picks only the change's tip commit; here every
+//! commit of the change that the branch lacks is picked, oldest first, and commits that turn out
+//! to be already applied are skipped. For single-commit changes (Gerrit) the result is the same.
+//!
+//! Everything here is blocking file and git I/O: call it from `spawn_blocking` in async code.
 
 #![warn(missing_docs)]
 
