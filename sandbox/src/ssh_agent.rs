@@ -197,3 +197,17 @@ fn start_error(socket: &Path, detail: String) -> SandboxError {
         detail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tools_name_the_package() {
+        let err = find_tool("sluice-test-no-such-tool").expect_err("not installed");
+        assert_eq!(
+            err.to_string(),
+            "`sluice-test-no-such-tool` not found: install openssh-client"
+        );
+    }
+}
