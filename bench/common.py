@@ -1,0 +1,105 @@
+"""Shared set-up for Sluice's benchmarks: a local sshd node, git repositories for a job, and
+hyperfine runs whose medians are compared side by side.
+
+Benchmarks print ratios against a baseline measured in the same run; the machines are shared and
+noisy, so only medians over several runs are quoted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SLUICE = REPO / "target" / "release" / "sluice"
+STATE_DIR = Path(
+    os.environ.get("SLUICE_STATE_DIR")
+    or Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "sluice"
+)
+
+
+def build_release() -> None:
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "sluice", "-p", "sluice-native"], cwd=REPO, check=True)
+    subprocess.run([str(SLUICE), "manage-ansible"], check=True, stdout=subprocess.DEVNULL)
+
+
+@dataclass
+class Node:
+    dir: Path
+    port: int
+
+    @property
+    def nodes_file(self) -> Path:
+        return self.dir / "nodes.yaml"
+
+    @property
+    def key(self) -> Path:
+        return self.dir / "client_key"
+
+    def inventory(self, path: Path, python: str = "/usr/bin/python3") -> Path:
+        path.write_text(
+            textwrap.dedent(
+                f"""\
+                all:
+                  hosts:
+                    node:
+                      ansible_host: 127.0.0.1
+                      ansible_port: {self.port}
+                      ansible_user: {os.environ.get("USER", "root")}
+                      ansible_python_interpreter: {python}
+                      ansible_ssh_private_key_file: {self.key}
+                """
+            )
+        )
+        return path
+
+    def stop(self) -> None:
+        subprocess.run([str(REPO / "tests/node/sshd-node"), "stop", str(self.dir)], check=False)
+
+
+def start_node(root: Path) -> Node:
+    d = root / "node"
+    out = subprocess.run([str(REPO / "tests/node/sshd-node"), "start", str(d)], check=True, capture_output=True, text=True)
+    return Node(d, int(out.stdout.strip()))
+
+
+def git_repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for rel, content in files.items():
+        f = path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(content)
+    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b")
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=path, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "bench"], cwd=path, check=True, env=env)
+    return path
+
+
+def hyperfine(commands: dict[str, str], runs: int, out: Path, prepare: str | None = None) -> dict[str, float]:
+    """Runs hyperfine on the named commands; returns median seconds per name."""
+    if not shutil.which("hyperfine"):
+        sys.exit("hyperfine not found: apt-get install hyperfine")
+    argv = ["hyperfine", "--runs", str(runs), "--warmup", "1", "--export-json", str(out), "--style", "basic"]
+    if prepare:
+        argv += ["--prepare", prepare]
+    for name, cmd in commands.items():
+        argv += ["--command-name", name, cmd]
+    subprocess.run(argv, check=True)
+    data = json.loads(out.read_text())
+    return {r["command"]: statistics.median(r["times"]) for r in data["results"]}
+
+
+def report(title: str, medians: dict[str, float], baseline: str) -> None:
+    print(f"\n{title}")
+    base = medians[baseline]
+    for name, median in medians.items():
+        print(f"  {name:40s} median {median:7.3f} s   ratio {median / base:5.2f}x")
