@@ -497,3 +497,33 @@ fn repo_state_is_restored_before_merging() {
         "{err:?}"
     );
 }
+
+#[test]
+fn branches_with_slashes_merge_and_check_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = branches(dir.path());
+    b.src.set_branch("release/2024.1", b.s);
+    let ch = b.src.commit_files(&[b.a], &[("c.txt", "c\n")], "Change\n");
+    let mut req = request(
+        &dir.path().join("src"),
+        vec![project(&b.src, P, "master")],
+        vec![change(P, "release/2024.1", ch, MergeMode::Merge)],
+    );
+    req.zuul_branch = Some("release/2024.1".into());
+    let state = prepare_workspace(&req).expect("prepare");
+    let rs = &state.repos[0];
+    assert_eq!(rs.checkout, "release/2024.1");
+    let repo = Repository::open(&rs.path).expect("open");
+    assert_on_branch_clean(&repo, "release/2024.1");
+    let tip = repo
+        .find_commit(repo.head().expect("head").target().expect("oid"))
+        .expect("tip");
+    assert_eq!(tip.parent_ids().collect::<Vec<_>>(), vec![b.s, ch]);
+    assert_eq!(
+        repo.refname_to_id("refs/remotes/origin/release/2024.1")
+            .expect("origin"),
+        b.s
+    );
+    assert!(worktree_files(&rs.path).contains_key("c.txt"));
+    assert!(worktree_files(&rs.path).contains_key("stable.txt"));
+}
