@@ -62,7 +62,9 @@ pub struct FrozenJob {
     pub post_review: bool,
     /// Secrets the job's playbooks may receive, indexed by `PlaybookRef::secrets`.
     pub secrets: Vec<FrozenSecret>,
-    /// One line per applied variant: `<job> from <canonical project>/<file>@<branch> line N`.
+    /// One line per applied variant, in application order, Zuul style:
+    /// `<Job NAME branches: REGEXES|None source: HOST/ORG/REPO/FILE@BRANCH#LINE>` (project-pipeline
+    /// variants say `<Job NAME project-pipeline branches: ...>`).
     pub inheritance_path: Vec<String>,
 }
 

@@ -4,8 +4,39 @@
 //!
 //! This is the one loader: `sluice job run` and the scheduler both use it, so that a job means
 //! the same thing wherever it runs.
+//!
+//! Typical use:
+//!
+//! ```no_run
+//! use sluice_config::{load_layout, ProjectSource};
+//! let sources = vec![ProjectSource {
+//!     canonical_hostname: "github.com".into(),
+//!     name: "org/config".into(),
+//!     root: "/src/config".into(),
+//!     trusted: true,
+//!     branch: "main".into(),
+//! }];
+//! let layout = load_layout(&sources, Some("base".into())).expect("valid configuration");
+//! let job = layout.freeze("unit-tests", "github.com/org/config", "main");
+//! ```
 #![warn(missing_docs)]
 
+pub mod errors;
+pub mod freeze;
 pub mod frozen;
+pub mod layout;
+pub mod loader;
+pub mod model;
+mod parse;
+mod yaml;
 
+pub use errors::*;
+pub use freeze::{deep_merge, implicit_role_name, FrozenJobDetails};
 pub use frozen::*;
+pub use layout::{load_layout, Layout, ProjectInfo};
+pub use loader::{
+    find_config_files, load_project, load_project_lenient, parse_project_files, ProjectConfig,
+    ProjectSource, CONFIG_ROOTS,
+};
+pub use model::*;
+pub use parse::RESERVED_VAR_NAMES;
