@@ -242,6 +242,24 @@ async fn nested_user_namespaces_are_refused_when_supported() {
 }
 
 #[tokio::test]
+async fn the_network_is_shared_only_on_request() {
+    let bwrap = bwrap().await;
+    let build = Build::new();
+    let interfaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
+    let mut spec = build.spec();
+    spec.share_net = false;
+    assert_eq!(
+        check(build.sandboxed(&bwrap, &spec, interfaces)).await,
+        ["lo"]
+    );
+    spec.share_net = true;
+    let host = std::fs::read_to_string("/proc/net/dev").expect("/proc/net/dev");
+    let n_host_interfaces = host.lines().count() - 2;
+    let shared = check(build.sandboxed(&bwrap, &spec, interfaces)).await;
+    assert_eq!(shared.len(), n_host_interfaces, "{shared:#?}");
+}
+
+#[tokio::test]
 async fn writes_land_only_in_work_and_home() {
     let bwrap = bwrap().await;
     let build = Build::new();
