@@ -159,6 +159,9 @@ pub async fn run_build(
                     };
                     let (kind, detail) = build.execute().await;
                     let data = build.returned_data();
+                    if !cfg.keep_jobdir {
+                        build.jobdir.remove_all_but_logs();
+                    }
                     (kind, detail, data)
                 }
             }
@@ -308,6 +311,9 @@ impl Build<'_> {
             )),
             Ok(Err(workspace::WorkspaceFailure::Conflict(detail))) => {
                 Err((Some(BuildResultKind::MergeConflict), Some(detail)))
+            }
+            Ok(Err(workspace::WorkspaceFailure::Unfetchable(detail))) => {
+                Err((Some(BuildResultKind::Aborted), Some(detail)))
             }
             Ok(Err(workspace::WorkspaceFailure::Error(detail))) => {
                 Err((Some(BuildResultKind::Error), Some(detail)))

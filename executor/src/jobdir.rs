@@ -92,6 +92,26 @@ impl JobDir {
         self.dot_ansible.join("nodes.unreachable")
     }
 
+    /// Removes what a finished build no longer needs (checkouts, configs, home, caches), keeping
+    /// `work/logs` and `work/results.json`.
+    pub fn remove_all_but_logs(&self) {
+        for path in [
+            &self.ansible,
+            &self.trusted,
+            &self.untrusted,
+            &self.home,
+            &self.dot_ansible,
+            &self.src,
+            &self.tmp,
+        ] {
+            if let Err(e) = fs::remove_dir_all(path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove");
+                }
+            }
+        }
+    }
+
     /// Reads a file the build wrote, refusing it unless its resolved path is the literal one: a
     /// playbook must not make the executor read elsewhere through a symlink.
     pub fn read_build_file(&self, path: &Path) -> io::Result<Option<String>> {

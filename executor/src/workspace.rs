@@ -19,6 +19,8 @@ use crate::zuul_vars::RepoCheckout;
 pub enum WorkspaceFailure {
     /// A change did not merge: MERGE_CONFLICT.
     Conflict(String),
+    /// A ref that cannot be fetched: ABORTED.
+    Unfetchable(String),
     /// Anything else: ERROR.
     Error(String),
 }
@@ -50,6 +52,7 @@ pub fn prepare(req: &BuildRequest, jobdir: &JobDir) -> Result<Vec<RepoCheckout>,
                 default_branch: spec.default_branch.clone(),
                 override_branch: ob,
                 override_checkout: oc,
+                repo_state: Default::default(),
             },
             required,
         ));
@@ -110,12 +113,12 @@ pub fn prepare(req: &BuildRequest, jobdir: &JobDir) -> Result<Vec<RepoCheckout>,
         },
         merge_time: None,
     };
-    let state = prepare_workspace(&request).map_err(|e| {
-        if e.is_conflict() {
-            WorkspaceFailure::Conflict(e.to_string())
-        } else {
-            WorkspaceFailure::Error(e.to_string())
+    let state = prepare_workspace(&request).map_err(|e| match e {
+        e if e.is_conflict() => WorkspaceFailure::Conflict(e.to_string()),
+        e @ sluice_merger::MergeError::UnknownRef { .. } => {
+            WorkspaceFailure::Unfetchable(e.to_string())
         }
+        e => WorkspaceFailure::Error(e.to_string()),
     })?;
     if let Err(e) = state
         .workspace_repos()

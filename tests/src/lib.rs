@@ -40,7 +40,10 @@ pub fn require_tool(tool: &str, package: &str) {
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
         .unwrap_or(false)
         || Path::new("/usr/sbin").join(tool).is_file();
-    assert!(found, "{tool} not found: install it with `apt-get install {package}`");
+    assert!(
+        found,
+        "{tool} not found: install it with `apt-get install {package}`"
+    );
 }
 
 /// A real sshd on 127.0.0.1 with its own keys, stopped on drop.
@@ -218,7 +221,11 @@ pub fn job_command(scratch: &Path, job: &str, args: &[&str]) -> (Command, PathBu
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Runs `sluice job run` to the end.

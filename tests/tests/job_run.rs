@@ -5,8 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sluice_tests::{
-    build_dir, config_project, drain, finish, job_command, run_job, wait_for, GitRepo, JobRun,
-    Node,
+    build_dir, config_project, drain, finish, job_command, run_job, wait_for, GitRepo, JobRun, Node,
 };
 
 /// A project whose `.zuul.yaml` holds `jobs` and whose files are `files`.
@@ -20,7 +19,12 @@ fn project(root: &Path, jobs: &str, files: &[(&str, &str)]) -> GitRepo {
     repo
 }
 
-fn args<'a>(config: &'a GitRepo, project: &'a GitRepo, node: &'a Node, holder: &'a mut Vec<String>) -> Vec<&'a str> {
+fn args<'a>(
+    config: &'a GitRepo,
+    project: &'a GitRepo,
+    node: &'a Node,
+    holder: &'a mut Vec<String>,
+) -> Vec<&'a str> {
     holder.clear();
     holder.push(format!("--project={}", project.path.display()));
     holder.push(format!("--config-project={}", config.path.display()));
@@ -41,7 +45,8 @@ fn run_simple(jobs: &str, files: &[(&str, &str)], job: &str) -> (tempfile::TempD
 }
 
 const HELLO_JOB: &str = "- job:\n    name: hello\n    run: playbooks/hello.yaml\n";
-const HELLO_PLAYBOOK: &str = "- hosts: all\n  tasks:\n    - name: Say hi\n      shell: \"echo hi; sleep 1; echo bye\"\n";
+const HELLO_PLAYBOOK: &str =
+    "- hosts: all\n  tasks:\n    - name: Say hi\n      shell: \"echo hi; sleep 1; echo bye\"\n";
 
 fn assert_result(run: &JobRun, expected: &str) {
     assert_eq!(
@@ -56,7 +61,11 @@ fn assert_result(run: &JobRun, expected: &str) {
 
 #[test]
 fn success_streams_node_lines_in_zuul_format() {
-    let (_scratch, run) = run_simple(HELLO_JOB, &[("playbooks/hello.yaml", HELLO_PLAYBOOK)], "hello");
+    let (_scratch, run) = run_simple(
+        HELLO_JOB,
+        &[("playbooks/hello.yaml", HELLO_PLAYBOOK)],
+        "hello",
+    );
     assert_result(&run, "SUCCESS");
     assert!(run.status.success());
     let out = run.job_output();
@@ -78,7 +87,10 @@ fn success_streams_node_lines_in_zuul_format() {
         "RUN END RESULT_NORMAL: [untrusted : localhost/org/demo/playbooks/hello.yaml@main]",
         "POST-RUN START: [trusted : localhost/config/playbooks/base/post.yaml@main]",
     ] {
-        assert!(stripped.contains(&expected), "missing {expected:?} in:\n{out}");
+        assert!(
+            stripped.contains(&expected),
+            "missing {expected:?} in:\n{out}"
+        );
     }
     assert!(
         stripped
@@ -126,8 +138,14 @@ fn job_output_is_written_while_the_task_runs() {
         .and_then(|d| std::fs::read_to_string(d.join("work/logs/job-output.txt")).ok())
         .unwrap_or_default();
     assert!(seen_first, "never saw the first line:\n{text}");
-    assert!(!text.contains("| node | second"), "the task had already ended:\n{text}");
-    assert!(child.try_wait().unwrap().is_none(), "sluice had already exited");
+    assert!(
+        !text.contains("| node | second"),
+        "the task had already ended:\n{text}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "sluice had already exited"
+    );
     let (stdout, stderr) = drain(&mut child);
     let status = child.wait().unwrap();
     let run = finish(
@@ -145,12 +163,19 @@ fn job_output_is_written_while_the_task_runs() {
 fn failing_run_playbook_is_failure() {
     let (_s, run) = run_simple(
         HELLO_JOB,
-        &[("playbooks/hello.yaml", "- hosts: all\n  tasks:\n    - shell: exit 3\n")],
+        &[(
+            "playbooks/hello.yaml",
+            "- hosts: all\n  tasks:\n    - shell: exit 3\n",
+        )],
         "hello",
     );
     assert_result(&run, "FAILURE");
     assert!(!run.status.success());
-    assert!(run.job_output().contains("| node | ERROR"), "{}", run.job_output());
+    assert!(
+        run.job_output().contains("| node | ERROR"),
+        "{}",
+        run.job_output()
+    );
 }
 
 #[test]
@@ -160,7 +185,10 @@ fn failing_post_playbook_is_post_failure() {
         jobs,
         &[
             ("playbooks/hello.yaml", HELLO_PLAYBOOK),
-            ("playbooks/post.yaml", "- hosts: all\n  tasks:\n    - command: /bin/false\n"),
+            (
+                "playbooks/post.yaml",
+                "- hosts: all\n  tasks:\n    - command: /bin/false\n",
+            ),
         ],
         "hello",
     );
@@ -172,11 +200,18 @@ fn run_past_timeout_is_timed_out() {
     let jobs = "- job:\n    name: hello\n    timeout: 10\n    run: playbooks/hello.yaml\n";
     let (_s, run) = run_simple(
         jobs,
-        &[("playbooks/hello.yaml", "- hosts: all\n  tasks:\n    - command: sleep 120\n")],
+        &[(
+            "playbooks/hello.yaml",
+            "- hosts: all\n  tasks:\n    - command: sleep 120\n",
+        )],
         "hello",
     );
     assert_result(&run, "TIMED_OUT");
-    assert!(run.job_output().contains("RUN END RESULT_TIMED_OUT"), "{}", run.job_output());
+    assert!(
+        run.job_output().contains("RUN END RESULT_TIMED_OUT"),
+        "{}",
+        run.job_output()
+    );
 }
 
 #[test]
@@ -185,7 +220,10 @@ fn pre_run_failure_retries_then_hits_the_limit() {
     let (_s, run) = run_simple(
         jobs,
         &[
-            ("playbooks/pre.yaml", "- hosts: all\n  tasks:\n    - command: /bin/false\n"),
+            (
+                "playbooks/pre.yaml",
+                "- hosts: all\n  tasks:\n    - command: /bin/false\n",
+            ),
             ("playbooks/hello.yaml", HELLO_PLAYBOOK),
         ],
         "hello",
@@ -206,12 +244,17 @@ fn conflicting_change_is_merge_conflict() {
     let project = project(
         scratch.path(),
         HELLO_JOB,
-        &[("playbooks/hello.yaml", HELLO_PLAYBOOK), ("file.txt", "base\n")],
+        &[
+            ("playbooks/hello.yaml", HELLO_PLAYBOOK),
+            ("file.txt", "base\n"),
+        ],
     );
     project.git(&["checkout", "-q", "-b", "topic"]);
     project.write("file.txt", "topic\n").commit("Topic change");
     project.git(&["checkout", "-q", "main"]);
-    project.write("file.txt", "main moved on\n").commit("Main change");
+    project
+        .write("file.txt", "main moved on\n")
+        .commit("Main change");
     project.git(&["checkout", "-q", "topic"]);
     let mut holder = Vec::new();
     let mut a = args(&config, &project, &node, &mut holder);
@@ -226,7 +269,10 @@ fn missing_label_is_node_failure_naming_it() {
     let (_s, run) = run_simple(jobs, &[("playbooks/hello.yaml", HELLO_PLAYBOOK)], "hello");
     assert_result(&run, "NODE_FAILURE");
     assert!(
-        run.result["error_detail"].as_str().unwrap_or("").contains("centos-9"),
+        run.result["error_detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("centos-9"),
         "{}",
         run.result
     );
@@ -234,11 +280,15 @@ fn missing_label_is_node_failure_naming_it() {
 
 #[test]
 fn unknown_ansible_version_is_error_naming_installed_ones() {
-    let jobs = "- job:\n    name: hello\n    ansible-version: '2.5'\n    run: playbooks/hello.yaml\n";
+    let jobs =
+        "- job:\n    name: hello\n    ansible-version: '2.5'\n    run: playbooks/hello.yaml\n";
     let (_s, run) = run_simple(jobs, &[("playbooks/hello.yaml", HELLO_PLAYBOOK)], "hello");
     assert_result(&run, "ERROR");
     let detail = run.result["error_detail"].as_str().unwrap_or("");
-    assert!(detail.contains("2.5") && detail.contains("2.19"), "{detail}");
+    assert!(
+        detail.contains("2.5") && detail.contains("2.19"),
+        "{detail}"
+    );
 }
 
 #[test]
@@ -287,7 +337,11 @@ fn sigterm_aborts_and_runs_cleanup() {
         &result,
     );
     assert_result(&run, "ABORTED");
-    assert!(run.job_output().contains("cleanup ran"), "{}", run.job_output());
+    assert!(
+        run.job_output().contains("cleanup ran"),
+        "{}",
+        run.job_output()
+    );
 }
 
 #[test]

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use sluice_tests::{config_project, run_job, GitRepo, Node};
 
-const JOB: &str = "- job:\n    name: probe\n    run: playbooks/probe.yaml\n    nodeset:\n      nodes: []\n";
+const JOB: &str =
+    "- job:\n    name: probe\n    run: playbooks/probe.yaml\n    nodeset:\n      nodes: []\n";
 
 fn probe(tasks: &str) -> (tempfile::TempDir, sluice_tests::JobRun) {
     let scratch = tempfile::tempdir().unwrap();
@@ -32,7 +33,13 @@ fn probe(tasks: &str) -> (tempfile::TempDir, sluice_tests::JobRun) {
 
 fn assert_denied(tasks: &str) -> String {
     let (_s, run) = probe(tasks);
-    assert_eq!(run.result_line(), "RESULT: FAILURE", "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.result_line(),
+        "RESULT: FAILURE",
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
     run.job_output()
 }
 
@@ -56,7 +63,9 @@ fn cannot_read_the_executor_key() {
 fn cannot_see_another_build() {
     // Another build's dir in the same work root, with a file the probe tries to read.
     let scratch = tempfile::tempdir().unwrap();
-    let other = scratch.path().join("builds/0123456789abcdef0123456789abcdef/work/logs");
+    let other = scratch
+        .path()
+        .join("builds/0123456789abcdef0123456789abcdef/work/logs");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("secret.txt"), "other build").unwrap();
     let node = Node::start();
@@ -82,7 +91,11 @@ fn cannot_see_another_build() {
         ],
     );
     assert_eq!(run.result_line(), "RESULT: FAILURE", "{}", run.stdout);
-    assert!(!run.job_output().contains("| other build"), "{}", run.job_output());
+    assert!(
+        !run.job_output().contains("| other build"),
+        "{}",
+        run.job_output()
+    );
 }
 
 #[test]
@@ -93,7 +106,13 @@ fn cannot_write_outside_the_work_dir() {
         "    - shell: echo escaped > {}\n      ignore_errors: true\n    - shell: echo ok > {{{{ zuul.executor.work_root }}}}/inside.txt\n",
         target.display()
     ));
-    assert_eq!(run.result_line(), "RESULT: SUCCESS", "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.result_line(),
+        "RESULT: SUCCESS",
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
     assert!(!target.exists(), "the playbook wrote {}", target.display());
     let inside = Path::new(run.result["log_dir"].as_str().unwrap())
         .parent()
