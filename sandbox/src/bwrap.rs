@@ -12,13 +12,16 @@
 //! - `/lib`, `/bin`, `/sbin` and `/lib64` are recreated as symlinks when they are symlinks on
 //!   the host (merged-/usr systems); bind-mounting them would follow the link and hide that
 //!   they are the same directory.
-//! - `--new-session` is always passed: without it a sandboxed process shares the controlling
-//!   terminal and can push input into it with the `TIOCSTI` ioctl.
+//! - Zuul gives the whole bwrap process a new session from outside; Sluice keeps it in a new
+//!   process group instead (so that `-pgid` reaches it, see [`run`](crate::run)) and passes
+//!   `--new-session` so that the sandboxed processes cannot push input into a controlling
+//!   terminal with the `TIOCSTI` ioctl.
 //! - `--cap-drop ALL` is always passed. Zuul runs as an unprivileged user, so its sandbox holds
 //!   no capabilities; Sluice may run as root, and bwrap keeps every capability (inside the new
 //!   user namespace) for a sandbox uid of 0 unless told otherwise.
 //! - `choom` is replaced by writing `oom_score_adj` (Sluice's own plus 200, at most 1000)
 //!   between `fork` and `exec`, and `setpriv --ambient-caps -all` by `--cap-drop ALL`.
+//! - Zuul's `/etc/*-release` binds are left out: its pattern matches almost nothing.
 //! - In-memory files get `--perms` (0644 for passwd/group, the caller's mode for secrets)
 //!   instead of bwrap's default 0666.
 //!
@@ -27,7 +30,8 @@
 //! namespaces enabled (`/proc/sys/user/max_user_namespaces` > 0). Running as root is not an
 //! obstacle in itself: measured on Linux 6.18 with bwrap 0.8.0 as uid 0, `--unshare-user`
 //! creates a user namespace mapping 0→0 and `--disable-userns` makes a nested `unshare -U`
-//! fail (max_user_namespaces becomes 0 inside). It does fail where bwrap is installed setuid
+//! fail with ENOSPC (bwrap sets `max_user_namespaces` to 0 in an intermediate namespace, so
+//! the value read inside looks unchanged). It does fail where bwrap is installed setuid
 //! or where the kernel or a seccomp policy (containers) forbids user namespaces; the trial run
 //! detects exactly those cases and Sluice then falls back to Zuul's behaviour without them.
 
