@@ -68,10 +68,17 @@ impl Layout {
     }
 
     /// Add one project-branch's configuration. Call for config-projects first, then untrusted
-    /// projects, in tenant order. Returns the errors this addition found (duplicates, jobs
-    /// defined in another project); the offending items are left out. The configuration's own
-    /// parse errors are kept in `errors()` but not returned again.
-    pub fn add(&mut self, config: ProjectConfig) -> Result<(), ConfigErrors> {
+    /// projects, in tenant order. Errors (the configuration's own, duplicates, jobs defined in
+    /// another project) are kept: see `errors()` and `check()`; offending items are left out.
+    pub fn add(&mut self, config: ProjectConfig) {
+        // The errors are recorded in `self.errors` either way.
+        let _ = self.add_checked(config);
+    }
+
+    /// Like `add`, also returning the errors this addition found (duplicates, jobs defined in
+    /// another project). The configuration's own parse errors are kept in `errors()` but not
+    /// returned again.
+    pub fn add_checked(&mut self, config: ProjectConfig) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
         match self
             .projects
@@ -698,8 +705,7 @@ pub fn load_layout(
     let mut ordered: Vec<&ProjectSource> = sources.iter().filter(|s| s.trusted).collect();
     ordered.extend(sources.iter().filter(|s| !s.trusted));
     for src in ordered {
-        // Errors are kept in the layout and reported by `check` below.
-        let _ = layout.add(load_project_lenient(src));
+        layout.add(load_project_lenient(src));
     }
     layout.check()?;
     Ok(layout)

@@ -1382,7 +1382,8 @@ fn parse_secret_use(cx: &mut ItemCx, ip: &[Seg], item: &Value) -> Option<SecretU
             return None;
         }
     };
-    if !valid_alias(&var_name) {
+    // Like Zuul, only an explicit `name` must be a valid variable name.
+    if np.len() > ip.len() && !valid_alias(&var_name) {
         cx.err(
             &np,
             K::InvalidVarName {
