@@ -432,7 +432,9 @@ impl Build<'_> {
             "*".into(),
             "-v".into(),
             "-m".into(),
-            "setup".into(),
+            // gather_facts (not bare setup) marks the cache as gathered, so `gathering = smart`
+            // plays do not gather again.
+            "gather_facts".into(),
             "-a".into(),
             "gather_subset=!all".into(),
         ];

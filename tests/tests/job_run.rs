@@ -27,7 +27,7 @@ fn args<'a>(
 ) -> Vec<&'a str> {
     holder.clear();
     holder.push(format!("--project={}", project.path.display()));
-    holder.push(format!("--config-project={}", config.path.display()));
+    holder.push(format!("--config-project=config={}", config.path.display()));
     holder.push(format!("--nodes={}", node.nodes_file().display()));
     holder.push(format!("--ssh-key={}", node.key().display()));
     holder.iter().map(String::as_str).collect()

@@ -23,7 +23,7 @@ fn probe(tasks: &str) -> (tempfile::TempDir, sluice_tests::JobRun) {
         "probe",
         &[
             &format!("--project={}", project.path.display()),
-            &format!("--config-project={}", config.path.display()),
+            &format!("--config-project=config={}", config.path.display()),
             &format!("--nodes={}", node.nodes_file().display()),
             &format!("--ssh-key={}", node.key().display()),
         ],
@@ -85,7 +85,7 @@ fn cannot_see_another_build() {
         "probe",
         &[
             &format!("--project={}", project.path.display()),
-            &format!("--config-project={}", config.path.display()),
+            &format!("--config-project=config={}", config.path.display()),
             &format!("--nodes={}", node.nodes_file().display()),
             &format!("--ssh-key={}", node.key().display()),
         ],
