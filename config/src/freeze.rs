@@ -464,13 +464,15 @@ impl Layout {
             Some((spec, loc)) => self.resolve_nodeset(job, spec, loc)?,
         };
 
-        // Cleanup playbooks go into the post list (executor.md §2 step 8).
+        // Cleanup playbooks go into the post list (executor.md §2 step 8): after the post
+        // playbooks of their own inheritance level, before those of outer levels (Zuul counts
+        // levels from the base job, this crate from the job itself, hence `>`).
         let mut post_run = acc.post_run.clone();
         for mut pb in acc.cleanup_run.clone() {
             pb.cleanup = true;
             match post_run
                 .iter()
-                .position(|p| p.nesting_level < pb.nesting_level)
+                .position(|p| p.nesting_level > pb.nesting_level)
             {
                 Some(i) => post_run.insert(i, pb),
                 None => post_run.push(pb),

@@ -123,7 +123,9 @@ pub struct PlaybookRef {
     pub roles: Vec<RoleRef>,
     /// Secrets for this playbook: Ansible variable name to an index into `FrozenJob::secrets`.
     pub secrets: Vec<PlaybookSecret>,
-    /// 0 for the job itself, 1 for its parent, and so on.
+    /// 0 for the job itself (and its project-pipeline variants), 1 for its parent, and so on.
+    /// Zuul counts the other way (0 = base job): rules written in Zuul's terms ("post
+    /// playbooks with nesting level <= the level reached") invert here.
     pub nesting_level: u32,
     /// True for cleanup playbooks (run even after an abort; result ignored).
     pub cleanup: bool,

@@ -428,7 +428,7 @@ fn scan_items(text: &str, items: &[Value]) -> Option<Vec<(usize, usize)>> {
     for ((line, col, content), item) in found.into_iter().zip(items) {
         if let Value::Mapping(m) = item {
             if let Some((Value::String(k), _)) = m.iter().next() {
-                let c = content.trim_start_matches(['"', '\'']);
+                let c = content.trim_start_matches(['"', '\'', '{', ' ']);
                 let ok = c.is_empty() || c.starts_with('#') || c.starts_with(k.as_str());
                 if !ok {
                     return None;

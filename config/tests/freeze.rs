@@ -117,16 +117,16 @@ fn parent_chain_orders_playbooks_with_nesting_levels() {
         paths(&j.run),
         vec![("playbooks/unit/run.yaml".into(), 0, false)]
     );
-    // Child post first; cleanup-run inserted before the first post playbook of a lower
-    // nesting level (i.e. before the parent's), with cleanup = true.
+    // Child post first; cleanup-run goes after the post playbooks of its own level and
+    // before the parent's, with cleanup = true.
     assert_eq!(
         paths(&j.post_run),
         vec![
             ("playbooks/unit/post.yaml".into(), 0, false),
+            ("playbooks/unit/cleanup.yaml".into(), 0, true),
             ("playbooks/middle/post.yaml".into(), 1, false),
             ("playbooks/base/post.yaml".into(), 2, false),
             ("playbooks/base/cleanup.yaml".into(), 2, true),
-            ("playbooks/unit/cleanup.yaml".into(), 0, true),
         ]
     );
     // Trust, project and branch come from the defining project.
@@ -522,13 +522,13 @@ fn project_queries_and_pipeline_entries() {
         false,
         &[(
             ".zuul.yaml",
-            "- project:\n    merge-mode: cherry-pick\n    check:\n      jobs: [unit]\n",
+            "- job: {name: app-job}\n- project:\n    merge-mode: cherry-pick\n    check:\n      jobs: [unit, app-job]\n",
         )],
     );
     let l = layout(&[&c, &a]);
     assert_eq!(
         l.project_jobs("example.com/org/app", "check", "main"),
-        vec!["lint", "unit"]
+        vec!["lint", "unit", "app-job"]
     );
     assert_eq!(
         l.project_jobs("org/app", "gate", "main"),
@@ -555,6 +555,11 @@ fn project_queries_and_pipeline_entries() {
         l.project_jobs("org/app", "check", "other"),
         vec!["lint", "unit"]
     );
+    // Without a pipeline, the first pipeline listing the job is used (check here).
+    let first = l
+        .freeze_detailed("unit", "org/app", "main", None)
+        .expect("first");
+    assert!(!first.job.voting);
     // Jobs not listed anywhere still freeze.
     let lint = l.freeze("lint", "org/config", "main").expect("lint");
     assert_eq!(lint.run[0].path, "run.yaml");
