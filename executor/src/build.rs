@@ -113,6 +113,36 @@ impl PlaybookEnd {
     }
 }
 
+/// How a build is stopped: the first request aborts the build (its running playbook is killed,
+/// cleanup playbooks still run); a second one also kills a running cleanup playbook.
+#[derive(Debug, Clone, Default)]
+pub struct BuildAbort {
+    build: AbortHandle,
+    cleanup: AbortHandle,
+}
+
+impl BuildAbort {
+    /// A handle with no request yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the build to stop; the second call kills cleanup playbooks too.
+    pub fn request(&self) {
+        if self.build.is_aborted() {
+            self.build.kill();
+            self.cleanup.kill();
+        } else {
+            self.build.abort();
+        }
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.build.is_aborted()
+    }
+}
+
 /// Outcome of a build attempt before retries are counted: `None` means "retry".
 type Outcome = (Option<BuildResultKind>, Option<String>);
 
@@ -120,7 +150,7 @@ type Outcome = (Option<BuildResultKind>, Option<String>);
 pub async fn run_build(
     cfg: &ExecutorConfig,
     req: &BuildRequest,
-    abort: &AbortHandle,
+    abort: &BuildAbort,
 ) -> BuildResult {
     let start_time = chrono::Utc::now();
     let mut log_dir = cfg.work_root.join(&req.uuid).join("work/logs");
@@ -188,7 +218,7 @@ struct Build<'a> {
     req: &'a BuildRequest,
     jobdir: JobDir,
     out: JobOutput,
-    abort: AbortHandle,
+    abort: BuildAbort,
     bwrap: Option<Bwrap>,
     installation: Option<Installation>,
     nodes: Vec<AllocatedNode>,
@@ -207,7 +237,7 @@ impl Build<'_> {
     }
 
     fn aborted(&self) -> bool {
-        self.abort.is_aborted()
+        self.abort.is_requested()
     }
 
     fn returned_data(&self) -> Value {
@@ -446,7 +476,7 @@ impl Build<'_> {
             sandbox: Some(self.sandboxing(vec![])),
         };
         let bwrap = self.bwrap.as_ref().ok_or("bubblewrap not probed")?;
-        let run = runner::run(bwrap, spec, &self.abort, |_| {})
+        let run = runner::run(bwrap, spec, &self.abort.build, |_| {})
             .await
             .map_err(|e| e.to_string())?;
         if run.end != ChildEnd::Exited(0) {
@@ -704,12 +734,16 @@ impl Build<'_> {
         let mut early_failure = false;
         let mut unreachable_signal = false;
         let bwrap = self.bwrap.as_ref().ok_or("bubblewrap not probed")?;
-        let run = runner::run(bwrap, spec, &self.abort, |line: &str| {
-            match line.trim_end() {
-                "RESULT failure" => early_failure = true,
-                "RESULT unreachable" => unreachable_signal = true,
-                _ => {}
-            }
+        // Cleanup playbooks run even after an abort; only a second request stops them.
+        let abort = if pb.cleanup {
+            &self.abort.cleanup
+        } else {
+            &self.abort.build
+        };
+        let run = runner::run(bwrap, spec, abort, |line: &str| match line.trim_end() {
+            "RESULT failure" => early_failure = true,
+            "RESULT unreachable" => unreachable_signal = true,
+            _ => {}
         })
         .await
         .map_err(|e| e.to_string())?;

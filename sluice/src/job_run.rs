@@ -11,11 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
-use sluice_executor::build::{run_build, ExecutorConfig};
+use sluice_executor::build::{run_build, BuildAbort, ExecutorConfig};
 use sluice_executor::local::{prepare, LocalJob, LocalProject};
 use sluice_executor::nodes::load_nodes;
 use sluice_executor::request::{BuildResult, BuildResultKind};
-use sluice_sandbox::AbortHandle;
 
 use crate::GlobalArgs;
 
@@ -110,7 +109,7 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
         verbose: false,
     };
 
-    let abort = AbortHandle::new();
+    let abort = BuildAbort::new();
     tokio::spawn(forward_signals(abort.clone()));
 
     let mut attempt = 1;
@@ -149,7 +148,7 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
         follower.abort();
         let _ = follower.await;
         print_rest(&log, printed.load(Ordering::SeqCst));
-        if result.result == BuildResultKind::Retry && !abort.is_aborted() {
+        if result.result == BuildResultKind::Retry && !abort.is_requested() {
             eprintln!(
                 "sluice: attempt {attempt} of {} ended in RETRY{}; retrying",
                 req.job.attempts,
@@ -180,7 +179,7 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
     })
 }
 
-async fn forward_signals(abort: AbortHandle) {
+async fn forward_signals(abort: BuildAbort) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -194,7 +193,7 @@ async fn forward_signals(abort: AbortHandle) {
             _ = term.recv() => {}
         }
         eprintln!("sluice: aborting the build");
-        abort.abort();
+        abort.request();
     }
 }
 
