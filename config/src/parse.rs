@@ -191,7 +191,10 @@ impl ItemCx<'_> {
     }
 
     fn wrong(&mut self, path: &[Seg], expected: &str, v: &Value) {
-        let key = last_key(path);
+        let mut key = last_key(path);
+        if key.is_empty() {
+            key = self.item_type.clone();
+        }
         self.err(
             path,
             K::WrongType {
@@ -714,7 +717,7 @@ impl ItemCx<'_> {
     fn check_keys(&mut self, path: &[Seg], m: &Mapping, allowed: &[&str]) -> bool {
         let mut ok = true;
         for k in m.keys() {
-            let key = scalar_key(k).unwrap_or_default();
+            let key = scalar_key(k).unwrap_or_else(|| format!("<{}>", type_name(k)));
             if !allowed.contains(&key.as_str()) {
                 self.err(&pk(path, &key), K::UnknownKey { key });
                 ok = false;

@@ -75,6 +75,11 @@ pub(crate) fn parse_document(text: &str) -> Result<Value, YamlError> {
 }
 
 fn strip_position(msg: &str) -> String {
+    // Deserialization errors start with the path of the node (".[0].job.timeout: ...").
+    let msg = match msg.find(": ") {
+        Some(i) if msg.starts_with('.') || msg.starts_with('[') => &msg[i + 2..],
+        _ => msg,
+    };
     match msg.find(" at line ") {
         Some(i) => {
             let mut s = msg[..i].to_string();

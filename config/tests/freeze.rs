@@ -635,3 +635,143 @@ fn job_in_two_projects_is_an_error() {
     );
     assert!(l.check().is_err());
 }
+
+#[test]
+fn implied_branch_matchers_for_multi_branch_untrusted_projects() {
+    let c = repo(
+        "org/config",
+        true,
+        &[(
+            "zuul.yaml",
+            "- job:\n    name: base\n    parent: null\n    run: run.yaml\n",
+        )],
+    );
+    let main = repo(
+        "org/app",
+        false,
+        &[(".zuul.yaml", "- job:\n    name: build\n    timeout: 10\n")],
+    );
+    let mut stable = repo(
+        "org/app",
+        false,
+        &[(".zuul.yaml", "- job:\n    name: build\n    timeout: 20\n")],
+    );
+    stable.source.branch = "stable".into();
+
+    // One branch loaded: no implied matcher, the definition applies to any branch.
+    let l = layout(&[&c, &main]);
+    assert_eq!(
+        l.freeze("build", "org/app", "stable").expect("any").timeout,
+        Some(10)
+    );
+
+    // Two branches loaded: each definition only applies to its own branch.
+    let l = layout(&[&c, &main, &stable]);
+    let m = l.freeze("build", "org/app", "main").expect("main");
+    assert_eq!(m.timeout, Some(10));
+    assert_eq!(m.run[0].branch, "main");
+    let s = l.freeze("build", "org/app", "stable").expect("stable");
+    assert_eq!(s.timeout, Some(20));
+    assert_eq!(s.inheritance_path.len(), 2);
+    assert!(s.inheritance_path[1].contains("@stable#"));
+    assert!(matches!(
+        l.freeze("build", "org/app", "feature"),
+        Err(FreezeError::NoMatchingVariant { .. })
+    ));
+
+    // A pragma turns the implied matcher off for its file.
+    let mut stable2 = repo(
+        "org/app",
+        false,
+        &[(
+            ".zuul.yaml",
+            "- job:\n    name: build\n    timeout: 30\n- pragma:\n    implied-branch-matchers: false\n",
+        )],
+    );
+    stable2.source.branch = "stable".into();
+    let l = layout(&[&c, &main, &stable2]);
+    assert_eq!(
+        l.freeze("build", "org/app", "feature")
+            .expect("pragma")
+            .timeout,
+        Some(30)
+    );
+}
+
+#[test]
+fn final_attributes_and_intermediate_jobs() {
+    let c = repo(
+        "org/config",
+        true,
+        &[(
+            "zuul.yaml",
+            r#"
+- job:
+    name: base
+    parent: null
+    run: run.yaml
+- job:
+    name: locked-vars
+    vars: {a: 1}
+    attribute-control:
+      vars: {final: true}
+- job:
+    name: locked-vars
+    branches: main
+    timeout: 5
+- job:
+    name: locked-vars-child
+    parent: locked-vars
+    vars: {a: 2}
+- job:
+    name: locked-variant
+    final: true
+- job:
+    name: locked-variant
+    timeout: 9
+- job:
+    name: inter
+    abstract: true
+    intermediate: true
+- job:
+    name: inter-concrete
+    parent: inter
+- job:
+    name: inter-abstract
+    parent: inter
+    abstract: true
+- job:
+    name: inter-grandchild
+    parent: inter-abstract
+"#,
+        )],
+    );
+    let l = layout(&[&c]);
+    // A variant may change other attributes.
+    assert_eq!(
+        l.freeze("locked-vars", "org/config", "main")
+            .expect("ok")
+            .timeout,
+        Some(5)
+    );
+    match l.freeze("locked-vars-child", "org/config", "main") {
+        Err(FreezeError::Final {
+            attribute,
+            location,
+            ..
+        }) => {
+            assert_eq!(attribute, "vars");
+            assert_eq!(location.line, 15);
+        }
+        other => panic!("expected final error, got {other:?}"),
+    }
+    match l.freeze("locked-variant", "org/config", "main") {
+        Err(FreezeError::Final { attribute, .. }) => assert_eq!(attribute, "timeout"),
+        other => panic!("expected final error, got {other:?}"),
+    }
+    assert!(matches!(
+        l.freeze("inter-concrete", "org/config", "main"),
+        Err(FreezeError::Intermediate { .. })
+    ));
+    assert!(l.freeze("inter-grandchild", "org/config", "main").is_ok());
+}

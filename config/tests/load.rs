@@ -515,3 +515,90 @@ fn nodeset_validation() {
     assert!(cfg.errors[1].to_string().contains("missing"));
     assert_eq!(cfg.errors[1].location.line, 16);
 }
+
+#[test]
+fn odd_inputs_give_errors_not_panics() {
+    let inputs = [
+        "",
+        "# only a comment\n",
+        "---\n- job:\n    name: a\n---\n- job:\n    name: b\n",
+        "- job:\n",
+        "- job: []\n",
+        "- job: {name: [x]}\n",
+        "- job:\n\tname: tab\n",
+        "- job: &a {name: anchored}\n- job: *a\n",
+        "- job:\n    <<: {name: merged, run: x.yaml}\n",
+        "- job:\n    name: k\n    ? [complex, key]\n    : v\n",
+        "- job:\n    name: n\n    timeout: 99999999999999999999999\n",
+        "- job:\n    name: n\n    timeout: -1\n",
+        "- job:\n    name: n\n    vars: !override !inherit {a: 1}\n",
+        "- job:\n    name: n\n    run: {semaphores: x}\n",
+        "- job:\n    name: n\n    nodeset: {alternatives: [{alternatives: []}]}\n",
+        "- job:\n    name: n\n    secrets: [{name: 1bad, secret: s}]\n",
+        "- job:\n    name: n\n    branches: '('\n",
+        "- job:\n    name: n\n    failure-output: ['[']\n",
+        "- project:\n    check: []\n",
+        "- project:\n    check:\n      jobs: [{a: 1, b: 2}]\n",
+        "- project:\n    check:\n      jobs:\n        - x:\n            name: no\n",
+        "- secret:\n    name: s\n    data: {k: !encrypted/pkcs1-oaep {not: list}}\n",
+        "- secret:\n    name: s\n    data: {k: !encrypted/pkcs1-oaep 'not base64!'}\n",
+        "- nodeset:\n    name: n\n    nodes: [{name: a, label: l}, {name: a, label: l}]\n",
+        "- pragma:\n    implied-branches: [{regex: main, negate: yes, extra: 1}]\n",
+        "[1, 2, 3]\n",
+        "- {job: {name: flow, run: x.yaml}}\n",
+        "\u{feff}- job:\n    name: bom\n",
+        "- job:\n    name: \"unterminated\n",
+    ];
+    for (i, text) in inputs.iter().enumerate() {
+        let src = ProjectSource {
+            canonical_hostname: "example.com".into(),
+            name: "org/odd".into(),
+            root: std::path::PathBuf::from("/nonexistent"),
+            trusted: true,
+            branch: "main".into(),
+        };
+        let cfg = parse_project_files(&src, &[(format!("zuul.d/{i}.yaml"), text.to_string())]);
+        for e in &cfg.errors {
+            assert_eq!(e.location.path, format!("zuul.d/{i}.yaml"));
+            assert!(!e.to_string().is_empty());
+        }
+    }
+    // A few of them must be errors with a real line number.
+    let src = ProjectSource {
+        canonical_hostname: "example.com".into(),
+        name: "org/odd".into(),
+        root: std::path::PathBuf::from("/nonexistent"),
+        trusted: true,
+        branch: "main".into(),
+    };
+    let cfg = parse_project_files(
+        &src,
+        &[(
+            "x.yaml".into(),
+            "- job:\n    name: n\n    branches: '('\n".into(),
+        )],
+    );
+    assert_eq!(cfg.errors.len(), 1);
+    assert_eq!(cfg.errors[0].location.line, 3);
+    assert!(matches!(
+        cfg.errors[0].kind,
+        ConfigErrorKind::InvalidRegex { .. }
+    ));
+    let cfg = parse_project_files(
+        &src,
+        &[(
+            "x.yaml".into(),
+            "- job: &a {name: anchored}\n- job: *a\n".into(),
+        )],
+    );
+    assert_eq!(cfg.jobs.len(), 2, "{:?}", cfg.errors);
+    let cfg = parse_project_files(
+        &src,
+        &[(
+            "x.yaml".into(),
+            "- job:\n    <<: {name: merged, run: x.yaml}\n".into(),
+        )],
+    );
+    assert_eq!(cfg.jobs.len(), 1, "{:?}", cfg.errors);
+    assert_eq!(cfg.jobs[0].name, "merged");
+}
