@@ -154,8 +154,8 @@ impl GitRepo {
     }
 }
 
-/// A config-project with a base job whose pre-run starts the node console (Zuul's pattern) and
-/// whose post-run does nothing that can fail.
+/// A config-project with a base job whose pre-run starts the node console and whose post-run
+/// collects a log file from the node with `synchronize`, as Zuul base jobs do.
 pub fn config_project(root: &Path) -> GitRepo {
     let repo = GitRepo::init(&root.join("config"), "main");
     repo.write(
@@ -168,7 +168,7 @@ pub fn config_project(root: &Path) -> GitRepo {
     )
     .write(
         "playbooks/base/post.yaml",
-        "- hosts: all\n  tasks:\n    - name: Note the end\n      debug:\n        msg: post-run ran\n",
+        "- hosts: all\n  tasks:\n    - name: Note the end\n      debug:\n        msg: post-run ran\n    - name: Collect the node's logs\n      synchronize:\n        mode: pull\n        src: /etc/os-release\n        dest: \"{{ zuul.executor.log_root }}/{{ inventory_hostname }}/\"\n",
     );
     repo.commit("Base job");
     repo

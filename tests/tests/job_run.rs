@@ -98,6 +98,9 @@ fn success_streams_node_lines_in_zuul_format() {
             .any(|l| l.starts_with("node | ok: 1 changed: 1 unreachable: 0 failed: 0")),
         "{out}"
     );
+    // The base job's post-run collected the node's file into the build's logs.
+    let collected = Path::new(run.result["log_dir"].as_str().unwrap()).join("node/os-release");
+    assert!(collected.is_file(), "{} missing:\n{out}", collected.display());
     // Stdout carries the same job output, then the result line.
     assert!(run.stdout.contains("| node | hi\n"), "{}", run.stdout);
     let json_path = Path::new(run.result["log_dir"].as_str().unwrap()).join("job-output.json");
@@ -355,4 +358,70 @@ fn broken_zuul_yaml_names_file_and_line() {
     assert!(run.stderr.contains(".zuul.yaml"), "{}", run.stderr);
     assert!(run.stderr.contains("colour"), "{}", run.stderr);
     assert!(run.stderr.contains(":4"), "{}", run.stderr);
+}
+
+#[test]
+fn unreachable_node_is_retried_then_retry_limit() {
+    let scratch = tempfile::tempdir().unwrap();
+    let node = Node::start();
+    let config = config_project(scratch.path());
+    let jobs = "- job:\n    name: hello\n    attempts: 1\n    run: playbooks/hello.yaml\n";
+    let project = project(scratch.path(), jobs, &[("playbooks/hello.yaml", HELLO_PLAYBOOK)]);
+    // The same node, but on a port nothing listens on.
+    let dead = scratch.path().join("dead-nodes.yaml");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let text = std::fs::read_to_string(node.nodes_file()).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("connection-port:") {
+                format!("  connection-port: {port}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&dead, text).unwrap();
+    let run = run_job(
+        scratch.path(),
+        "hello",
+        &[
+            &format!("--project={}", project.path.display()),
+            &format!("--config-project=config={}", config.path.display()),
+            &format!("--nodes={}", dead.display()),
+            &format!("--ssh-key={}", node.key().display()),
+        ],
+    );
+    assert_result(&run, "RETRY_LIMIT");
+    assert_eq!(run.result["error_detail"], "Host unreachable", "{}", run.result);
+}
+
+#[test]
+fn zuul_return_data_reaches_the_result() {
+    let jobs = "- job:\n    name: hello\n    run: playbooks/hello.yaml\n";
+    let playbook = "- hosts: localhost\n  tasks:\n    - zuul_return:\n        data:\n          answer: 42\n          zuul:\n            artifacts:\n              - name: docs\n                url: docs/index.html\n";
+    let (_s, run) = run_simple(jobs, &[("playbooks/hello.yaml", playbook)], "hello");
+    assert_result(&run, "SUCCESS");
+    assert_eq!(run.result["data"]["answer"], 42, "{}", run.result);
+    assert_eq!(run.result["data"]["zuul"]["artifacts"][0]["name"], "docs");
+}
+
+#[test]
+fn every_installed_ansible_version_runs_the_job() {
+    for version in ["2.18", "2.19"] {
+        let jobs = format!(
+            "- job:\n    name: hello\n    ansible-version: '{version}'\n    run: playbooks/hello.yaml\n"
+        );
+        let playbook = "- hosts: all\n  tasks:\n    - name: Which Ansible\n      shell: \"echo core {{ ansible_version.major }}.{{ ansible_version.minor }}\"\n";
+        let (_s, run) = run_simple(&jobs, &[("playbooks/hello.yaml", playbook)], "hello");
+        assert_result(&run, "SUCCESS");
+        assert!(
+            run.job_output().contains(&format!("| node | core {version}")),
+            "{}",
+            run.job_output()
+        );
+    }
 }
