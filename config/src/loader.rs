@@ -124,9 +124,26 @@ pub fn load_project_lenient(src: &ProjectSource) -> ProjectConfig {
         }
     };
     config.warnings = warnings;
+    let root = fs::canonicalize(&src.root).unwrap_or_else(|_| src.root.clone());
     let mut contents = Vec::new();
     for rel in files {
-        match fs::read(src.root.join(&rel)) {
+        let full = src.root.join(&rel);
+        // A symlink may not lead out of the checkout (an untrusted repo could otherwise make
+        // us read, and quote in errors, any file on the machine).
+        match fs::canonicalize(&full) {
+            Ok(real) if real.starts_with(&root) => {}
+            _ => {
+                config.errors.push(file_error(
+                    src,
+                    &rel,
+                    ConfigErrorKind::Io {
+                        message: "file resolves outside the repository".into(),
+                    },
+                ));
+                continue;
+            }
+        }
+        match fs::read(&full) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => contents.push((rel, text)),
                 Err(_) => config.errors.push(file_error(
@@ -189,8 +206,13 @@ pub fn find_config_files(root: &Path) -> Result<FoundFiles, (String, String)> {
     let mut warnings = Vec::new();
     for name in CONFIG_ROOTS {
         let path = root.join(name);
-        let files = if path.is_file() {
-            vec![name.to_string()]
+        let is_file_root = name.ends_with(".yaml");
+        let files = if is_file_root {
+            if path.is_file() {
+                vec![name.to_string()]
+            } else {
+                Vec::new()
+            }
         } else if path.is_dir() {
             let mut found = Vec::new();
             walk(&path, name, &mut found).map_err(|e| (name.to_string(), e.to_string()))?;

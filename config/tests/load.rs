@@ -602,3 +602,25 @@ fn odd_inputs_give_errors_not_panics() {
     assert_eq!(cfg.jobs.len(), 1, "{:?}", cfg.errors);
     assert_eq!(cfg.jobs[0].name, "merged");
 }
+
+#[test]
+fn symlinks_out_of_the_checkout_are_refused() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    common::write(outside.path(), "secret.yaml", "- job:\n    name: leaked\n");
+    let r = repo(
+        "org/app",
+        false,
+        &[("zuul.d/ok.yaml", "- job:\n    name: fine\n")],
+    );
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.yaml"),
+        r.dir.path().join("zuul.d/z.yaml"),
+    )
+    .expect("symlink");
+    let cfg = load_project_lenient(&r.source);
+    assert_eq!(cfg.jobs.len(), 1);
+    assert_eq!(cfg.jobs[0].name, "fine");
+    assert_eq!(cfg.errors.len(), 1);
+    assert_eq!(cfg.errors[0].location.path, "zuul.d/z.yaml");
+    assert!(matches!(cfg.errors[0].kind, ConfigErrorKind::Io { .. }));
+}
