@@ -168,7 +168,7 @@ pub fn config_project(root: &Path) -> GitRepo {
     )
     .write(
         "playbooks/base/post.yaml",
-        "- hosts: all\n  tasks:\n    - name: Note the end\n      debug:\n        msg: post-run ran\n    - name: Collect the node's logs\n      synchronize:\n        mode: pull\n        src: /etc/os-release\n        dest: \"{{ zuul.executor.log_root }}/{{ inventory_hostname }}/\"\n",
+        "- hosts: all\n  tasks:\n    - name: Note the end\n      debug:\n        msg: post-run ran\n    - name: Collect the node's logs\n      synchronize:\n        mode: pull\n        src: /etc/debian_version\n        dest: \"{{ zuul.executor.log_root }}/{{ inventory_hostname }}/\"\n",
     );
     repo.commit("Base job");
     repo

@@ -99,7 +99,7 @@ fn success_streams_node_lines_in_zuul_format() {
         "{out}"
     );
     // The base job's post-run collected the node's file into the build's logs.
-    let collected = Path::new(run.result["log_dir"].as_str().unwrap()).join("node/os-release");
+    let collected = Path::new(run.result["log_dir"].as_str().unwrap()).join("node/debian_version");
     assert!(collected.is_file(), "{} missing:\n{out}", collected.display());
     // Stdout carries the same job output, then the result line.
     assert!(run.stdout.contains("| node | hi\n"), "{}", run.stdout);
