@@ -318,7 +318,8 @@ fn error_block(
     result: &Map<String, Value>,
     simple: &[&str],
 ) -> Vec<String> {
-    let cleaned = clean_result(result, &[]);
+    // Like Ansible's own result dumps, the `exception` text is not part of the JSON block.
+    let cleaned = clean_result(result, &["exception"]);
     if let Some(msg) = str_key(&cleaned, "msg") {
         if cleaned.keys().all(|k| simple.contains(&k.as_str())) {
             return message(host, status, Some(msg));
@@ -574,6 +575,7 @@ mod tests {
             "changed": true, "cmd": "false", "delta": "0:00:00.003", "end": "e", "failed": true,
             "msg": "non-zero return code", "rc": 1, "start": "s", "stderr": "", "stderr_lines": [],
             "stdout": "x", "stdout_lines": ["x"], "zuul_log_id": "id", "invocation": {"module_args": {}},
+            "exception": "(traceback unavailable)",
             "_ansible_no_log": false
         });
         let got =

@@ -1,0 +1,254 @@
+"""zuul_stream: Sluice's stdout callback, writing Zuul's job-output.txt.
+
+A thin shim: Ansible's `v2_*` hooks are turned into plain data (Ansible 2.19's tagged values
+included) and handed to the `sluice_native` module, which formats the lines, appends them to
+`$ZUUL_JOBDIR/work/logs/job-output.txt` and streams command/shell output live from the node
+console daemon (one thread per host and task). Control lines for the executor (`RESULT failure`)
+go to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from ansible.plugins.callback import CallbackBase
+
+import sluice_native
+
+DOCUMENTATION = """
+    name: zuul_stream
+    type: stdout
+    short_description: Zuul-compatible job-output.txt with live node console streaming
+    description:
+      - Writes $ZUUL_JOBDIR/work/logs/job-output.txt in Zuul's format.
+"""
+
+STREAM_GRACE = 10.0
+LOCAL_ADDRS = ("localhost", "127.0.0.1", "::1")
+UNSTREAMED_CONNECTIONS = ("local", "winrm", "psrp", "kubectl", "network_cli", "httpapi", "netconf")
+NOT_RUN = ("Did not run command since", "Would not run command since")
+
+
+def plain(value: Any) -> Any:
+    """Ansible data (tagged 2.19 values, unsafe strings, …) as plain JSON-able data."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v) for v in value]
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - an unprintable value must not break the log
+        return repr(value)
+
+
+def truthy(value: Any) -> bool:
+    """Ansible-style boolean of a variable value."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on", "y", "t")
+    return bool(value)
+
+
+def log_host(name: str) -> str:
+    """The host part of a zuul_log_id: the inventory name with only ASCII letters and digits."""
+    return re.sub(r"[^A-Za-z0-9]", "", name)
+
+
+class CallbackModule(CallbackBase):
+    """Writes job-output.txt through sluice_native."""
+
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "stdout"
+    CALLBACK_NAME = "zuul_stream"
+
+    def __init__(self) -> None:
+        super().__init__()
+        jobdir = os.environ.get("ZUUL_JOBDIR") or os.path.dirname(os.getcwd())
+        logs = os.path.join(jobdir, "work", "logs")
+        os.makedirs(logs, exist_ok=True)
+        self._out = sluice_native.JobOutput(os.path.join(logs, "job-output.txt"), self._control)
+        try:
+            self._out.set_failure_output([str(r) for r in json.loads(os.environ.get("ZUUL_JOB_FAILURE_OUTPUT") or "[]")])
+        except ValueError as e:
+            self._out.line(f"Invalid failure-output: {e}")
+        self._port = int(os.environ.get("ZUUL_CONSOLE_PORT") or sluice_native.DEFAULT_CONSOLE_PORT)
+        self._play: Any = None
+        self._streams: dict[tuple[str, str], Any] = {}
+        self._unstreamed: dict[tuple[str, str], bool] = {}
+        self._last_log_n: dict[tuple[str, str], int] = {}
+        try:
+            # Makes ansible.builtin.command resolve to Sluice's command action in every worker.
+            from ansible.plugins.loader import action_loader
+
+            action_loader.get("ansible.legacy.command", class_only=True)
+        except Exception:  # noqa: BLE001 - plugin dir may not be configured (e.g. ad-hoc use)
+            pass
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _control(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self._out.lines(sluice_native.format_event(json.dumps(event)))
+
+    def _host_vars(self, host: Any, task: Any) -> Mapping[str, Any]:
+        try:
+            return self._play.get_variable_manager().get_vars(play=self._play, host=host, task=task, include_hostvars=False)
+        except Exception:  # noqa: BLE001 - fall back to inventory vars
+            return host.get_vars()
+
+    def _is_local(self, host: Any, hvars: Mapping[str, Any]) -> bool:
+        conn = str(hvars.get("ansible_connection") or "")
+        if conn == "local":
+            return True
+        return host.get_name() in LOCAL_ADDRS and not hvars.get("ansible_host") and conn in ("", "smart")
+
+    def _result_event(self, kind: str, result: Any, **extra: Any) -> dict[str, Any]:
+        task = result._task
+        res = result._result
+        host = result._host.get_name()
+        shown = host
+        delegated = res.get("_ansible_delegated_vars") or {}
+        if delegated.get("ansible_host"):
+            shown = f"{host} -> {delegated['ansible_host']}"
+        action = str(task.action)
+        is_command = sluice_native.is_command_action(action)
+        unstreamed = self._unstreamed.get((str(task._uuid), host), False)
+        return {
+            "event": kind,
+            "host": shown,
+            "action": action,
+            "is_loop": bool(task.loop or getattr(task, "loop_with", None)),
+            "print_stdout": sluice_native.short_action(action) == "raw" or (is_command and unstreamed),
+            "no_log": task.no_log is True,
+            "result": plain(res),
+            **extra,
+        }
+
+    def _finish_stream(self, result: Any, grace: float) -> None:
+        task_uuid = str(result._task._uuid)
+        host = result._host.get_name()
+        stream = self._streams.pop((task_uuid, host), None)
+        log_id = str(result._result.get("zuul_log_id") or "")
+        m = re.fullmatch(re.escape(task_uuid) + r"-(\d+)-" + re.escape(log_host(host)), log_id)
+        if m:
+            self._last_log_n[(task_uuid, log_host(host))] = int(m.group(1))
+        if stream is not None:
+            stream.stop(grace)
+            stream.join()
+
+    @staticmethod
+    def _in_rescue_block(task: Any) -> bool:
+        parent = getattr(task, "_parent", None)
+        while parent is not None:
+            if getattr(parent, "rescue", None):
+                return True
+            parent = getattr(parent, "_parent", None)
+        return False
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def v2_playbook_on_play_start(self, play: Any) -> None:
+        self._play = play
+        self._emit({"event": "play", "name": str(play.get_name())})
+
+    def v2_playbook_on_task_start(self, task: Any, is_conditional: Any) -> None:
+        args = task.args or {}
+        raw = args.get("_raw_params")
+        self._emit(
+            {
+                "event": "task",
+                "name": str(task.get_name()),
+                "action": str(task.action),
+                "named": bool(task.name),
+                "raw_params": None if raw is None else str(raw),
+                "uses_shell": truthy(args.get("_uses_shell", False)),
+                "is_loop": bool(task.loop or getattr(task, "loop_with", None)),
+            }
+        )
+
+    v2_playbook_on_handler_task_start = v2_playbook_on_task_start
+
+    def v2_playbook_on_cleanup_task_start(self, task: Any) -> None:
+        self.v2_playbook_on_task_start(task, False)
+
+    def v2_runner_on_start(self, host: Any, task: Any) -> None:
+        if not sluice_native.is_command_action(str(task.action)) or self._play is None:
+            return
+        name = host.get_name()
+        hvars = self._host_vars(host, task)
+        disabled = truthy(hvars.get("zuul_console_disabled", False))
+        conn = str(hvars.get("ansible_connection") or "")
+        local = self._is_local(host, hvars)
+        self._unstreamed[(str(task._uuid), name)] = local or disabled or conn in UNSTREAMED_CONNECTIONS
+        if task.loop or getattr(task, "loop_with", None) or task.async_val or local or disabled or conn in UNSTREAMED_CONNECTIONS:
+            return
+        key = (str(task._uuid), log_host(name))
+        log_id = f"{task._uuid}-{self._last_log_n.get(key, 0) + 1}-{log_host(name)}"
+        addr = str(hvars.get("ansible_host") or name)
+        self._streams[(str(task._uuid), name)] = self._out.stream(name, addr, self._port, log_id)
+
+    def v2_runner_on_ok(self, result: Any) -> None:
+        msg = str(result._result.get("msg") or "")
+        self._finish_stream(result, 0.0 if msg.startswith(NOT_RUN) else STREAM_GRACE)
+        self._emit(self._result_event("ok", result))
+
+    def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
+        self._finish_stream(result, STREAM_GRACE)
+        self._emit(self._result_event("failed", result, ignore_errors=bool(ignore_errors)))
+        if not ignore_errors and not self._in_rescue_block(result._task):
+            self._out.signal_failure()
+
+    def v2_runner_on_skipped(self, result: Any) -> None:
+        self._finish_stream(result, 0.0)
+        self._emit(self._result_event("skipped", result))
+
+    def v2_runner_on_unreachable(self, result: Any) -> None:
+        self._finish_stream(result, 0.0)
+        self._emit(self._result_event("unreachable", result))
+
+    def _item(self, kind: str, result: Any) -> None:
+        res = result._result
+        label = res.get("_ansible_item_label", res.get("item"))
+        self._emit(self._result_event(kind, result, item_label=plain(label)))
+
+    def v2_runner_item_on_ok(self, result: Any) -> None:
+        self._item("item_ok", result)
+
+    def v2_runner_item_on_failed(self, result: Any) -> None:
+        self._item("item_failed", result)
+
+    def v2_runner_item_on_skipped(self, result: Any) -> None:
+        self._item("item_skipped", result)
+
+    def v2_playbook_on_include(self, included_file: Any) -> None:
+        hosts = [h.get_name() for h in included_file._hosts]
+        self._emit({"event": "include", "hosts": hosts, "file": str(included_file._filename)})
+
+    def v2_playbook_on_stats(self, stats: Any) -> None:
+        for stream in self._streams.values():
+            stream.stop(0.0)
+        for stream in self._streams.values():
+            stream.join()
+        self._streams.clear()
+        hosts = {str(h): plain(stats.summarize(h)) for h in sorted(stats.processed.keys())}
+        self._emit({"event": "stats", "hosts": hosts})
