@@ -78,7 +78,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum JobCommand {
     /// Run one job of a repository, as Zuul's executor would, and print its job-output.txt.
-    Run(job_run::JobRunArgs),
+    Run(Box<job_run::JobRunArgs>),
 }
 
 #[derive(Debug, Args)]
