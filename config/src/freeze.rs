@@ -751,6 +751,9 @@ impl Layout {
             acc.abstract_ = v.abstract_.unwrap_or(false);
             acc.intermediate = v.intermediate.unwrap_or(false);
         } else {
+            if first {
+                acc.name = v.name.clone();
+            }
             acc.abstract_ |= v.abstract_.unwrap_or(false);
             acc.intermediate |= v.intermediate.unwrap_or(false);
         }

@@ -775,3 +775,35 @@ fn final_attributes_and_intermediate_jobs() {
     ));
     assert!(l.freeze("inter-grandchild", "org/config", "main").is_ok());
 }
+
+#[test]
+fn abstract_base_is_reset_by_inheritance_and_final_base_blocks_children() {
+    let c = repo(
+        "org/config",
+        true,
+        &[(
+            "zuul.yaml",
+            "- job:\n    name: base\n    parent: null\n    abstract: true\n    run: run.yaml\n- job:\n    name: child\n- job:\n    name: fbase\n    parent: null\n    final: true\n    run: run.yaml\n- job:\n    name: fchild\n    parent: fbase\n",
+        )],
+    );
+    let l = layout(&[&c]);
+    let j = l
+        .freeze("child", "org/config", "main")
+        .expect("child of abstract base");
+    assert_eq!(j.run[0].nesting_level, 1);
+    assert_eq!(
+        l.freeze("base", "org/config", "main"),
+        Err(FreezeError::Abstract { job: "base".into() })
+    );
+    match l.freeze("fchild", "org/config", "main") {
+        Err(FreezeError::InheritFinal {
+            job,
+            parent,
+            location,
+        }) => {
+            assert_eq!((job.as_str(), parent.as_str()), ("fchild", "fbase"));
+            assert_eq!(location.line, 13);
+        }
+        other => panic!("expected inherit-final error, got {other:?}"),
+    }
+}
