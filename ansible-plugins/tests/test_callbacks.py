@@ -169,6 +169,9 @@ def test_callbacks_job_output_json_structure(run_playbook, console_port: int, en
     assert not any(k.startswith("_ansible") for k in node)
     assert data[1]["stats"]["node"] == sample[1]["stats"]["node"]
     assert data[1]["plays"][0]["tasks"][0]["task"]["name"] == "Say hi"
+    # The streamer asked the console daemon to delete the node's log file after the exit code.
+    assert re.fullmatch(r"[0-9a-f-]+-1-node", node["zuul_log_id"])
+    assert not Path(f"/tmp/console-{node['zuul_log_id']}.log").exists()
 
 
 def test_callbacks_streams_live(run_playbook, console_port: int, env: dict[str, str]) -> None:
@@ -310,6 +313,7 @@ def test_callbacks_localhost_output(run_playbook, env: dict[str, str]) -> None:
               shell: "echo one; echo two"
             - debug:
                 msg: "hello\\nworld"
+            - shell: "echo unnamed"
         """, extra_env=env)
     assert run.rc == 0, run.stdout
     lines = masked(run.job_output)
@@ -317,4 +321,46 @@ def test_callbacks_localhost_output(run_playbook, env: dict[str, str]) -> None:
     assert lines[i + 1:i + 4] == ["TS | localhost | one", "TS | localhost | two", "TS | localhost | ok: Runtime: DELTA"]
     j = lines.index("TS | TASK [debug]")
     assert lines[j + 1:j + 3] == ["TS | hello", "TS | world"]
-    assert lines[-2] == "TS | localhost | ok: 2 changed: 1 unreachable: 0 failed: 0 skipped: 0 rescued: 0 ignored: 0"
+    k = lines.index("TS | TASK [shell: echo unnamed]")
+    assert lines[k + 1:k + 3] == ["TS | localhost | unnamed", "TS | localhost | ok: Runtime: DELTA"]
+    assert lines[-2] == "TS | localhost | ok: 3 changed: 2 unreachable: 0 failed: 0 skipped: 0 rescued: 0 ignored: 0"
+
+
+def test_callbacks_rerun_skip_and_rescue(run_playbook, console_port: int, env: dict[str, str]) -> None:
+    run = run_playbook(start_console(console_port) + """\
+        - hosts: node
+          gather_facts: false
+          handlers:
+            - name: Again
+              shell: "echo handler-ran"
+          tasks:
+            - command: "echo one"
+              changed_when: true
+              notify: Again
+            - meta: flush_handlers
+            - command: "echo two"
+              changed_when: true
+              notify: Again
+            - meta: flush_handlers
+            - name: Skipped
+              shell: "echo never"
+              when: false
+            - block:
+                - name: Rescued
+                  command: "false"
+              rescue:
+                - debug:
+                    msg: rescued
+        """, extra_env=env)
+    assert run.rc == 0, run.stdout
+    lines = masked(run.job_output)
+    # The handler ran twice with the same task object: the second run's log id (n=2) was
+    # predicted right, so its output was streamed too.
+    assert lines.count("TS | node | handler-ran") == 2, lines
+    assert "TS | TASK [command: echo one]" in lines
+    i = lines.index("TS | TASK [Skipped]")
+    assert lines[i + 1] == "TS | node | skipping: Conditional result was False"
+    assert not any("Waiting on logger" in line or "did not terminate" in line for line in lines)
+    assert "TS | rescued" in lines
+    # A failure handled by a rescue block is not an early failure.
+    assert "RESULT failure" not in run.stdout.splitlines()
