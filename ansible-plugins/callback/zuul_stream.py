@@ -191,20 +191,42 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_cleanup_task_start(self, task: Any) -> None:
         self.v2_playbook_on_task_start(task, False)
 
+    def _target(self, host: Any, task: Any) -> tuple[Any, Mapping[str, Any]]:
+        """The host a task really runs on (its delegate, if any) and that host's variables."""
+        hvars = self._host_vars(host, task)
+        delegate = task.delegate_to
+        if not delegate:
+            return host, hvars
+        vm = self._play.get_variable_manager()
+        name = str(delegate)
+        if "{{" in name or "{%" in name:
+            from ansible.template import Templar
+
+            name = str(Templar(loader=vm._loader, variables=hvars).template(delegate))
+        target = vm._inventory.get_host(name)
+        if target is None:
+            # Not in the inventory: Ansible connects to the name itself (localhost is implicit).
+            local = name in LOCAL_ADDRS
+            return host, {"ansible_host": name, "ansible_connection": "local" if local else "ssh",
+                          "zuul_console_disabled": hvars.get("zuul_console_disabled", False)}
+        tvars = dict(self._host_vars(target, task))
+        tvars.setdefault("zuul_console_disabled", hvars.get("zuul_console_disabled", False))
+        return target, tvars
+
     def v2_runner_on_start(self, host: Any, task: Any) -> None:
         if not sluice_native.is_command_action(str(task.action)) or self._play is None:
             return
         name = host.get_name()
-        hvars = self._host_vars(host, task)
+        target, hvars = self._target(host, task)
         disabled = truthy(hvars.get("zuul_console_disabled", False))
         conn = str(hvars.get("ansible_connection") or "")
-        local = self._is_local(host, hvars)
+        local = self._is_local(target, hvars)
         self._unstreamed[(str(task._uuid), name)] = local or disabled or conn in UNSTREAMED_CONNECTIONS
         if task.loop or getattr(task, "loop_with", None) or task.async_val or local or disabled or conn in UNSTREAMED_CONNECTIONS:
             return
         key = (str(task._uuid), log_host(name))
         log_id = f"{task._uuid}-{self._last_log_n.get(key, 0) + 1}-{log_host(name)}"
-        addr = str(hvars.get("ansible_host") or name)
+        addr = str(hvars.get("ansible_host") or target.get_name())
         self._streams[(str(task._uuid), name)] = self._out.stream(name, addr, self._port, log_id)
 
     def v2_runner_on_ok(self, result: Any) -> None:

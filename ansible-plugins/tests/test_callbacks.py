@@ -16,6 +16,7 @@ import signal
 import socket
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -364,3 +365,22 @@ def test_callbacks_rerun_skip_and_rescue(run_playbook, console_port: int, env: d
     assert "TS | rescued" in lines
     # A failure handled by a rescue block is not an early failure.
     assert "RESULT failure" not in run.stdout.splitlines()
+
+
+def test_callbacks_delegated_to_localhost(run_playbook, console_port: int, env: dict[str, str]) -> None:
+    run = run_playbook(start_console(console_port) + """\
+        - hosts: node
+          gather_facts: false
+          tasks:
+            - name: On the executor
+              shell: "echo delegated-out"
+              delegate_to: localhost
+        """, extra_env=env)
+    assert run.rc == 0, run.stdout
+    lines = masked(run.job_output)
+    i = lines.index("TS | TASK [On the executor]")
+    # Not streamed from the node (no wait for a log that never appears): captured output instead.
+    assert lines[i + 1:i + 3] == ["TS | node -> localhost | delegated-out", "TS | node -> localhost | ok: Runtime: DELTA"], lines[i:]
+    stamps = [line.split(" | ")[0] for line in run.job_output.splitlines() if "TASK [On the executor]" in line or "ok: Runtime" in line]
+    start, end = (datetime.fromisoformat(ts) for ts in stamps[-2:])
+    assert (end - start).total_seconds() < 5
