@@ -300,6 +300,34 @@ impl LineReader {
     }
 }
 
+/// TCP keepalive as Zuul's streamer sets it: idle 30 s, interval 30 s, 9 probes, so a stream
+/// from a node that vanished ends instead of blocking forever.
+#[cfg(target_os = "linux")]
+fn set_keepalive(sock: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: `fd` is an open socket owned by `sock` for the duration of the call, and the
+        // option value points to a live c_int whose size is passed along.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 30);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 30);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 9);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_keepalive(_sock: &TcpStream) {}
+
 /// UTF-8 decoding with Python's `backslashreplace` for invalid bytes.
 pub fn decode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
@@ -352,6 +380,7 @@ impl Client {
                         return None;
                     }
                     let _ = sock.set_nodelay(true);
+                    set_keepalive(&sock);
                     return Some(sock);
                 }
                 Err(e) if e.kind() == ErrorKind::TimedOut => {
