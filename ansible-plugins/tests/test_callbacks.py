@@ -384,3 +384,31 @@ def test_callbacks_delegated_to_localhost(run_playbook, console_port: int, env: 
     stamps = [line.split(" | ")[0] for line in run.job_output.splitlines() if "TASK [On the executor]" in line or "ok: Runtime" in line]
     start, end = (datetime.fromisoformat(ts) for ts in stamps[-2:])
     assert (end - start).total_seconds() < 5
+
+
+def test_callbacks_roles_and_includes(run_playbook, tmp_path: Path, env: dict[str, str]) -> None:
+    role = tmp_path / "roles" / "greet" / "tasks"
+    role.mkdir(parents=True)
+    (role / "main.yaml").write_text("- name: Hello\n  debug:\n    msg: hello from role\n")
+    (tmp_path / "more.yaml").write_text("- name: Included\n  debug:\n    msg: included task\n")
+    run = run_playbook("""\
+        - hosts: localhost
+          gather_facts: false
+          roles:
+            - greet
+          tasks:
+            - include_tasks: more.yaml
+        """, extra_env=env)
+    assert run.rc == 0, run.stdout
+    lines = masked(run.job_output)
+    i = lines.index("TS | TASK [greet : Hello]")
+    assert lines[i + 1] == "TS | hello from role"
+    assert f"TS | localhost | included: {tmp_path / 'more.yaml'}" in lines
+    assert "TS | included task" in lines
+    data = json.loads(run.job_output_json)
+    tasks = data[0]["plays"][0]["tasks"]
+    hello = next(t for t in tasks if t["task"]["name"] == "greet : Hello")
+    assert hello["role"]["name"] == "greet"
+    assert hello["role"]["path"] == str(tmp_path / "roles" / "greet")
+    assert hello["hosts"]["localhost"]["action"] == "debug"
+    assert hello["hosts"]["localhost"]["msg"] == "hello from role"
