@@ -35,8 +35,8 @@ pub use freeze::{deep_merge, implicit_role_name, FrozenJobDetails};
 pub use frozen::*;
 pub use layout::{load_layout, Layout, ProjectInfo};
 pub use loader::{
-    find_config_files, load_project, load_project_lenient, parse_project_files, ProjectConfig,
-    ProjectSource, CONFIG_ROOTS,
+    load_project, load_project_lenient, parse_project_files, ProjectConfig, ProjectSource,
+    CONFIG_ROOTS,
 };
 pub use model::*;
 pub use parse::RESERVED_VAR_NAMES;

@@ -201,7 +201,7 @@ type FoundFiles = (Vec<String>, Vec<String>);
 
 /// The configuration files of a checkout, relative to `root`, in load order, and warnings
 /// about roots that were ignored because an earlier one had content.
-pub fn find_config_files(root: &Path) -> Result<FoundFiles, (String, String)> {
+pub(crate) fn find_config_files(root: &Path) -> Result<FoundFiles, (String, String)> {
     let mut chosen: Option<Vec<String>> = None;
     let mut warnings = Vec::new();
     for name in CONFIG_ROOTS {

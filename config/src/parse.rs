@@ -157,8 +157,12 @@ fn as_list(v: &Value) -> Vec<&Value> {
 
 /// Per-item error collection and position lookup.
 struct ItemCx<'a> {
+    /// The text to locate nodes in: the item's own lines when they are known, else the file.
     text: &'a str,
+    /// Lines before `text` in the file.
+    line_offset: usize,
     base: &'a SourceContext,
+    /// Index of the item within `text`.
     index: usize,
     item_type: String,
     name: Option<String>,
@@ -175,7 +179,9 @@ impl ItemCx<'_> {
         let (line, column) = if rel.is_empty() {
             (self.line, self.column)
         } else {
-            locate(self.text, &path).unwrap_or((self.line, self.column))
+            locate(self.text, &path)
+                .map(|(l, c)| (l + self.line_offset, c))
+                .unwrap_or((self.line, self.column))
         };
         let mut location = self.base.location();
         location.line = line;
@@ -780,7 +786,30 @@ pub(crate) fn parse_file(base: &SourceContext, text: &str, out: &mut ProjectConf
             return;
         }
     };
-    let positions = item_positions(text, &items);
+    let (positions, scanned) = item_positions(text, &items);
+    // Byte offset of each line start, to cut an item's own text out of the file so that
+    // locating a node for an error reads only that item.
+    let mut line_starts = vec![0usize];
+    for (i, b) in text.bytes().enumerate() {
+        if b == b'\n' {
+            line_starts.push(i + 1);
+        }
+    }
+    let item_text = |index: usize| -> (&str, usize, usize) {
+        if !scanned {
+            return (text, 0, index);
+        }
+        let start_line = positions.get(index).map(|p| p.0).unwrap_or(1);
+        let start = line_starts.get(start_line - 1).copied().unwrap_or(0);
+        let end = positions
+            .get(index + 1)
+            .and_then(|p| line_starts.get(p.0 - 1).copied())
+            .unwrap_or(text.len());
+        match text.get(start..end) {
+            Some(slice) => (slice, start_line - 1, 0),
+            None => (text, 0, index),
+        }
+    };
 
     // Pragmas apply to the whole file, so read them first.
     let mut base = base.clone();
@@ -788,10 +817,12 @@ pub(crate) fn parse_file(base: &SourceContext, text: &str, out: &mut ProjectConf
         if let Some((t, body)) = single_key(item) {
             if t == "pragma" {
                 let (line, column) = positions.get(index).copied().unwrap_or((1, 1));
+                let (item_text, line_offset, item_index) = item_text(index);
                 let mut cx = ItemCx {
-                    text,
+                    text: item_text,
+                    line_offset,
                     base: &base,
-                    index,
+                    index: item_index,
                     item_type: t.clone(),
                     name: None,
                     line,
@@ -871,10 +902,12 @@ pub(crate) fn parse_file(base: &SourceContext, text: &str, out: &mut ProjectConf
             },
             _ => None,
         };
+        let (item_text, line_offset, item_index) = item_text(index);
         let mut cx = ItemCx {
-            text,
+            text: item_text,
+            line_offset,
             base: &base,
-            index,
+            index: item_index,
             item_type: item_type.clone(),
             name,
             line,
@@ -2042,16 +2075,9 @@ fn parse_project_pipeline(cx: &mut ItemCx, path: &[Seg], v: &Value) -> Option<Pr
                     }
                 };
                 cx.check_keys(&ap, am, JOB_ATTRIBUTES);
-                let mut job = parse_job_attrs(cx, &ap, am, name, true);
-                // Locate the entry itself for inheritance paths.
-                let mut full = vec![Seg::Index(cx.index), Seg::Key(cx.item_type.clone())];
-                full.extend_from_slice(&ip);
-                if let (Some(src), Some((line, column))) =
-                    (job.source.as_mut(), locate(cx.text, &full))
-                {
-                    src.line = line;
-                    src.column = column;
-                }
+                let job = parse_job_attrs(cx, &ap, am, name, true);
+                // Like Zuul, a project-pipeline variant's source line is its stanza's line
+                // (locating each entry would re-read the file once per entry).
                 if job.parent == Parent::Base {
                     cx.err(
                         &pk(&ap, "parent"),

@@ -398,13 +398,17 @@ impl<'de> Visitor<'de> for KeyProbe<'_> {
 /// A text scan finds block-sequence entries at the indentation of the first one; it is used
 /// only if it finds exactly one entry per item and each entry starts with that item's key.
 /// Otherwise every item is located exactly by re-reading the document.
-pub(crate) fn item_positions(text: &str, items: &[Value]) -> Vec<(usize, usize)> {
+///
+/// The flag is true when the text scan was used: then each item's text runs from its line to
+/// the next item's line, and can be read on its own.
+pub(crate) fn item_positions(text: &str, items: &[Value]) -> (Vec<(usize, usize)>, bool) {
     if let Some(found) = scan_items(text, items) {
-        return found;
+        return (found, true);
     }
-    (0..items.len())
+    let found = (0..items.len())
         .map(|i| locate(text, &[Seg::Index(i)]).unwrap_or((1, 1)))
-        .collect()
+        .collect();
+    (found, false)
 }
 
 fn scan_items(text: &str, items: &[Value]) -> Option<Vec<(usize, usize)>> {
@@ -524,11 +528,12 @@ mod tests {
         let text = "- job:\n    name: a\n-   nodeset:\n      name: b\n";
         let v = parse_document(text).unwrap();
         let items = v.as_sequence().unwrap();
-        assert_eq!(item_positions(text, items), vec![(1, 3), (3, 5)]);
+        assert_eq!(item_positions(text, items), (vec![(1, 3), (3, 5)], true));
         let flow = "[{job: {name: a}},\n {nodeset: {name: b}}]\n";
         let v = parse_document(flow).unwrap();
-        let pos = item_positions(flow, v.as_sequence().unwrap());
+        let (pos, scanned) = item_positions(flow, v.as_sequence().unwrap());
         assert_eq!(pos[1].0, 2);
+        assert!(!scanned);
     }
 
     #[test]

@@ -166,7 +166,7 @@ fn parent_chain_orders_playbooks_with_nesting_levels() {
     );
     assert_eq!(
         j.inheritance_path[3],
-        "<Job unit project-pipeline branches: None source: example.com/org/app/.zuul.yaml@main#35>"
+        "<Job unit project-pipeline branches: None source: example.com/org/app/.zuul.yaml@main#27>"
     );
     // Defaults and overrides.
     assert_eq!(j.timeout, Some(99));
