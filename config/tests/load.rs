@@ -624,3 +624,24 @@ fn symlinks_out_of_the_checkout_are_refused() {
     assert_eq!(cfg.errors[0].location.path, "zuul.d/z.yaml");
     assert!(matches!(cfg.errors[0].kind, ConfigErrorKind::Io { .. }));
 }
+
+#[test]
+fn flow_style_files_still_get_exact_positions() {
+    let r = repo(
+        "org/config",
+        true,
+        &[(
+            "zuul.yaml",
+            "[{job: {name: a, run: a.yaml}},\n {job: {name: b,\n         bogus: 1}}]\n",
+        )],
+    );
+    let e = only_error(&r.source);
+    assert_eq!(
+        e.kind,
+        ConfigErrorKind::UnknownKey {
+            key: "bogus".into()
+        }
+    );
+    assert_eq!((e.location.line, e.location.column), (3, 10));
+    assert_eq!(e.item.name.as_deref(), Some("b"));
+}
