@@ -5,6 +5,19 @@
 //! This is the one loader: `sluice job run` and the scheduler both use it, so that a job means
 //! the same thing wherever it runs.
 //!
+//! Conventions worth knowing:
+//!
+//! - Errors never stop the rest of a configuration from loading: `load_project_lenient` keeps
+//!   the valid items and lists every error, each with the project, the file (relative to the
+//!   repository root), the 1-based line and column of the offending key or value, and the
+//!   item's type and name. `load_project` / `load_layout` turn any error into `Err`.
+//! - `Layout::add` takes config-projects first, then untrusted projects; `Layout::check`
+//!   then validates references (parents, nodesets, secrets, templates, cycles).
+//! - Untrusted definitions get Zuul's implied branch matcher only when the layout holds more
+//!   than one branch of their project (or a `pragma` says so).
+//! - `PlaybookRef::nesting_level` is 0 for the job's own definition and grows towards the base
+//!   job (Zuul counts from the base job).
+//!
 //! Typical use:
 //!
 //! ```no_run
