@@ -412,3 +412,24 @@ def test_callbacks_roles_and_includes(run_playbook, tmp_path: Path, env: dict[st
     assert hello["role"]["path"] == str(tmp_path / "roles" / "greet")
     assert hello["hosts"]["localhost"]["action"] == "debug"
     assert hello["hosts"]["localhost"]["msg"] == "hello from role"
+
+
+def test_callbacks_console_missing(run_playbook, env: dict[str, str]) -> None:
+    # Nothing listens on the console port: the streamer keeps retrying while the task runs, then
+    # gives up after the grace period instead of hanging the playbook.
+    started = time.monotonic()
+    run = run_playbook("""\
+        - hosts: node
+          gather_facts: false
+          tasks:
+            - name: No console
+              shell: "sleep 2; echo done"
+        """, extra_env=env)
+    elapsed = time.monotonic() - started
+    assert run.rc == 0, run.stdout
+    lines = masked(run.job_output)
+    i = lines.index("TS | TASK [No console]")
+    assert "TS | [node] Waiting on logger" in lines[i + 1:]
+    assert "TS | node | ok: Runtime: DELTA" in lines[i + 1:]
+    assert "TS | node | done" not in lines
+    assert elapsed < 25, elapsed
