@@ -433,3 +433,22 @@ def test_callbacks_console_missing(run_playbook, env: dict[str, str]) -> None:
     assert "TS | node | ok: Runtime: DELTA" in lines[i + 1:]
     assert "TS | node | done" not in lines
     assert elapsed < 25, elapsed
+
+
+def test_callbacks_console_disabled(run_playbook, env: dict[str, str]) -> None:
+    # zuul_console_disabled: no streaming (and no waiting for a console that is not there); the
+    # captured output is printed after the task instead.
+    run = run_playbook("""\
+        - hosts: node
+          gather_facts: false
+          vars:
+            zuul_console_disabled: true
+          tasks:
+            - name: Quiet console
+              shell: "echo captured"
+        """, extra_env=env)
+    assert run.rc == 0, run.stdout
+    lines = masked(run.job_output)
+    i = lines.index("TS | TASK [Quiet console]")
+    assert lines[i + 1:i + 3] == ["TS | node | captured", "TS | node | ok: Runtime: DELTA"]
+    assert not any("Waiting on logger" in line for line in lines)
