@@ -495,7 +495,10 @@ impl Build<'_> {
         // Whether an earlier phase already decided the result (post can't change it).
         let mut fixed = false;
         let mut pre_failed = false;
-        let mut max_level_reached = u32::MAX;
+        // Nesting levels count from the job itself (0) towards its base: when a pre-run
+        // playbook fails, only post-run playbooks of that job level and its ancestors (whose
+        // pre-run ran) run.
+        let mut failed_pre_level = 0;
 
         for (index, pb) in job.pre_run.iter().enumerate() {
             let budget = remaining(job.pre_timeout.or(job.timeout), started);
@@ -503,7 +506,7 @@ impl Build<'_> {
             if !end.ok() {
                 pre_failed = true;
                 fixed = true;
-                max_level_reached = pb.nesting_level;
+                failed_pre_level = pb.nesting_level;
                 result = match end {
                     PlaybookEnd::TimedOut => Some(BuildResultKind::TimedOut),
                     PlaybookEnd::Aborted => Some(BuildResultKind::Aborted),
@@ -553,7 +556,7 @@ impl Build<'_> {
 
         let aborted = result == Some(BuildResultKind::Aborted);
         for (index, pb) in job.post_run.iter().enumerate() {
-            if pre_failed && pb.nesting_level > max_level_reached {
+            if pre_failed && pb.nesting_level < failed_pre_level {
                 continue;
             }
             // After an abort only cleanup playbooks run.

@@ -100,7 +100,11 @@ fn success_streams_node_lines_in_zuul_format() {
     );
     // The base job's post-run collected the node's file into the build's logs.
     let collected = Path::new(run.result["log_dir"].as_str().unwrap()).join("node/debian_version");
-    assert!(collected.is_file(), "{} missing:\n{out}", collected.display());
+    assert!(
+        collected.is_file(),
+        "{} missing:\n{out}",
+        collected.display()
+    );
     // Stdout carries the same job output, then the result line.
     assert!(run.stdout.contains("| node | hi\n"), "{}", run.stdout);
     let json_path = Path::new(run.result["log_dir"].as_str().unwrap()).join("job-output.json");
@@ -366,7 +370,11 @@ fn unreachable_node_is_retried_then_retry_limit() {
     let node = Node::start();
     let config = config_project(scratch.path());
     let jobs = "- job:\n    name: hello\n    attempts: 1\n    run: playbooks/hello.yaml\n";
-    let project = project(scratch.path(), jobs, &[("playbooks/hello.yaml", HELLO_PLAYBOOK)]);
+    let project = project(
+        scratch.path(),
+        jobs,
+        &[("playbooks/hello.yaml", HELLO_PLAYBOOK)],
+    );
     // The same node, but on a port nothing listens on.
     let dead = scratch.path().join("dead-nodes.yaml");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -396,7 +404,11 @@ fn unreachable_node_is_retried_then_retry_limit() {
         ],
     );
     assert_result(&run, "RETRY_LIMIT");
-    assert_eq!(run.result["error_detail"], "Host unreachable", "{}", run.result);
+    assert_eq!(
+        run.result["error_detail"], "Host unreachable",
+        "{}",
+        run.result
+    );
 }
 
 #[test]
@@ -419,9 +431,130 @@ fn every_installed_ansible_version_runs_the_job() {
         let (_s, run) = run_simple(&jobs, &[("playbooks/hello.yaml", playbook)], "hello");
         assert_result(&run, "SUCCESS");
         assert!(
-            run.job_output().contains(&format!("| node | core {version}")),
+            run.job_output()
+                .contains(&format!("| node | core {version}")),
             "{}",
             run.job_output()
         );
     }
+}
+
+#[test]
+fn roles_required_projects_and_variables_reach_the_playbook() {
+    let scratch = tempfile::tempdir().unwrap();
+    let node = Node::start();
+    let config = config_project(scratch.path());
+    // A repo with roles/ and a bare role repo.
+    let roles = GitRepo::init(&scratch.path().join("org/roles"), "main");
+    roles
+        .write(
+            "roles/greet/tasks/main.yaml",
+            "- name: Greet\n  command: echo greet-from-role\n",
+        )
+        .commit("greet role");
+    let bare = GitRepo::init(&scratch.path().join("org/ansible-role-wave"), "main");
+    bare.write(
+        "tasks/main.yaml",
+        "- name: Wave\n  command: echo wave-from-bare-role\n",
+    )
+    .commit("bare role");
+    let lib = GitRepo::init(&scratch.path().join("org/lib"), "main");
+    lib.write("README", "lib\n").commit("lib");
+    let jobs = r#"- job:
+    name: hello
+    run: playbooks/hello.yaml
+    roles:
+      - zuul: org/roles
+      - zuul: org/ansible-role-wave
+        name: wave
+    required-projects:
+      - org/lib
+    vars:
+      layer: job
+      from_job: true
+    host-vars:
+      node:
+        layer: host
+    group-vars:
+      web:
+        layer: group
+    extra-vars:
+      extra_only: extra
+    nodeset:
+      nodes:
+        - name: node
+          label: ubuntu-noble
+      groups:
+        - name: web
+          nodes: [node]
+"#;
+    let playbook = r#"- hosts: all
+  roles:
+    - greet
+    - wave
+  tasks:
+    - name: Check variables
+      assert:
+        that:
+          - layer == 'host'
+          - from_job
+          - extra_only == 'extra'
+          - zuul.job == 'hello'
+          - nodepool.label == 'ubuntu-noble'
+          - zuul.projects['localhost/org/lib'].required
+- hosts: localhost
+  tasks:
+    - name: The required project is in the workspace
+      stat:
+        path: "{{ zuul.executor.work_root }}/{{ zuul.projects['localhost/org/lib'].src_dir }}/README"
+      register: readme
+    - assert:
+        that: readme.stat.exists
+"#;
+    let project = project(scratch.path(), jobs, &[("playbooks/hello.yaml", playbook)]);
+    let run = run_job(
+        scratch.path(),
+        "hello",
+        &[
+            &format!("--project={}", project.path.display()),
+            &format!("--config-project=config={}", config.path.display()),
+            &format!("--required-project={}", roles.path.display()),
+            &format!("--required-project={}", bare.path.display()),
+            &format!("--required-project={}", lib.path.display()),
+            &format!("--nodes={}", node.nodes_file().display()),
+            &format!("--ssh-key={}", node.key().display()),
+        ],
+    );
+    assert_result(&run, "SUCCESS");
+    let out = run.job_output();
+    assert!(out.contains("| node | greet-from-role"), "{out}");
+    assert!(out.contains("| node | wave-from-bare-role"), "{out}");
+}
+
+#[test]
+fn failed_pre_run_still_runs_post_run_of_levels_that_started() {
+    let jobs = "- job:\n    name: hello\n    attempts: 1\n    pre-run: playbooks/pre.yaml\n    run: playbooks/hello.yaml\n    post-run: playbooks/post.yaml\n";
+    let (_s, run) = run_simple(
+        jobs,
+        &[
+            (
+                "playbooks/pre.yaml",
+                "- hosts: all\n  tasks:\n    - command: /bin/false\n",
+            ),
+            ("playbooks/hello.yaml", HELLO_PLAYBOOK),
+            (
+                "playbooks/post.yaml",
+                "- hosts: all\n  tasks:\n    - debug:\n        msg: child post ran\n",
+            ),
+        ],
+        "hello",
+    );
+    assert_result(&run, "RETRY_LIMIT");
+    let out = run.job_output();
+    assert!(
+        !out.contains("RUN START: [untrusted : localhost/org/demo/playbooks/hello.yaml"),
+        "{out}"
+    );
+    assert!(out.contains("child post ran"), "{out}");
+    assert!(out.contains("post-run ran"), "{out}");
 }
