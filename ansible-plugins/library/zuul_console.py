@@ -1,0 +1,302 @@
+#!/usr/bin/python
+"""zuul_console: the node daemon that serves command output logs to the executor's streamer.
+
+Arguments: `path` (console file template, default `/tmp/console-{log_uuid}.log`), `port`
+(default 19885) and `state`. `present` starts the daemon unless something already listens on
+the port (then nothing changes); `absent` kills whatever listens on the port and removes every
+console file.
+
+The daemon listens on `[::]:port` (dual stack; `0.0.0.0` when the node has no IPv6) and speaks
+Zuul's console protocol, version 1. Requests are lines of at most 1024 bytes that must arrive
+within 10 seconds:
+
+- `v:<client version>` answers `1\\n`; more requests may follow.
+- `f:<log id>` deletes that console file, answers nothing; more requests may follow.
+- `s:<log id>`, or any other line taken as a bare log id (version 0 clients), streams the file:
+  `[Zuul] Log not found\\n` every 0.5 s while it does not exist, then the whole file, then what
+  is appended to it, until the client closes. A file replaced (new inode) or truncated is
+  streamed again from its start. The end of a task's log is its `[Zuul] Task exit code: <rc>`
+  line; the protocol has no end marker.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from typing import IO
+
+from ansible.module_utils.basic import AnsibleModule
+
+DEFAULT_PATH = "/tmp/console-{log_uuid}.log"
+DEFAULT_PORT = 19885
+PROTOCOL_VERSION = 1
+MAX_REQUEST_BYTES = 1024
+REQUEST_TIMEOUT_SECONDS = 10.0
+CHUNK_BYTES = 4096
+NOT_FOUND = b"[Zuul] Log not found\n"
+NOT_FOUND_INTERVAL_SECONDS = 0.5
+# A missing file is looked for more often than the notice is sent: the streamer usually
+# connects just before the command starts, and its first line should not wait half a second.
+APPEAR_POLL_SECONDS = 0.05
+
+# Following a file polls it, but not at Zuul's fixed 0.5 s: right after new data the next look
+# comes after 10 ms, and each look that finds nothing doubles the wait, up to 0.5 s. A command
+# that is printing is streamed with about 10 ms of delay; an idle stream costs what Zuul's costs
+# (two wake-ups a second), and a daemon with no client costs nothing (it sleeps in accept).
+# The wait is a select() on the client socket, so a client that hangs up is noticed at once.
+# inotify would remove the idle wake-ups too, but needs ctypes and per-file watch handling for
+# the inode/truncation restarts; the back-off gets the latency for a few lines of code.
+FOLLOW_MIN_WAIT_SECONDS = 0.01
+FOLLOW_MAX_WAIT_SECONDS = 0.5
+
+
+class ClientGone(Exception):
+    """The client closed the connection or it broke."""
+
+
+class Connection:
+    """One client connection: reads request lines, streams console files."""
+
+    def __init__(self, conn: socket.socket, path_template: str) -> None:
+        self._conn = conn
+        self._path_template = path_template
+        self._buffer = b""
+
+    def serve(self) -> None:
+        try:
+            while True:
+                request = self._read_request()
+                if request is None:
+                    return
+                if request.startswith("v:"):
+                    self._conn.sendall(b"%d\n" % PROTOCOL_VERSION)
+                elif request.startswith("f:"):
+                    self._delete(request[2:])
+                else:
+                    self._stream(request[2:] if request.startswith("s:") else request)
+                    return
+        except (ClientGone, OSError):
+            pass
+        finally:
+            self._conn.close()
+
+    def _read_request(self) -> str | None:
+        """The next request line, stripped; None when none arrives in time or it is too long."""
+        self._conn.settimeout(REQUEST_TIMEOUT_SECONDS)
+        while not (b"\n" in self._buffer and self._buffer.index(b"\n") > 0):
+            if len(self._buffer) >= MAX_REQUEST_BYTES:
+                return None
+            try:
+                data = self._conn.recv(MAX_REQUEST_BYTES - len(self._buffer))
+            except socket.timeout:
+                return None
+            if not data:
+                return None
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        self._conn.settimeout(None)
+        return line.decode("utf-8", "replace").strip()
+
+    def _log_path(self, log_id: str) -> str:
+        # Only the basename: a log id cannot walk out of the console directory.
+        return self._path_template.format(log_uuid=os.path.basename(log_id.strip()))
+
+    def _delete(self, log_id: str) -> None:
+        try:
+            os.unlink(self._log_path(log_id))
+        except FileNotFoundError:
+            pass
+
+    def _stream(self, log_id: str) -> None:
+        path = self._log_path(log_id)
+        while True:
+            log = self._open_when_present(path)
+            with log:
+                self._follow(path, log)
+
+    def _open_when_present(self, path: str) -> IO[bytes]:
+        next_notice = 0.0
+        while True:
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                pass
+            now = time.monotonic()
+            if now >= next_notice:
+                self._conn.sendall(NOT_FOUND)
+                next_notice = now + NOT_FOUND_INTERVAL_SECONDS
+            self._wait(APPEAR_POLL_SECONDS)
+
+    def _follow(self, path: str, log: IO[bytes]) -> None:
+        """Sends the file from its start and follows it; returns when it must be reopened."""
+        inode = os.fstat(log.fileno()).st_ino
+        wait = FOLLOW_MIN_WAIT_SECONDS
+        while True:
+            sent = False
+            while chunk := log.read(CHUNK_BYTES):
+                self._conn.sendall(chunk)
+                sent = True
+            try:
+                st = os.stat(path)
+                if st.st_ino != inode or st.st_size < log.tell():
+                    return
+            except FileNotFoundError:
+                pass  # Deleted under us: keep the open file until a new one appears.
+            wait = FOLLOW_MIN_WAIT_SECONDS if sent else min(wait * 2, FOLLOW_MAX_WAIT_SECONDS)
+            self._wait(wait)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleeps, discarding client input; raises ClientGone when the client hangs up."""
+        readable, _, _ = select.select([self._conn], [], [], seconds)
+        if readable and not self._conn.recv(MAX_REQUEST_BYTES):
+            raise ClientGone()
+
+
+def listen(port: int) -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address: tuple = ("::", port)
+    except OSError:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address = ("0.0.0.0", port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        if sock.family != socket.AF_INET6 or e.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            raise
+        sock.close()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+    sock.listen(16)
+    return sock
+
+
+def serve_forever(sock: socket.socket, path_template: str) -> None:
+    while True:
+        conn, _ = sock.accept()
+        threading.Thread(target=Connection(conn, path_template).serve, daemon=True).start()
+
+
+def start_daemon(path_template: str, port: int) -> str | None:
+    """Double-forks the daemon; returns an error message if it could not listen."""
+    status_read, status_write = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(status_write)
+        os.waitpid(child, 0)
+        with os.fdopen(status_read, "rb") as status:
+            message = status.read().decode("utf-8", "replace")
+        return None if message == "ok" else message or "the console daemon exited before listening"
+
+    # First child: a new session without a controlling terminal, then the daemon's fork.
+    os.close(status_read)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    try:
+        os.chdir("/")
+        os.umask(0o022)
+        sock = listen(port)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        # Whatever else Ansible left open (the ssh session's pipes) must not be held by us.
+        keep = {0, 1, 2, sock.fileno(), status_write}
+        for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        os.write(status_write, b"ok")
+        os.close(status_write)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        serve_forever(sock, path_template)
+    except Exception as e:
+        try:
+            os.write(status_write, str(e).encode())
+        except OSError:
+            pass
+    # The daemon never returns into the module's code.
+    os._exit(1)
+
+
+def listener_inodes(port: int) -> set[str]:
+    """Socket inodes listening on the TCP port, from /proc/net/tcp6 and /proc/net/tcp."""
+    inodes = set()
+    for table in ("/proc/net/tcp6", "/proc/net/tcp"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "0A":  # 0A is TCP_LISTEN.
+                inodes.add(fields[9])
+    return inodes
+
+
+def stop_listener(port: int) -> bool:
+    """Kills the processes holding a socket that listens on the port; true if there was one."""
+    targets = {f"socket:[{inode}]" for inode in listener_inodes(port)}
+    killed = False
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            owns = any(os.readlink(f"/proc/{pid}/fd/{fd}") in targets for fd in fds)
+        except OSError:
+            continue
+        if owns:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+                killed = True
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def remove_console_files(path_template: str) -> bool:
+    removed = False
+    for path in glob.glob(path_template.format(log_uuid="*")):
+        try:
+            os.unlink(path)
+            removed = True
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(default=DEFAULT_PATH),
+            port=dict(type="int", default=DEFAULT_PORT),
+            state=dict(default="present", choices=["present", "absent"]),
+        ),
+    )
+    path, port = module.params["path"], module.params["port"]
+    if module.params["state"] == "absent":
+        stopped = stop_listener(port)
+        removed = remove_console_files(path)
+        module.exit_json(changed=stopped or removed)
+    if listener_inodes(port):
+        module.exit_json(changed=False)
+    error = start_daemon(path, port)
+    if error:
+        module.fail_json(msg=f"could not start the console daemon on port {port}: {error}")
+    module.exit_json(changed=True)
+
+
+if __name__ == "__main__":
+    main()
