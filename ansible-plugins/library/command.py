@@ -25,6 +25,7 @@ import shlex
 import signal
 import subprocess
 import threading
+import time
 from typing import IO, Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -146,9 +147,9 @@ def run(module: AnsibleModule, argv: bytes | list[bytes], shell: bool, stdin: by
             pass
     rc = proc.wait()
 
-    deadline = datetime.datetime.now() + datetime.timedelta(seconds=READER_GRACE_SECONDS)
+    deadline = time.monotonic() + READER_GRACE_SECONDS
     for reader in readers:
-        reader.join(max(0.0, (deadline - datetime.datetime.now()).total_seconds()))
+        reader.join(max(0.0, deadline - time.monotonic()))
     if any(reader.is_alive() for reader in readers):
         console.write("[Zuul] standard output/error still open after child exited")
 

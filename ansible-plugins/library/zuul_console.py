@@ -43,7 +43,10 @@ NOT_FOUND = b"[Zuul] Log not found\n"
 NOT_FOUND_INTERVAL_SECONDS = 0.5
 # A missing file is looked for more often than the notice is sent: the streamer usually
 # connects just before the command starts, and its first line should not wait half a second.
+# A file still missing after a while (a task that never ran its command) is looked for at the
+# notice's pace, so a forgotten client costs no more than it does with Zuul.
 APPEAR_POLL_SECONDS = 0.05
+APPEAR_FAST_POLL_FOR_SECONDS = 10.0
 
 # Following a file polls it, but not at Zuul's fixed 0.5 s: right after new data the next look
 # comes after 10 ms, and each look that finds nothing doubles the wait, up to 0.5 s. A command
@@ -121,6 +124,7 @@ class Connection:
                 self._follow(path, log)
 
     def _open_when_present(self, path: str) -> IO[bytes]:
+        started = time.monotonic()
         next_notice = 0.0
         while True:
             try:
@@ -131,7 +135,8 @@ class Connection:
             if now >= next_notice:
                 self._conn.sendall(NOT_FOUND)
                 next_notice = now + NOT_FOUND_INTERVAL_SECONDS
-            self._wait(APPEAR_POLL_SECONDS)
+            fast = now - started < APPEAR_FAST_POLL_FOR_SECONDS
+            self._wait(APPEAR_POLL_SECONDS if fast else NOT_FOUND_INTERVAL_SECONDS)
 
     def _follow(self, path: str, log: IO[bytes]) -> None:
         """Sends the file from its start and follows it; returns when it must be reopened."""

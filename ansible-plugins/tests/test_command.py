@@ -102,10 +102,13 @@ def test_command_arguments_behave_like_ansible(run_playbook, tmp_path, console_f
           args:
             strip_empty_ends: false
           register: nostrip
+        - command:
+            cmd: echo from cmd
+          register: cmd
         - set_fact:
-            results: "{{{{ [argv, stdin, creates, nostrip] }}}}"
+            results: "{{{{ [argv, stdin, creates, nostrip, cmd] }}}}"
         """))
-    argv, stdin, creates, nostrip = results
+    argv, stdin, creates, nostrip, cmd = results
     assert argv["stdout"] == "$HOME|two words|"
     assert argv["cmd"] == ["printf", "%s|", "$HOME", "two words"]
     assert stdin["stdout"] == "fed"
@@ -113,7 +116,8 @@ def test_command_arguments_behave_like_ansible(run_playbook, tmp_path, console_f
     assert creates["msg"] == "Did not run command since '/tmp' exists"
     assert creates["stdout"] == "skipped, since /tmp exists"
     assert nostrip["stdout"] == "a  b\n"
-    for result in (argv, stdin, nostrip):
+    assert cmd["stdout"] == "from cmd"
+    for result in (argv, stdin, nostrip, cmd):
         assert console(result["zuul_log_id"], console_files)[-1] == "[Zuul] Task exit code: 0"
 
 
@@ -278,3 +282,15 @@ def test_repeated_executions_count_up(run_playbook, tmp_path, console_files):
     assert console(results[2], console_files) == ["[Zuul] Task exit code: 1", "[Zuul] Task exit code: 0"]
     for log_id in results[:2]:
         assert console(log_id, console_files) == ["handler", "[Zuul] Task exit code: 0"]
+
+
+def test_output_held_open_after_exit_is_reported(run_playbook, tmp_path, console_files):
+    # A background child keeps the pipe open: the module waits 10 s for it, then gives up.
+    result = run_and_collect(run_playbook, tmp_path, """\
+        - shell: sleep 14 & echo started
+          register: results
+        """)
+    assert result["rc"] == 0
+    assert result["stdout"] == "started"
+    assert console(result["zuul_log_id"], console_files) == [
+        "started", "[Zuul] standard output/error still open after child exited", "[Zuul] Task exit code: 0"]
