@@ -6,10 +6,10 @@ It adds Zuul's extra module arguments before running `ansible.legacy.command` (t
 - `zuul_log_id`: `skip` when the variable `zuul_console_disabled` is true, `in-loop-ignore` for
   loop items, else `<task uuid>-<n>-<host>`, where host is inventory_hostname with everything but
   ASCII letters and digits removed, and n counts the executions of that task on that host in this
-  ansible-playbook run: 1 the first time (the usual case), 2 the next (a handler flushed twice, a
-  task in a role included twice with the same task object). `until` retries reuse their
-  execution's id. The id is also returned in the result as `zuul_log_id`, so a log streamer can
-  predict the next run's id as the n it last saw plus one.
+  ansible-playbook run: 1 the first time (the usual case), 2 the next (say, a handler run by
+  two flushes). `until` retries reuse their execution's id. The id is also returned in the
+  result as `zuul_log_id`, so a log streamer can predict the next run's id as the n it last
+  saw plus one.
 - `zuul_output_max_bytes` from the environment variable ZUUL_OUTPUT_MAX_BYTES (when set),
   `zuul_ansible_split_streams` from ZUUL_ANSIBLE_SPLIT_STREAMS == "True", and `zuul_no_log`
   from the task's no_log.
