@@ -42,6 +42,7 @@ pub mod loader;
 pub mod model;
 mod parse;
 mod yaml;
+mod yaml11;
 
 pub use errors::*;
 pub use freeze::{deep_merge, implicit_role_name, FrozenJobDetails};

@@ -49,7 +49,8 @@ pub(crate) enum Seg {
 
 /// Parse one YAML document into a `Value`, rejecting duplicate keys.
 pub(crate) fn parse_document(text: &str) -> Result<Value, YamlError> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let text = crate::yaml11::normalize_booleans(text);
+    let de = serde_yaml_ng::Deserializer::from_str(&text);
     match (NodeSeed { check: None }).deserialize(de) {
         Ok(v) => Ok(v),
         Err(e) => {

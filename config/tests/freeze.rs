@@ -192,7 +192,7 @@ fn vars_deep_merge_with_project_vars_underneath() {
                 "from_base": 1,
                 "from_middle": 2,
             },
-            "project_only": "yes",
+            "project_only": true,
             "base_only": true,
             "pp": 1,
         })

@@ -471,7 +471,7 @@ fn roles_required_projects_and_variables_reach_the_playbook() {
       - org/lib
     vars:
       layer: job
-      from_job: true
+      from_job: yes
     host-vars:
       node:
         layer: host
