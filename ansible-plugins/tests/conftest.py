@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,7 @@ class Run:
 
 
 @pytest.fixture
-def run_playbook(tmp_path: Path, ansible_venv: Path, native_dir: Path, node: Node):
+def run_playbook(tmp_path: Path, ansible_venv: Path, native_dir: Path, node: Node, request: pytest.FixtureRequest):
     """Run a playbook the way the executor does (without the sandbox).
 
     Returns a callable (playbook_yaml, phase="run", index=0, trusted=False, extra_env=None,
@@ -112,6 +113,10 @@ def run_playbook(tmp_path: Path, ansible_venv: Path, native_dir: Path, node: Nod
         (jobdir / sub).mkdir(parents=True, exist_ok=True)
     shutil.copy(node.known_hosts, jobdir / "home" / ".ssh" / "known_hosts")
     pbdir = jobdir / "ansible" / "playbook_0"
+    # ssh's control socket path must fit in 108 bytes, which the executor's
+    # <jobdir>/.ansible/cp does not under pytest's long tmp_path names: use a short directory.
+    control_dir = tempfile.mkdtemp(prefix="sluice-cp-", dir="/tmp")
+    request.addfinalizer(lambda: shutil.rmtree(control_dir, ignore_errors=True))
     (pbdir / "inventory.yaml").write_text(
         textwrap.dedent(
             f"""\
@@ -153,7 +158,7 @@ def run_playbook(tmp_path: Path, ansible_venv: Path, native_dir: Path, node: Nod
             [ssh_connection]
             retries = 3
             pipelining = True
-            control_path_dir = {jobdir}/.ansible/cp
+            control_path_dir = {control_dir}
             ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o ServerAliveInterval=60 -o UserKnownHostsFile={jobdir}/home/.ssh/known_hosts
             """
         )
