@@ -119,3 +119,4 @@ mod tests {
         assert_eq!(normalize_booleans(text), "a: \"héllo\"\nb: true\n");
     }
 }
+
