@@ -119,4 +119,3 @@ mod tests {
         assert_eq!(normalize_booleans(text), "a: \"héllo\"\nb: true\n");
     }
 }
-
