@@ -163,24 +163,28 @@ class Connection:
             raise ClientGone()
 
 
-def listen(port: int) -> socket.socket:
+def bound_socket(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        address: tuple = ("::", port)
-    except OSError:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        address = ("0.0.0.0", port)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as e:
-        if sock.family != socket.AF_INET6 or e.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-            raise
-        sock.close()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("0.0.0.0", port))
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listen(port: int) -> socket.socket:
+    """Listens on [::]:port, taking IPv4 too, or on 0.0.0.0:port where IPv6 is unavailable."""
+    try:
+        sock = bound_socket(socket.AF_INET6, "::", port)
+    except OSError as e:
+        if e.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            raise
+        sock = bound_socket(socket.AF_INET, "0.0.0.0", port)
+    # Zuul's backlog is 1; a few more let every host's stream and finish request queue at once.
     sock.listen(16)
     return sock
 
