@@ -143,6 +143,25 @@ def test_appended_lines_arrive_quickly(daemon: Daemon):
     assert sorted(delays)[len(delays) // 2] < 0.2, delays
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_streams_cost_almost_no_cpu(daemon: Daemon):
+    # The fast follow backs off while nothing is written, and a waiting stream slows down.
+    daemon.path("quiet").write_bytes(b"only line\n")
+    (pid,) = listener_pids(daemon.port)
+    with daemon.connect() as following, daemon.connect() as waiting:
+        following.sendall(b"s:quiet\n")
+        recv_until(following, b"only line\n")
+        waiting.sendall(b"s:absent\n")
+        recv_until(waiting, b"[Zuul] Log not found\n")
+        before = cpu_seconds(pid)
+        time.sleep(3)
+        assert cpu_seconds(pid) - before < 0.1
+
+
 def test_missing_log_then_created(daemon: Daemon):
     with daemon.connect() as conn:
         conn.sendall(b"s:later\n")
