@@ -1,7 +1,10 @@
 //! The `sluice` binary: parses the command line, installs logging and hands over to one crate per
 //! subcommand. Logic lives in the crates; this file only wires them.
 
+mod change;
 mod job_run;
+mod quickstart;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +76,13 @@ enum Command {
     Job(JobCommand),
     /// Install the supported ansible-core versions, each in its own venv with Sluice's plugins.
     ManageAnsible(ManageAnsibleArgs),
+    /// Run the scheduler, executor workers and store in one process.
+    Serve(serve::ServeArgs),
+    /// Write a complete working setup (config, tenant, repositories, a local node) into DIR.
+    Quickstart(quickstart::QuickstartArgs),
+    /// The local review flow: approve and list changes.
+    #[command(subcommand)]
+    Change(change::ChangeCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +157,9 @@ fn main() -> ExitCode {
             manage_ansible(&cli.global, args).map(|()| ExitCode::SUCCESS)
         }
         Command::Job(JobCommand::Run(args)) => job_run::run(&cli.global, args),
+        Command::Serve(args) => serve::run(&cli.global, args).map(|()| ExitCode::SUCCESS),
+        Command::Quickstart(args) => quickstart::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Change(cmd) => change::run(cmd).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,

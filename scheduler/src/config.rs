@@ -1,0 +1,174 @@
+//! The `sluice serve` configuration file (YAML), documented in `docs/serve.md`. Relative paths
+//! are relative to the file's directory; [`ServeConfig::load`] resolves them once, so nothing
+//! downstream depends on the current directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::errors::{parse_yaml, SchedulerError};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Zuul's `main.yaml`.
+    pub tenant_config: PathBuf,
+    /// Sluice's own state: the database, scheduler merges, config checkouts, build dirs.
+    pub state_dir: PathBuf,
+    /// Database URL; default `sqlite://<state-dir>/sluice.db`.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Source connections.
+    pub connections: Vec<ConnectionConfig>,
+    /// The in-process executor.
+    #[serde(default)]
+    pub executor: ExecutorSection,
+    /// Seconds between scheduler passes when nothing happens.
+    #[serde(default = "default_tick")]
+    pub tick_seconds: f64,
+}
+
+fn default_tick() -> f64 {
+    0.5
+}
+
+/// One connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Name used in `main.yaml` and pipeline triggers/reporters.
+    pub name: String,
+    /// `git` (local repositories).
+    pub driver: String,
+    /// Directory of repositories: project `org/repo` is `<root>/org/repo.git` or `<root>/org/repo`.
+    pub root: PathBuf,
+    /// Host part of canonical project names.
+    #[serde(default = "default_hostname")]
+    pub canonical_hostname: String,
+    /// Seconds between ref scans.
+    #[serde(default = "default_poll")]
+    pub poll_seconds: f64,
+}
+
+fn default_hostname() -> String {
+    "localhost".into()
+}
+
+fn default_poll() -> f64 {
+    1.0
+}
+
+/// The in-process executor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ExecutorSection {
+    /// Builds run at the same time.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Static nodes file (Nodepool static-driver format).
+    #[serde(default)]
+    pub nodes: Option<PathBuf>,
+    /// The executor's SSH private key for the nodes.
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
+    /// Where Ansible installations live (`sluice manage-ansible`'s state dir); default
+    /// `$SLUICE_STATE_DIR` or `~/.local/state/sluice`.
+    #[serde(default)]
+    pub ansible_state_dir: Option<PathBuf>,
+    /// Ansible version for jobs that name none.
+    #[serde(default)]
+    pub default_ansible_version: Option<String>,
+    /// Seconds a claimed build stays ours without a heartbeat.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+    /// Keep build dirs after builds.
+    #[serde(default)]
+    pub keep_jobdir: bool,
+    /// Node console port when not 19885.
+    #[serde(default)]
+    pub console_port: Option<u16>,
+}
+
+fn default_workers() -> usize {
+    2
+}
+
+fn default_lease() -> u64 {
+    30
+}
+
+impl Default for ExecutorSection {
+    fn default() -> Self {
+        ExecutorSection {
+            workers: default_workers(),
+            nodes: None,
+            ssh_key: None,
+            ansible_state_dir: None,
+            default_ansible_version: None,
+            lease_seconds: default_lease(),
+            keep_jobdir: false,
+            console_port: None,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads the file and makes every path absolute.
+    pub fn load(path: &Path) -> Result<ServeConfig, SchedulerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SchedulerError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: ServeConfig = parse_yaml(path, &text)?;
+        let base = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut cfg.tenant_config);
+        abs(&mut cfg.state_dir);
+        for c in &mut cfg.connections {
+            abs(&mut c.root);
+            if c.driver != "git" {
+                return Err(SchedulerError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "connection {}: unknown driver {:?} (supported: git)",
+                        c.name, c.driver
+                    ),
+                });
+            }
+        }
+        for p in [
+            &mut cfg.executor.nodes,
+            &mut cfg.executor.ssh_key,
+            &mut cfg.executor.ansible_state_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            abs(p);
+        }
+        Ok(cfg)
+    }
+
+    /// The database URL.
+    pub fn database_url(&self) -> String {
+        self.database.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.state_dir.join("sluice.db").display()
+            )
+        })
+    }
+
+    /// A connection by name.
+    pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+}

@@ -1,0 +1,377 @@
+//! The git driver: projects are repositories on disk under a connection's root, and the local
+//! review flow makes check and gate work without a code-review server.
+//!
+//! - A change is a branch pushed as `review/<target-branch>/<topic>`; each new commit on it is
+//!   a new patchset (the tip sha). Changes are numbered per project on first sight.
+//! - [`GitDriver::poll`] compares the refs on disk with the snapshot in the store and, in one
+//!   transaction per project, records `patchset-created` (review branch created or moved),
+//!   `change-abandoned` (review branch deleted) and `ref-updated` (any other branch) events.
+//! - `Depends-On: <url>` footers name other changes by URL: `[scheme://]<canonical-hostname>/
+//!   <org>/<repo>/review/<branch>/<topic>` (the form [`change_url`] produces).
+//! - Reports are git notes on the patchset commit under `refs/notes/sluice-<pipeline>`; a
+//!   successful gate item is merged by updating the target branch (compare-and-set on the
+//!   old tip) to the commit the scheduler's merger produced with the project's merge mode.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use sluice_store::{ChangeRow, Store};
+
+use crate::config::ConnectionConfig;
+use crate::errors::SchedulerError;
+
+/// Prefix of review branches under `refs/heads/`.
+pub const REVIEW_PREFIX: &str = "review/";
+
+/// One git connection.
+#[derive(Debug, Clone)]
+pub struct GitDriver {
+    /// Connection name.
+    pub name: String,
+    /// Directory holding the repositories.
+    pub root: PathBuf,
+    /// Canonical hostname.
+    pub hostname: String,
+}
+
+fn git_err(project: &str, what: &str) -> impl FnOnce(git2::Error) -> SchedulerError {
+    let project = project.to_string();
+    let what = what.to_string();
+    move |source| SchedulerError::Git {
+        project,
+        what,
+        source,
+    }
+}
+
+/// `(target branch, topic)` of a review ref (`refs/heads/review/<branch>/<topic>`).
+pub fn parse_review_ref(refname: &str) -> Option<(String, String)> {
+    let rest = refname
+        .strip_prefix("refs/heads/")?
+        .strip_prefix(REVIEW_PREFIX)?;
+    let (branch, topic) = rest.rsplit_once('/')?;
+    if branch.is_empty() || topic.is_empty() {
+        return None;
+    }
+    Some((branch.to_string(), topic.to_string()))
+}
+
+/// The values of `Depends-On:` footers, trimmed, duplicates dropped, in order.
+pub fn depends_on(message: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in message.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        if key.eq_ignore_ascii_case("depends-on") {
+            let value = value.trim().to_string();
+            if !value.is_empty() && !out.contains(&value) {
+                out.push(value);
+            }
+        }
+    }
+    out
+}
+
+/// The URL of a change: `git://<hostname>/<project>/<review branch>`.
+pub fn change_url(hostname: &str, project_short: &str, refname: &str) -> String {
+    let branch = refname.strip_prefix("refs/heads/").unwrap_or(refname);
+    format!("git://{hostname}/{project_short}/{branch}")
+}
+
+/// `(hostname, project, refname)` named by a change URL.
+pub fn parse_change_url(url: &str) -> Option<(String, String, String)> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (host, path) = rest.split_once('/')?;
+    let idx = path.find("/review/")?;
+    let project = &path[..idx];
+    let review = &path[idx + 1..];
+    let refname = format!("refs/heads/{}", review.trim_end_matches('/'));
+    parse_review_ref(&refname)?;
+    Some((host.to_string(), project.to_string(), refname))
+}
+
+impl GitDriver {
+    /// The driver for a configured connection.
+    pub fn new(cfg: &ConnectionConfig) -> Self {
+        GitDriver {
+            name: cfg.name.clone(),
+            root: cfg.root.clone(),
+            hostname: cfg.canonical_hostname.clone(),
+        }
+    }
+
+    /// Where project `org/repo` lives: `<root>/org/repo.git` if it exists, else `<root>/org/repo`.
+    pub fn repo_path(&self, project: &str) -> PathBuf {
+        let bare = self.root.join(format!("{project}.git"));
+        if bare.exists() {
+            bare
+        } else {
+            self.root.join(project)
+        }
+    }
+
+    /// `<hostname>/<project>`.
+    pub fn canonical(&self, project: &str) -> String {
+        format!("{}/{}", self.hostname, project)
+    }
+
+    fn open(&self, project: &str) -> Result<git2::Repository, SchedulerError> {
+        git2::Repository::open(self.repo_path(project)).map_err(git_err(project, "open repository"))
+    }
+
+    /// Every branch (`refs/heads/...`) and its tip.
+    pub fn refs(&self, project: &str) -> Result<BTreeMap<String, String>, SchedulerError> {
+        let repo = self.open(project)?;
+        let mut out = BTreeMap::new();
+        let refs = repo
+            .references_glob("refs/heads/*")
+            .map_err(git_err(project, "list branches"))?;
+        for r in refs.flatten() {
+            if let (Some(name), Ok(commit)) = (r.name(), r.peel_to_commit()) {
+                out.insert(name.to_string(), commit.id().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The repository's default branch (what HEAD points at), else `master`.
+    pub fn default_branch(&self, project: &str) -> String {
+        self.open(project)
+            .ok()
+            .and_then(|repo| {
+                repo.find_reference("HEAD")
+                    .ok()
+                    .and_then(|h| h.symbolic_target().map(str::to_string))
+            })
+            .and_then(|t| t.strip_prefix("refs/heads/").map(str::to_string))
+            .unwrap_or_else(|| "master".into())
+    }
+
+    /// Branches that hold configuration (every branch but review branches).
+    pub fn branches(&self, project: &str) -> Result<Vec<String>, SchedulerError> {
+        Ok(self
+            .refs(project)?
+            .keys()
+            .filter_map(|r| r.strip_prefix("refs/heads/"))
+            .filter(|b| !b.starts_with(REVIEW_PREFIX))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The messages of the change's commits not yet on `branch`, newest first.
+    pub fn change_message(
+        &self,
+        project: &str,
+        branch: &str,
+        sha: &str,
+    ) -> Result<String, SchedulerError> {
+        let repo = self.open(project)?;
+        let oid = git2::Oid::from_str(sha).map_err(git_err(project, "parse sha"))?;
+        let mut walk = repo.revwalk().map_err(git_err(project, "revwalk"))?;
+        walk.push(oid).map_err(git_err(project, "revwalk push"))?;
+        if let Ok(base) = repo.revparse_single(&format!("refs/heads/{branch}")) {
+            let _ = walk.hide(base.id());
+        }
+        let mut messages = Vec::new();
+        for id in walk.flatten().take(100) {
+            if let Ok(c) = repo.find_commit(id) {
+                messages.push(c.message().unwrap_or_default().to_string());
+            }
+        }
+        Ok(messages.join("\n"))
+    }
+
+    /// Whether `sha` is already contained in `branch`.
+    pub fn is_merged(&self, project: &str, branch: &str, sha: &str) -> bool {
+        let Ok(repo) = self.open(project) else {
+            return false;
+        };
+        let (Ok(oid), Ok(tip)) = (
+            git2::Oid::from_str(sha),
+            repo.revparse_single(&format!("refs/heads/{branch}")),
+        ) else {
+            return false;
+        };
+        tip.id() == oid || repo.graph_descendant_of(tip.id(), oid).unwrap_or(false)
+    }
+
+    /// Moves `branch` to `new_sha` taken from `from` (a merger workspace repository), only if
+    /// the branch is still at `old_sha`.
+    pub fn update_branch(
+        &self,
+        project: &str,
+        branch: &str,
+        from: &Path,
+        new_sha: &str,
+        old_sha: &str,
+    ) -> Result<(), SchedulerError> {
+        let repo = self.open(project)?;
+        let from_str = from.display().to_string();
+        let mut remote = repo
+            .remote_anonymous(&from_str)
+            .map_err(git_err(project, "open merger repository"))?;
+        let tmp = format!("refs/sluice/merging/{branch}");
+        remote
+            .fetch(&[format!("+refs/heads/{branch}:{tmp}")], None, None)
+            .map_err(git_err(project, "fetch merged commit"))?;
+        let new = git2::Oid::from_str(new_sha).map_err(git_err(project, "parse sha"))?;
+        let old = git2::Oid::from_str(old_sha).map_err(git_err(project, "parse sha"))?;
+        repo.find_commit(new)
+            .map_err(git_err(project, "find merged commit"))?;
+        repo.reference_matching(
+            &format!("refs/heads/{branch}"),
+            new,
+            true,
+            old,
+            "sluice: merge change",
+        )
+        .map_err(git_err(project, "update target branch"))?;
+        if let Ok(mut r) = repo.find_reference(&tmp) {
+            let _ = r.delete();
+        }
+        Ok(())
+    }
+
+    /// Writes a report as a git note on `sha` under `refs/notes/sluice-<pipeline>`.
+    pub fn note(
+        &self,
+        project: &str,
+        pipeline: &str,
+        sha: &str,
+        text: &str,
+    ) -> Result<(), SchedulerError> {
+        let repo = self.open(project)?;
+        let oid = git2::Oid::from_str(sha).map_err(git_err(project, "parse sha"))?;
+        let sig = git2::Signature::now("Sluice", "sluice@localhost")
+            .map_err(git_err(project, "signature"))?;
+        repo.note(
+            &sig,
+            &sig,
+            Some(&format!("refs/notes/sluice-{pipeline}")),
+            oid,
+            text,
+            true,
+        )
+        .map_err(git_err(project, "write report note"))?;
+        Ok(())
+    }
+
+    /// Scans `project` and records what changed since the last scan as events, in one
+    /// transaction. A project seen for the first time records its branches without events
+    /// (review branches still make `patchset-created`).
+    pub async fn poll(&self, store: &Store, project: &str) -> Result<usize, SchedulerError> {
+        let current = self.refs(project)?;
+        let stored: BTreeMap<String, String> = store
+            .git_refs(&self.name, project)
+            .await?
+            .into_iter()
+            .collect();
+        let first = stored.is_empty();
+        let mut n_events = 0;
+        let mut tx = store.begin().await?;
+        for (refname, sha) in &current {
+            let old = stored.get(refname);
+            if old == Some(sha) {
+                continue;
+            }
+            tx.set_git_ref(&self.name, project, refname, Some(sha))
+                .await?;
+            if let Some((branch, topic)) = parse_review_ref(refname) {
+                let message = self.change_message(project, &branch, sha)?;
+                let change: ChangeRow = tx
+                    .upsert_change(&self.name, project, refname, &branch, &topic, sha, &message)
+                    .await?;
+                tx.insert_event(
+                    &self.name,
+                    "patchset-created",
+                    &json!({"project": project, "ref": refname, "number": change.number, "patchset": sha, "branch": branch}),
+                )
+                .await?;
+                n_events += 1;
+            } else if !first {
+                let branch = refname.strip_prefix("refs/heads/").unwrap_or(refname);
+                tx.insert_event(
+                    &self.name,
+                    "ref-updated",
+                    &json!({"project": project, "ref": refname, "branch": branch, "oldrev": old, "newrev": sha}),
+                )
+                .await?;
+                n_events += 1;
+            }
+        }
+        for (refname, sha) in &stored {
+            if current.contains_key(refname) {
+                continue;
+            }
+            tx.set_git_ref(&self.name, project, refname, None).await?;
+            if let Some(change) = tx.change_by_ref(&self.name, project, refname).await? {
+                if change.status == "open" {
+                    tx.set_change_status(&self.name, project, change.number, "abandoned")
+                        .await?;
+                    tx.insert_event(
+                        &self.name,
+                        "change-abandoned",
+                        &json!({"project": project, "ref": refname, "number": change.number}),
+                    )
+                    .await?;
+                    n_events += 1;
+                }
+            } else {
+                tx.insert_event(
+                    &self.name,
+                    "ref-updated",
+                    &json!({"project": project, "ref": refname, "oldrev": sha, "newrev": null}),
+                )
+                .await?;
+                n_events += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(n_events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn review_refs() {
+        assert_eq!(
+            parse_review_ref("refs/heads/review/main/fix-it"),
+            Some(("main".into(), "fix-it".into()))
+        );
+        assert_eq!(
+            parse_review_ref("refs/heads/review/stable/1.0/x"),
+            Some(("stable/1.0".into(), "x".into()))
+        );
+        assert_eq!(parse_review_ref("refs/heads/main"), None);
+        assert_eq!(parse_review_ref("refs/heads/review/main"), None);
+    }
+
+    #[test]
+    fn depends_on_footers() {
+        let msg = "Fix\n\nDepends-On: git://localhost/org/a/review/main/x\ndepends-on:  git://localhost/org/a/review/main/x \nDepends-On: other\n";
+        assert_eq!(
+            depends_on(msg),
+            ["git://localhost/org/a/review/main/x", "other"]
+        );
+    }
+
+    #[test]
+    fn change_urls_round_trip() {
+        let url = change_url("localhost", "org/a", "refs/heads/review/main/x");
+        assert_eq!(url, "git://localhost/org/a/review/main/x");
+        assert_eq!(
+            parse_change_url(&url),
+            Some((
+                "localhost".into(),
+                "org/a".into(),
+                "refs/heads/review/main/x".into()
+            ))
+        );
+        assert_eq!(parse_change_url("https://example.com/org/a/pull/1"), None);
+    }
+}

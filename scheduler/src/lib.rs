@@ -1,0 +1,52 @@
+//! The scheduler: tenants, layouts, pipelines and their managers, the git driver with the
+//! local review flow, node providers and in-process executor workers, all over the store.
+//!
+//! # Layout
+//!
+//! - `config.rs`: [`ServeConfig`], the `sluice serve` file.
+//! - `tenant.rs`: Zuul's `main.yaml` ([`TenantConfig`], include/exclude).
+//! - `layout.rs`: [`TenantLayout`], layouts of branch tips and speculative layouts, loaded with
+//!   the one configuration loader (`sluice-config`).
+//! - `pipeline.rs`: [`Pipeline`] (manager, triggers, reporters) from `pipeline` items.
+//! - `git.rs`: [`GitDriver`]: ref polling into events, review changes, `Depends-On`, merging
+//!   and report notes.
+//! - `scheduler.rs`: [`Scheduler`], one pass over the store: poll, layouts, finished builds,
+//!   leases, events.
+//! - `manager.rs`: independent and dependent pipeline processing (resets, speculative merges,
+//!   job freezing, reporting).
+//! - `nodes.rs`: the [`NodeProvider`] trait and the [`StaticProvider`].
+//! - `worker.rs`: [`run_worker`], an executor loop claiming build requests.
+//! - `serve.rs`: [`serve`], everything in one process.
+//! - `quickstart.rs`: the files and repositories `sluice quickstart` writes.
+//!
+//! # Why it is built this way
+//!
+//! The store is the only state that matters: every pass re-reads the queue from it and every
+//! decision is one transaction, so `sluice serve` can be killed at any line and resumes. The
+//! executor side shares nothing with the scheduler but the store, so it can move to its own
+//! process (`sluice executor`) without changing either.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod errors;
+pub mod git;
+pub mod layout;
+mod manager;
+pub mod nodes;
+pub mod pipeline;
+pub mod quickstart;
+pub mod scheduler;
+pub mod serve;
+pub mod tenant;
+pub mod worker;
+
+pub use config::ServeConfig;
+pub use errors::SchedulerError;
+pub use git::GitDriver;
+pub use layout::TenantLayout;
+pub use nodes::{NodeProvider, StaticProvider};
+pub use pipeline::Pipeline;
+pub use scheduler::{approve_change, Scheduler};
+pub use serve::serve;
+pub use tenant::TenantConfig;
+pub use worker::run_worker;

@@ -1,0 +1,522 @@
+//! Pipeline managers: independent (every item alone, its `Depends-On` changes merged
+//! underneath) and dependent (shared change queues; every item is tested on top of the
+//! non-failing items ahead of it: the nearest-non-failing-item rule).
+//!
+//! Each pass walks a pipeline's items in queue order. An item whose current buildset was made
+//! for a different set of items ahead is reset: its unfinished builds are canceled and a new
+//! buildset is made. A new buildset is prepared once: the scheduler merges the changes
+//! (sluice-merger), loads the speculative layout, freezes the item's jobs and requests one
+//! build per job, all in one transaction. The head item is reported once every build is final;
+//! a successful item in a pipeline whose success reporter says `merge: true` is merged into
+//! its target branch first.
+
+use std::path::PathBuf;
+
+use sluice_executor::request::{BuildRequest, ChangeItem};
+use sluice_merger::{
+    prepare_workspace, Change, MergeIdentity, MergeMode, ProjectRepo, WorkspaceRequest,
+    WorkspaceScheme, WorkspaceState,
+};
+use sluice_store::{now_ms, BuildRow, BuildsetRow, ChangeRef, ItemRow, NewBuild};
+
+use crate::errors::SchedulerError;
+use crate::layout::{Override, TenantLayout};
+use crate::pipeline::{Manager, Pipeline};
+use crate::scheduler::Scheduler;
+
+/// Buildset results that end an item without builds.
+const EARLY_RESULTS: [&str; 3] = ["MERGE_CONFLICT", "CONFIG_ERROR", "NO_JOBS"];
+
+fn build_failed(b: &BuildRow) -> bool {
+    b.voting && b.final_ && !matches!(b.result.as_deref(), Some("SUCCESS") | Some("SKIPPED"))
+}
+
+/// Prepared jobs, or the buildset result that replaces them.
+enum Prepared {
+    Builds(Vec<NewBuild>),
+    Early(&'static str, String),
+}
+
+impl Scheduler {
+    /// Advances one pipeline; says whether anything changed.
+    pub(crate) async fn process_pipeline(
+        &mut self,
+        t: usize,
+        p: usize,
+    ) -> Result<bool, SchedulerError> {
+        let tenant = self.tenants[t].tenant.name.clone();
+        let pipeline = self.tenants[t].pipelines[p].clone();
+        let items = self.store.active_items(&tenant, &pipeline.name).await?;
+        let mut queues: Vec<(String, Vec<ItemRow>)> = Vec::new();
+        for item in items {
+            match queues.iter_mut().find(|(q, _)| *q == item.queue) {
+                Some((_, list)) => list.push(item),
+                None => queues.push((item.queue.clone(), vec![item])),
+            }
+        }
+        let mut changed = false;
+        for (_, items) in queues {
+            changed |= self.process_queue(t, &pipeline, items).await?;
+        }
+        Ok(changed)
+    }
+
+    async fn process_queue(
+        &mut self,
+        t: usize,
+        pipeline: &Pipeline,
+        items: Vec<ItemRow>,
+    ) -> Result<bool, SchedulerError> {
+        let mut changed = false;
+        // Live, non-failing items ahead: what the next item is tested on top of.
+        let mut ahead: Vec<ItemRow> = Vec::new();
+        for (idx, item) in items.iter().enumerate() {
+            let expected: Vec<String> = match pipeline.manager {
+                Manager::Dependent => ahead.iter().map(|i| i.uuid.clone()).collect(),
+                Manager::Independent => Vec::new(),
+            };
+            let mut buildset = match &item.buildset_uuid {
+                Some(uuid) => self.store.buildset(uuid).await?,
+                None => None,
+            };
+            let stale = match &buildset {
+                None => true,
+                Some(bs) => self.without_merged(&bs.context).await? != expected,
+            };
+            if stale {
+                buildset = Some(self.reset_item(item, &ahead, expected, buildset).await?);
+                changed = true;
+            }
+            let Some(mut bs) = buildset else {
+                continue;
+            };
+            if bs.state == "new" {
+                self.prepare_buildset(t, pipeline, item, &bs).await?;
+                changed = true;
+                bs = match self.store.buildset(&bs.uuid).await? {
+                    Some(bs) => bs,
+                    None => continue,
+                };
+            }
+            let builds = self.store.builds_of_buildset(&bs.uuid).await?;
+            let early = bs
+                .result
+                .as_deref()
+                .is_some_and(|r| EARLY_RESULTS.contains(&r));
+            let failing =
+                early && bs.result.as_deref() != Some("NO_JOBS") || builds.iter().any(build_failed);
+            let complete = early || (!builds.is_empty() && builds.iter().all(|b| b.final_));
+            let at_head = pipeline.manager == Manager::Independent || idx == 0;
+            if at_head && complete {
+                self.report(t, pipeline, item, &bs, &builds).await?;
+                changed = true;
+                if pipeline.manager == Manager::Dependent {
+                    // The items behind are re-examined next pass against the new branch tip.
+                    break;
+                }
+                continue;
+            }
+            if !failing {
+                ahead.push(item.clone());
+            }
+        }
+        Ok(changed)
+    }
+
+    /// `context` without the items that have merged since (their changes are in the branch).
+    async fn without_merged(&self, context: &[String]) -> Result<Vec<String>, SchedulerError> {
+        let mut out = Vec::new();
+        for uuid in context {
+            let merged = self
+                .store
+                .item(uuid)
+                .await?
+                .is_some_and(|i| i.state == "done" && i.result.as_deref() == Some("SUCCESS"));
+            if !merged {
+                out.push(uuid.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels the item's unfinished builds and gives it a new buildset for `ahead`.
+    async fn reset_item(
+        &self,
+        item: &ItemRow,
+        ahead: &[ItemRow],
+        context: Vec<String>,
+        old: Option<BuildsetRow>,
+    ) -> Result<BuildsetRow, SchedulerError> {
+        let mut unfinished = Vec::new();
+        if let Some(old) = &old {
+            for b in self.store.builds_of_buildset(&old.uuid).await? {
+                if b.result.is_none() {
+                    unfinished.push(b.uuid);
+                }
+            }
+        }
+        let mut refs: Vec<ChangeRef> = Vec::new();
+        for i in ahead {
+            refs.push(i.change.clone());
+        }
+        refs.extend(item.deps.iter().cloned());
+        refs.push(item.change.clone());
+        let mut bs = BuildsetRow {
+            uuid: uuid::Uuid::new_v4().simple().to_string(),
+            id: 0,
+            tenant: item.tenant.clone(),
+            pipeline: item.pipeline.clone(),
+            item_uuid: item.uuid.clone(),
+            context,
+            refs,
+            state: "new".into(),
+            result: None,
+            message: None,
+            event_id: item.event_id.clone(),
+            event_timestamp: item.enqueue_time,
+            created: now_ms(),
+            first_build_start_time: None,
+            last_build_end_time: None,
+        };
+        let mut tx = self.store.begin().await?;
+        for uuid in &unfinished {
+            tx.cancel_request(uuid).await?;
+        }
+        if let Some(old) = &old {
+            tx.finish_buildset(
+                &old.uuid,
+                "DEQUEUED",
+                "Reset: the items ahead of this one changed.",
+            )
+            .await?;
+        }
+        bs.id = tx.insert_buildset(&bs).await?;
+        tx.set_item_buildset(&item.uuid, &bs.uuid).await?;
+        tx.commit().await?;
+        if old.is_some() {
+            tracing::info!(item = %item.uuid, change = %item.change.url, canceled = unfinished.len(), "item reset");
+        }
+        Ok(bs)
+    }
+
+    fn merge_mode(layout: &TenantLayout, project: &str) -> MergeMode {
+        layout
+            .layout
+            .project_merge_mode(project)
+            .to_string()
+            .parse()
+            .unwrap_or(MergeMode::Merge)
+    }
+
+    /// Merges `changes` in order in a fresh workspace under `dir` (blocking work off the loop).
+    async fn merge(
+        &self,
+        t: usize,
+        changes: &[ChangeRef],
+        branch: &str,
+        dir: PathBuf,
+    ) -> Result<Result<WorkspaceState, String>, SchedulerError> {
+        let tl = &self.tenants[t];
+        let mut projects: Vec<ProjectRepo> = Vec::new();
+        let mut merges = Vec::new();
+        for c in changes {
+            let Some(p) = tl.project(&c.project) else {
+                return Ok(Err(format!("project {} is not in the tenant", c.project)));
+            };
+            if !projects.iter().any(|r| r.canonical_name == p.canonical) {
+                projects.push(ProjectRepo {
+                    canonical_name: p.canonical.clone(),
+                    source: p.path.clone(),
+                    default_branch: p.default_branch.clone(),
+                    override_branch: None,
+                    override_checkout: None,
+                    repo_state: Default::default(),
+                });
+            }
+            merges.push(Change {
+                project: p.canonical.clone(),
+                branch: c.branch.clone(),
+                commit: c.patchset.clone(),
+                merge_mode: Self::merge_mode(tl, &p.canonical),
+            });
+        }
+        let request = WorkspaceRequest {
+            src_root: dir.clone(),
+            scheme: WorkspaceScheme::Golang,
+            projects,
+            changes: merges,
+            job_override_checkout: None,
+            job_override_branch: None,
+            zuul_branch: Some(branch.to_string()),
+            zuul_ref: None,
+            merge_identity: MergeIdentity {
+                name: "Sluice Merger".into(),
+                email: "sluice-merger@localhost".into(),
+            },
+            merge_time: None,
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        let done = tokio::task::spawn_blocking(move || prepare_workspace(&request))
+            .await
+            .map_err(|e| SchedulerError::Join(e.to_string()))?;
+        Ok(done.map_err(|e| e.to_string()))
+    }
+
+    async fn prepare(
+        &self,
+        t: usize,
+        pipeline: &Pipeline,
+        item: &ItemRow,
+        bs: &BuildsetRow,
+    ) -> Result<Prepared, SchedulerError> {
+        let dir = self.work_dir().join("merge").join(&bs.uuid);
+        let state = match self
+            .merge(t, &bs.refs, &item.change.branch, dir.clone())
+            .await?
+        {
+            Ok(state) => state,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Ok(Prepared::Early("MERGE_CONFLICT", e));
+            }
+        };
+        let tl = &self.tenants[t];
+        let overrides: Vec<Override> = state
+            .repos
+            .iter()
+            .filter(|r| bs.refs.iter().any(|c| c.project == r.canonical_name))
+            .map(|r| Override {
+                project: r.canonical_name.clone(),
+                branch: item.change.branch.clone(),
+                root: r.path.clone(),
+            })
+            .collect();
+        let (layout, errors) = tl.speculative(&overrides);
+        let _ = std::fs::remove_dir_all(&dir);
+        if !errors.is_empty() {
+            let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return Ok(Prepared::Early("CONFIG_ERROR", text.join("\n")));
+        }
+        let project = &item.change.project;
+        let branch = &item.change.branch;
+        let jobs = layout.project_jobs(project, &pipeline.name, branch);
+        if jobs.is_empty() {
+            return Ok(Prepared::Early("NO_JOBS", String::new()));
+        }
+        let specs = tl.project_specs();
+        let change_items: Vec<ChangeItem> = bs
+            .refs
+            .iter()
+            .map(|c| ChangeItem {
+                project: c.project.clone(),
+                branch: c.branch.clone(),
+                commit: c.patchset.clone(),
+                merge_mode: Self::merge_mode(tl, &c.project).to_string(),
+                change: c.number.to_string(),
+                patchset: c.patchset.clone(),
+                message: c.message.clone(),
+                topic: Some(c.topic.clone()),
+                change_url: c.url.clone(),
+            })
+            .collect();
+        let mut builds = Vec::new();
+        for job in jobs {
+            let details = match layout.freeze_detailed(&job, project, branch, Some(&pipeline.name))
+            {
+                Ok(d) => d,
+                Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", format!("job {job}: {e}"))),
+            };
+            let uuid = uuid::Uuid::new_v4().simple().to_string();
+            let voting = details.job.voting;
+            let nodeset = details.job.nodeset.name.clone().unwrap_or_default();
+            let request = BuildRequest {
+                uuid: uuid.clone(),
+                buildset_uuid: bs.uuid.clone(),
+                tenant: item.tenant.clone(),
+                pipeline: pipeline.name.clone(),
+                event_id: item.event_id.clone(),
+                job: details.job,
+                projects: specs.clone(),
+                items: change_items.clone(),
+                attempt: 1,
+                parent_data: Default::default(),
+                child_jobs: vec![],
+                artifacts: vec![],
+            };
+            let request = serde_json::to_value(&request).map_err(|e| SchedulerError::Invalid {
+                path: PathBuf::from(&job),
+                message: format!("cannot serialize the build request: {e}"),
+            })?;
+            builds.push(NewBuild {
+                uuid,
+                buildset_uuid: bs.uuid.clone(),
+                item_uuid: item.uuid.clone(),
+                tenant: item.tenant.clone(),
+                pipeline: pipeline.name.clone(),
+                job_name: job,
+                voting,
+                attempt: 1,
+                nodeset,
+                precedence: pipeline.precedence,
+                request,
+            });
+        }
+        Ok(Prepared::Builds(builds))
+    }
+
+    async fn prepare_buildset(
+        &self,
+        t: usize,
+        pipeline: &Pipeline,
+        item: &ItemRow,
+        bs: &BuildsetRow,
+    ) -> Result<(), SchedulerError> {
+        let prepared = self.prepare(t, pipeline, item, bs).await?;
+        let mut tx = self.store.begin().await?;
+        match prepared {
+            Prepared::Builds(builds) => {
+                for b in &builds {
+                    tx.insert_build(b).await?;
+                }
+                tx.set_buildset_state(&bs.uuid, "running").await?;
+                tracing::info!(item = %item.uuid, change = %item.change.url, builds = builds.len(), "jobs requested");
+            }
+            Prepared::Early(result, message) => {
+                tracing::info!(item = %item.uuid, change = %item.change.url, result, "no builds");
+                tx.finish_buildset(&bs.uuid, result, &message).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Reports the item (merging it first where the pipeline says so) and dequeues it.
+    async fn report(
+        &self,
+        t: usize,
+        pipeline: &Pipeline,
+        item: &ItemRow,
+        bs: &BuildsetRow,
+        builds: &[BuildRow],
+    ) -> Result<(), SchedulerError> {
+        let finals: Vec<&BuildRow> = builds.iter().filter(|b| b.final_).collect();
+        let mut result = match bs.result.as_deref() {
+            Some(r) if EARLY_RESULTS.contains(&r) => r.to_string(),
+            _ if finals.iter().any(|b| build_failed(b)) => "FAILURE".into(),
+            _ => "SUCCESS".into(),
+        };
+        let mut lines = vec![match result.as_str() {
+            "SUCCESS" => pipeline.success_message.clone(),
+            "MERGE_CONFLICT" => "Merge Failed.\n\nThis change or one of its cross-repo dependencies was unable to be automatically merged with the current state of its repository.".into(),
+            "CONFIG_ERROR" => format!(
+                "Zuul encountered a syntax error while parsing its configuration in the repo {} on branch {}.\n\n{}",
+                item.change.project,
+                item.change.branch,
+                bs.message.clone().unwrap_or_default()
+            ),
+            _ => pipeline.failure_message.clone(),
+        }];
+        lines.push(String::new());
+        for b in &finals {
+            lines.push(format!(
+                "- {} {} : {}{}{}",
+                b.job_name,
+                b.log_url.clone().unwrap_or_default(),
+                b.result.clone().unwrap_or_default(),
+                b.error_detail
+                    .as_deref()
+                    .map(|d| format!(" {d}"))
+                    .unwrap_or_default(),
+                if b.voting { "" } else { " (non-voting)" }
+            ));
+        }
+        let mut merged = false;
+        if result == "SUCCESS" && pipeline.merge_on_success {
+            match self.merge_change(t, item).await {
+                Ok(()) => merged = true,
+                Err(e) => {
+                    tracing::warn!(change = %item.change.url, error = %e, "merge failed");
+                    result = "MERGE_FAILURE".into();
+                    lines.push(format!("\nThe change could not be merged: {e}"));
+                }
+            }
+        }
+        let message = lines.join("\n");
+        if let Some(driver) = self
+            .drivers
+            .iter()
+            .find(|d| d.name == item.change.connection)
+        {
+            let short = self.tenants[t]
+                .project(&item.change.project)
+                .map(|p| p.entry.name.clone())
+                .unwrap_or_default();
+            if let Err(e) = driver.note(&short, &pipeline.name, &item.change.patchset, &message) {
+                tracing::warn!(change = %item.change.url, error = %e, "cannot write the report note");
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        if bs.state != "done" {
+            tx.finish_buildset(&bs.uuid, &result, &message).await?;
+        }
+        tx.finish_item(&item.uuid, &result).await?;
+        if merged {
+            let short = self.tenants[t]
+                .project(&item.change.project)
+                .map(|p| p.entry.name.clone())
+                .unwrap_or_default();
+            tx.set_change_status(
+                &item.change.connection,
+                &short,
+                item.change.number,
+                "merged",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(pipeline = %pipeline.name, change = %item.change.url, %result, "reported");
+        Ok(())
+    }
+
+    /// Merges the item's change into its target branch with the project's merge mode.
+    async fn merge_change(&self, t: usize, item: &ItemRow) -> Result<(), String> {
+        let tl = &self.tenants[t];
+        let change = &item.change;
+        let Some(project) = tl.project(&change.project) else {
+            return Err(format!("project {} is not in the tenant", change.project));
+        };
+        let Some(driver) = self.drivers.iter().find(|d| d.name == change.connection) else {
+            return Err(format!("no connection {}", change.connection));
+        };
+        let short = project.entry.name.clone();
+        if driver.is_merged(&short, &change.branch, &change.patchset) {
+            return Ok(());
+        }
+        let refs = driver.refs(&short).map_err(|e| e.to_string())?;
+        let Some(old) = refs.get(&format!("refs/heads/{}", change.branch)).cloned() else {
+            return Err(format!("branch {} does not exist", change.branch));
+        };
+        let dir = self
+            .work_dir()
+            .join("merge")
+            .join(format!("{}-submit", item.uuid));
+        let state = self
+            .merge(t, std::slice::from_ref(change), &change.branch, dir.clone())
+            .await
+            .map_err(|e| e.to_string())??;
+        let outcome = (|| {
+            let repo = state
+                .repo(&project.canonical)
+                .ok_or_else(|| "the merger did not prepare the project".to_string())?;
+            let new = repo
+                .branches
+                .get(&change.branch)
+                .ok_or_else(|| "the merger did not produce the branch".to_string())?;
+            driver
+                .update_branch(&short, &change.branch, &repo.path, new, &old)
+                .map_err(|e| e.to_string())
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        outcome
+    }
+}

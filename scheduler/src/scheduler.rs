@@ -1,0 +1,425 @@
+//! The scheduler: one loop over the store. Each pass polls the git connections, reloads
+//! tenant layouts whose branch tips moved, records finished builds (retries included), hands
+//! expired leases back as RETRY, turns trigger events into queue items and advances every
+//! pipeline (`manager.rs`). Every decision is written in one transaction, and everything it
+//! needs is re-read from the store each pass, so a restarted scheduler carries on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_executor::request::{BuildRequest, BuildResult};
+use sluice_store::{now_ms, ChangeRef, ChangeRow, ItemRow, NewBuild, Store};
+
+use crate::config::ServeConfig;
+use crate::errors::SchedulerError;
+use crate::git::{change_url, depends_on, parse_change_url, GitDriver};
+use crate::layout::TenantLayout;
+use crate::pipeline::Manager;
+use crate::tenant::{load_tenants, TenantConfig};
+
+/// The scheduler's state between passes (all of it can be rebuilt from the store and repos).
+pub struct Scheduler {
+    pub(crate) cfg: ServeConfig,
+    pub(crate) store: Store,
+    pub(crate) drivers: Vec<GitDriver>,
+    pub(crate) tenants: Vec<TenantLayout>,
+    tenant_configs: Vec<TenantConfig>,
+    last_poll: HashMap<String, Instant>,
+}
+
+impl Scheduler {
+    /// Reads the tenant configuration and loads every tenant's layout.
+    pub async fn new(cfg: ServeConfig, store: Store) -> Result<Scheduler, SchedulerError> {
+        let tenant_configs = load_tenants(&cfg.tenant_config)?;
+        let drivers: Vec<GitDriver> = cfg.connections.iter().map(GitDriver::new).collect();
+        let mut s = Scheduler {
+            cfg,
+            store,
+            drivers,
+            tenants: Vec::new(),
+            tenant_configs,
+            last_poll: HashMap::new(),
+        };
+        s.refresh_layouts()?;
+        Ok(s)
+    }
+
+    pub(crate) fn work_dir(&self) -> PathBuf {
+        self.cfg.state_dir.join("scheduler")
+    }
+
+    /// One pass; says whether anything happened (the caller sleeps otherwise).
+    pub async fn pass(&mut self) -> Result<bool, SchedulerError> {
+        let mut busy = false;
+        busy |= self.poll().await? > 0;
+        self.refresh_layouts()?;
+        busy |= self.record_finished_builds().await? > 0;
+        busy |= self.store.expire_leases(now_ms()).await? > 0;
+        busy |= self.process_events().await? > 0;
+        for t in 0..self.tenants.len() {
+            for p in 0..self.tenants[t].pipelines.len() {
+                busy |= self.process_pipeline(t, p).await?;
+            }
+        }
+        Ok(busy)
+    }
+
+    async fn poll(&mut self) -> Result<usize, SchedulerError> {
+        let mut seen = BTreeSet::new();
+        let mut n = 0;
+        for tenant in &self.tenant_configs {
+            for p in &tenant.projects {
+                if !seen.insert((p.connection.clone(), p.name.clone())) {
+                    continue;
+                }
+                let Some(driver) = self.drivers.iter().find(|d| d.name == p.connection) else {
+                    continue;
+                };
+                let interval = self
+                    .cfg
+                    .connection(&driver.name)
+                    .map(|c| c.poll_seconds)
+                    .unwrap_or(1.0);
+                let key = format!("{}\0{}", driver.name, p.name);
+                if self
+                    .last_poll
+                    .get(&key)
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs_f64(interval))
+                {
+                    continue;
+                }
+                self.last_poll.insert(key, Instant::now());
+                match driver.poll(&self.store, &p.name).await {
+                    Ok(k) => n += k,
+                    Err(e) => tracing::warn!(project = %p.name, error = %e, "poll failed"),
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn refresh_layouts(&mut self) -> Result<(), SchedulerError> {
+        let cache = self.work_dir().join("config-cache");
+        let mut out = Vec::new();
+        let old = std::mem::take(&mut self.tenants);
+        let mut old: HashMap<String, TenantLayout> = old
+            .into_iter()
+            .map(|t| (t.tenant.name.clone(), t))
+            .collect();
+        for tc in &self.tenant_configs {
+            let fp = TenantLayout::fingerprint_of(tc, &self.drivers)?;
+            match old.remove(&tc.name) {
+                Some(t) if t.fingerprint == fp => out.push(t),
+                _ => {
+                    tracing::info!(tenant = %tc.name, "loading layout");
+                    out.push(TenantLayout::load(tc, &self.drivers, &cache)?);
+                }
+            }
+        }
+        self.tenants = out;
+        Ok(())
+    }
+
+    /// Turns finished requests into build records; RETRY results get a new try.
+    async fn record_finished_builds(&mut self) -> Result<usize, SchedulerError> {
+        let finished = self.store.finished_requests().await?;
+        let n = finished.len();
+        for r in finished {
+            let Some(build) = self.store.build(&r.uuid).await? else {
+                let mut tx = self.store.begin().await?;
+                tx.mark_request_processed(&r.uuid).await?;
+                tx.commit().await?;
+                continue;
+            };
+            let buildset = self.store.buildset(&build.buildset_uuid).await?;
+            let superseded = buildset.as_ref().is_none_or(|b| b.state == "done");
+            let req: Option<BuildRequest> = serde_json::from_value(r.request.clone()).ok();
+            let max_attempts = req.as_ref().map_or(1, |q| i64::from(q.job.attempts));
+            let res: Option<BuildResult> = r
+                .result
+                .clone()
+                .and_then(|v| serde_json::from_value(v).ok());
+            let (result, detail, start, end, log_url, data) = if r.state == "canceled" || r.cancel {
+                ("CANCELED".to_string(), None, None, None, None, None)
+            } else {
+                match &res {
+                    None if build.attempt >= max_attempts => (
+                        "RETRY_LIMIT".into(),
+                        Some("executor lost".to_string()),
+                        None,
+                        None,
+                        None,
+                        None,
+                    ),
+                    None => (
+                        "RETRY".into(),
+                        Some("executor lost".to_string()),
+                        None,
+                        None,
+                        None,
+                        None,
+                    ),
+                    Some(res) => (
+                        res.result.as_str().to_string(),
+                        res.error_detail.clone(),
+                        Some(res.start_time.clone()),
+                        Some(res.end_time.clone()),
+                        (!res.log_dir.as_os_str().is_empty())
+                            .then(|| format!("file://{}/", res.log_dir.display())),
+                        Some(res.data.clone()),
+                    ),
+                }
+            };
+            let retry = result == "RETRY" && !superseded;
+            let mut tx = self.store.begin().await?;
+            tx.record_build_result(
+                &r.uuid,
+                &result,
+                result != "RETRY",
+                detail.as_deref(),
+                log_url.as_deref(),
+                start.as_deref(),
+                end.as_deref(),
+                data.as_ref(),
+            )
+            .await?;
+            tx.touch_buildset_times(&build.buildset_uuid, start.as_deref(), end.as_deref())
+                .await?;
+            if retry {
+                if let Some(mut req) = req {
+                    req.uuid = uuid::Uuid::new_v4().simple().to_string();
+                    req.attempt = (build.attempt + 1) as u32;
+                    let request = serde_json::to_value(&req).unwrap_or(Value::Null);
+                    tx.insert_build(&NewBuild {
+                        uuid: req.uuid.clone(),
+                        buildset_uuid: build.buildset_uuid.clone(),
+                        item_uuid: build.item_uuid.clone(),
+                        tenant: build.tenant.clone(),
+                        pipeline: build.pipeline.clone(),
+                        job_name: build.job_name.clone(),
+                        voting: build.voting,
+                        attempt: build.attempt + 1,
+                        nodeset: build.nodeset.clone(),
+                        precedence: r.precedence,
+                        request,
+                    })
+                    .await?;
+                }
+            }
+            tx.mark_request_processed(&r.uuid).await?;
+            tx.commit().await?;
+            tracing::info!(build = %r.uuid, job = %build.job_name, %result, "build recorded");
+        }
+        Ok(n)
+    }
+
+    fn change_ref(&self, driver: &GitDriver, c: &ChangeRow) -> ChangeRef {
+        ChangeRef {
+            connection: driver.name.clone(),
+            project: driver.canonical(&c.project),
+            number: c.number,
+            patchset: c.patchset.clone(),
+            refname: c.refname.clone(),
+            branch: c.branch.clone(),
+            topic: c.topic.clone(),
+            message: c.message.clone(),
+            url: change_url(&driver.hostname, &c.project, &c.refname),
+        }
+    }
+
+    /// Open changes named by `Depends-On` in `message`, resolved recursively, deepest first.
+    async fn needed_changes(
+        &self,
+        message: &str,
+        seen: &mut Vec<String>,
+    ) -> Result<Vec<ChangeRef>, SchedulerError> {
+        let mut out = Vec::new();
+        for url in depends_on(message) {
+            let Some((host, project, refname)) = parse_change_url(&url) else {
+                continue;
+            };
+            let Some(driver) = self.drivers.iter().find(|d| d.hostname == host) else {
+                continue;
+            };
+            let Some(row) = self
+                .store
+                .change_by_ref(&driver.name, &project, &refname)
+                .await?
+            else {
+                continue;
+            };
+            let key = format!("{}/{}", driver.canonical(&project), refname);
+            if row.status != "open" || seen.contains(&key) || seen.len() > 50 {
+                continue;
+            }
+            seen.push(key);
+            let deeper = Box::pin(self.needed_changes(&row.message, seen)).await?;
+            for d in deeper {
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+            let c = self.change_ref(driver, &row);
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns pending events into queue items.
+    async fn process_events(&mut self) -> Result<usize, SchedulerError> {
+        let events = self.store.pending_events(100).await?;
+        let n = events.len();
+        for ev in events {
+            let project = ev
+                .payload
+                .get("project")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let refname = ev.payload.get("ref").and_then(Value::as_str).unwrap_or("");
+            let mut new_items: Vec<ItemRow> = Vec::new();
+            let mut dequeue: Vec<ItemRow> = Vec::new();
+            let driver = self
+                .drivers
+                .iter()
+                .find(|d| d.name == ev.connection)
+                .cloned();
+            let change = match &driver {
+                Some(d) => self.store.change_by_ref(&d.name, project, refname).await?,
+                None => None,
+            };
+            if let (Some(driver), Some(change)) = (&driver, &change) {
+                let cref = self.change_ref(driver, change);
+                for t in &self.tenants {
+                    if t.project(&cref.project).is_none() {
+                        continue;
+                    }
+                    let configured = t.layout.project_pipelines(&cref.project, &cref.branch);
+                    for p in &t.pipelines {
+                        let active = self.store.active_items(&t.tenant.name, &p.name).await?;
+                        // Older patchsets leave the pipeline when a new one arrives; an
+                        // abandoned change leaves every pipeline.
+                        for item in &active {
+                            let same_change = item.change.project == cref.project
+                                && item.change.number == cref.number;
+                            if same_change
+                                && ((ev.kind == "patchset-created"
+                                    && item.change.patchset != cref.patchset)
+                                    || ev.kind == "change-abandoned")
+                            {
+                                dequeue.push(item.clone());
+                            }
+                        }
+                        if change.status != "open"
+                            || !p
+                                .triggers
+                                .iter()
+                                .any(|f| f.matches(&ev.connection, &ev.kind, &cref.branch))
+                            || !configured.contains(&p.name)
+                        {
+                            continue;
+                        }
+                        if active.iter().any(|i| i.change == cref) {
+                            continue;
+                        }
+                        let needed = self.needed_changes(&cref.message, &mut Vec::new()).await?;
+                        let uuid = uuid::Uuid::new_v4().simple().to_string();
+                        let (queue, deps) = match p.manager {
+                            Manager::Independent => (uuid.clone(), needed),
+                            Manager::Dependent => {
+                                let queue = t
+                                    .layout
+                                    .project_queue(&cref.project)
+                                    .unwrap_or_else(|| cref.project.clone());
+                                let missing: Vec<&ChangeRef> = needed
+                                    .iter()
+                                    .filter(|n| {
+                                        !active.iter().chain(new_items.iter()).any(|i| {
+                                            i.queue == queue
+                                                && i.change.project == n.project
+                                                && i.change.number == n.number
+                                        })
+                                    })
+                                    .collect();
+                                if let Some(m) = missing.first() {
+                                    tracing::warn!(
+                                        change = %cref.url, needed = %m.url, pipeline = %p.name,
+                                        "not enqueued: a needed change is not merged and not ahead in this change queue"
+                                    );
+                                    continue;
+                                }
+                                (queue, Vec::new())
+                            }
+                        };
+                        new_items.push(ItemRow {
+                            uuid,
+                            tenant: t.tenant.name.clone(),
+                            pipeline: p.name.clone(),
+                            queue,
+                            seq: 0,
+                            state: "active".into(),
+                            live: true,
+                            change: cref.clone(),
+                            deps,
+                            event_id: ev.id.to_string(),
+                            enqueue_time: now_ms(),
+                            buildset_uuid: None,
+                            result: None,
+                        });
+                    }
+                }
+            }
+            let mut to_cancel = Vec::new();
+            for item in &dequeue {
+                if let Some(bs) = &item.buildset_uuid {
+                    for b in self.store.builds_of_buildset(bs).await? {
+                        if b.result.is_none() {
+                            to_cancel.push(b.uuid);
+                        }
+                    }
+                }
+            }
+            let mut tx = self.store.begin().await?;
+            for uuid in &to_cancel {
+                tx.cancel_request(uuid).await?;
+            }
+            for item in &dequeue {
+                if let Some(bs) = &item.buildset_uuid {
+                    tx.finish_buildset(bs, "DEQUEUED", "Build canceled.")
+                        .await?;
+                }
+                tx.finish_item(&item.uuid, "DEQUEUED").await?;
+            }
+            for item in &new_items {
+                tx.insert_item(item).await?;
+                tracing::info!(pipeline = %item.pipeline, change = %item.change.url, "enqueued");
+            }
+            tx.mark_event_processed(ev.id).await?;
+            tx.commit().await?;
+        }
+        Ok(n)
+    }
+}
+
+/// Records a `change-approved` event for the change on review branch `refname` of `project`
+/// (what `sluice change approve` does).
+pub async fn approve_change(
+    store: &Store,
+    connection: &str,
+    project: &str,
+    refname: &str,
+) -> Result<i64, SchedulerError> {
+    let mut tx = store.begin().await?;
+    let id = tx
+        .insert_event(
+            connection,
+            "change-approved",
+            &serde_json::json!({"project": project, "ref": refname}),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}

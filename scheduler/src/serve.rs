@@ -1,0 +1,105 @@
+//! `sluice serve`: the store, the scheduler loop and executor workers in one process, until
+//! the shutdown future resolves.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_executor::build::ExecutorConfig;
+use sluice_executor::nodes::load_nodes;
+use sluice_store::Store;
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+use crate::errors::SchedulerError;
+use crate::nodes::StaticProvider;
+use crate::scheduler::Scheduler;
+use crate::worker::{run_worker, WorkerContext};
+
+/// What the binary supplies besides the config file.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Executor settings not in the config file (plugin sources, host name, ...); its
+    /// `work_root`, `ssh_key`, `nodes` and `state_dir` are filled from the config file.
+    pub executor: ExecutorConfig,
+    /// Default Ansible state dir when the config file names none.
+    pub ansible_state_dir: PathBuf,
+}
+
+/// Runs everything until `shutdown` resolves.
+pub async fn serve(
+    cfg: ServeConfig,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SchedulerError> {
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| SchedulerError::Read {
+        path: cfg.state_dir.clone(),
+        source,
+    })?;
+    let store = Store::open(&cfg.database_url()).await?;
+    let nodes = match &cfg.executor.nodes {
+        Some(path) => load_nodes(path).map_err(|e| SchedulerError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?,
+        None => Vec::new(),
+    };
+    let mut exec = opts.executor.clone();
+    exec.state_dir = cfg
+        .executor
+        .ansible_state_dir
+        .clone()
+        .unwrap_or(opts.ansible_state_dir.clone());
+    exec.work_root = cfg.state_dir.join("builds");
+    exec.ssh_key = cfg.executor.ssh_key.clone().or(exec.ssh_key);
+    exec.nodes = Vec::new();
+    exec.keep_jobdir = cfg.executor.keep_jobdir;
+    exec.console_port = cfg.executor.console_port.or(exec.console_port);
+    if cfg.executor.default_ansible_version.is_some() {
+        exec.default_ansible_version = cfg.executor.default_ansible_version.clone();
+    }
+    let provider = Arc::new(StaticProvider::new(nodes));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let process_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut workers = Vec::new();
+    for n in 0..cfg.executor.workers.max(1) {
+        let ctx = WorkerContext {
+            store: store.clone(),
+            executor: Arc::new(exec.clone()),
+            provider: provider.clone(),
+            id: format!("{}:{process_id}:{n}", exec.hostname),
+            lease: Duration::from_secs(cfg.executor.lease_seconds.max(1)),
+        };
+        workers.push(tokio::spawn(run_worker(ctx, stop_rx.clone())));
+    }
+    let tick = Duration::from_secs_f64(cfg.tick_seconds.clamp(0.05, 10.0));
+    let mut scheduler = Scheduler::new(cfg, store).await?;
+    tracing::info!("sluice serve running");
+    tokio::pin!(shutdown);
+    loop {
+        let busy = match scheduler.pass().await {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::error!(error = %e, "scheduler pass failed");
+                false
+            }
+        };
+        let pause = if busy {
+            Duration::from_millis(20)
+        } else {
+            tick
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // Running builds are not waited for: their leases expire and they are retried.
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+    }
+    Ok(())
+}

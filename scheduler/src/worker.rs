@@ -1,0 +1,183 @@
+//! In-process executor workers: each claims build requests from the store (precedence, then
+//! age), reserves nodes from the node provider, runs the build with
+//! `sluice_executor::build::run_build` while a heartbeat renews the lease (and turns a cancel
+//! request into an abort), then records the result. It knows nothing of pipelines, so the same
+//! loop can run in a separate `sluice executor` process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_executor::build::{run_build, BuildAbort, ExecutorConfig};
+use sluice_executor::request::{BuildRequest, BuildResult, BuildResultKind};
+use sluice_store::{now_ms, LeaseState, Store};
+use tokio::sync::watch;
+
+use crate::nodes::{NodeProvider, NodeRequest};
+
+/// What a worker needs.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// The store.
+    pub store: Store,
+    /// Executor settings (its `nodes` are replaced by each build's allocation).
+    pub executor: Arc<ExecutorConfig>,
+    /// Nodes.
+    pub provider: Arc<dyn NodeProvider>,
+    /// This worker's id (unique per process and worker).
+    pub id: String,
+    /// Lease length.
+    pub lease: Duration,
+}
+
+fn failed(uuid: &str, kind: BuildResultKind, detail: String) -> BuildResult {
+    let now = chrono::Utc::now().to_rfc3339();
+    BuildResult {
+        uuid: uuid.to_string(),
+        result: kind,
+        error_detail: Some(detail),
+        data: json!({}),
+        log_dir: Default::default(),
+        start_time: now.clone(),
+        end_time: now,
+    }
+}
+
+/// Runs builds until `shutdown` turns true.
+pub async fn run_worker(ctx: WorkerContext, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let worked = match work_once(&ctx).await {
+            Ok(worked) => worked,
+            Err(e) => {
+                tracing::warn!(worker = %ctx.id, error = %e, "executor worker");
+                false
+            }
+        };
+        if !worked {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+fn lease_until(ctx: &WorkerContext) -> i64 {
+    now_ms() + ctx.lease.as_millis() as i64
+}
+
+/// Claims and runs at most one build; says whether it did.
+async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError> {
+    for candidate in ctx.store.open_requests(50).await? {
+        let req: BuildRequest = match serde_json::from_value(candidate.request.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                if ctx
+                    .store
+                    .claim(&candidate.uuid, &ctx.id, lease_until(ctx))
+                    .await?
+                    .is_some()
+                {
+                    let result = failed(
+                        &candidate.uuid,
+                        BuildResultKind::Error,
+                        format!("unreadable build request: {e}"),
+                    );
+                    ctx.store
+                        .complete(&candidate.uuid, &ctx.id, &to_value(&result))
+                        .await?;
+                }
+                return Ok(true);
+            }
+        };
+        let allocation = match ctx.provider.request(&req.job.nodeset) {
+            NodeRequest::Wait => continue,
+            NodeRequest::Fail(detail) => {
+                if ctx
+                    .store
+                    .claim(&candidate.uuid, &ctx.id, lease_until(ctx))
+                    .await?
+                    .is_some()
+                {
+                    let result = failed(&req.uuid, BuildResultKind::NodeFailure, detail);
+                    ctx.store
+                        .complete(&candidate.uuid, &ctx.id, &to_value(&result))
+                        .await?;
+                }
+                return Ok(true);
+            }
+            NodeRequest::Fulfilled(a) => a,
+        };
+        let claimed = ctx
+            .store
+            .claim(&candidate.uuid, &ctx.id, lease_until(ctx))
+            .await;
+        match claimed {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                ctx.provider.release(&allocation);
+                continue;
+            }
+            Err(e) => {
+                ctx.provider.release(&allocation);
+                return Err(e);
+            }
+        }
+        tracing::info!(worker = %ctx.id, build = %req.uuid, job = %req.job.name, "build claimed");
+        let mut cfg = (*ctx.executor).clone();
+        cfg.nodes = allocation.nodes.clone();
+        let abort = BuildAbort::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let heartbeat = tokio::spawn(heartbeat(
+            ctx.clone(),
+            req.uuid.clone(),
+            abort.clone(),
+            stop_rx,
+        ));
+        let result = run_build(&cfg, &req, &abort).await;
+        let _ = stop_tx.send(true);
+        let _ = heartbeat.await;
+        ctx.provider.release(&allocation);
+        let kept = ctx
+            .store
+            .complete(&req.uuid, &ctx.id, &to_value(&result))
+            .await?;
+        tracing::info!(worker = %ctx.id, build = %req.uuid, result = %result.result, kept, "build finished");
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn to_value(result: &BuildResult) -> serde_json::Value {
+    serde_json::to_value(result).unwrap_or_else(|_| json!({"result": "ERROR"}))
+}
+
+/// Renews the lease every third of its length until stopped; aborts the build when the
+/// scheduler cancels it or the lease is lost.
+async fn heartbeat(
+    ctx: WorkerContext,
+    uuid: String,
+    abort: BuildAbort,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = (ctx.lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        match ctx.store.renew(&uuid, &ctx.id, lease_until(&ctx)).await {
+            Ok(LeaseState::Held) => {}
+            Ok(LeaseState::CancelRequested) | Ok(LeaseState::Lost) => {
+                if !abort.is_requested() {
+                    tracing::info!(build = %uuid, "aborting build (canceled or lease lost)");
+                    abort.request();
+                }
+            }
+            Err(e) => tracing::warn!(build = %uuid, error = %e, "cannot renew lease"),
+        }
+    }
+}

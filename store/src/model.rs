@@ -1,0 +1,249 @@
+//! Row types: what the store keeps, one struct per table, plus the serde documents stored in
+//! JSON columns.
+
+use serde::{Deserialize, Serialize};
+
+/// One change (a review branch at one patchset) as queue items and buildsets record it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRef {
+    /// Connection name.
+    pub connection: String,
+    /// Canonical project name (`host/org/repo`).
+    pub project: String,
+    /// Change number.
+    pub number: i64,
+    /// Patchset: the tested commit's sha.
+    pub patchset: String,
+    /// The review ref (`refs/heads/review/<branch>/<topic>`).
+    pub refname: String,
+    /// Target branch.
+    pub branch: String,
+    /// Topic.
+    pub topic: String,
+    /// Commit message(s) of the change.
+    pub message: String,
+    /// Where a person can see the change.
+    pub url: String,
+}
+
+impl ChangeRef {
+    /// Zuul's `<number>,<patchset>` id.
+    pub fn id(&self) -> String {
+        format!("{},{}", self.number, self.patchset)
+    }
+}
+
+/// A trigger event waiting for (or done with) the scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Sequence number; events are processed in this order.
+    pub id: i64,
+    /// Connection name.
+    pub connection: String,
+    /// `patchset-created`, `change-approved`, `ref-updated`, ...
+    pub kind: String,
+    /// Driver-specific JSON payload.
+    pub payload: serde_json::Value,
+    /// Milliseconds since the epoch.
+    pub created: i64,
+}
+
+/// A review change known to the git driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRow {
+    /// Connection name.
+    pub connection: String,
+    /// Canonical project name.
+    pub project: String,
+    /// Number, unique per connection and project.
+    pub number: i64,
+    /// Review ref.
+    pub refname: String,
+    /// Target branch.
+    pub branch: String,
+    /// Topic.
+    pub topic: String,
+    /// Current patchset (sha).
+    pub patchset: String,
+    /// Commit message(s).
+    pub message: String,
+    /// `open`, `merged` or `abandoned`.
+    pub status: String,
+}
+
+/// A queue item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRow {
+    /// Item uuid.
+    pub uuid: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Change queue name (for independent pipelines: the item's own uuid).
+    pub queue: String,
+    /// Position: items of a queue are ordered by it.
+    pub seq: i64,
+    /// `active` or `done`.
+    pub state: String,
+    /// Live items are tested and reported.
+    pub live: bool,
+    /// The change.
+    pub change: ChangeRef,
+    /// Needed changes merged underneath (independent pipelines), in merge order.
+    pub deps: Vec<ChangeRef>,
+    /// Event that enqueued it.
+    pub event_id: String,
+    /// Milliseconds since the epoch.
+    pub enqueue_time: i64,
+    /// The current buildset.
+    pub buildset_uuid: Option<String>,
+    /// Result once reported.
+    pub result: Option<String>,
+}
+
+/// A buildset: one attempt at testing an item in one speculative context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildsetRow {
+    /// Buildset uuid.
+    pub uuid: String,
+    /// Integer id (Zuul's `_id`).
+    pub id: i64,
+    /// Tenant.
+    pub tenant: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// The item.
+    pub item_uuid: String,
+    /// Uuids of the live items ahead whose changes are merged underneath.
+    pub context: Vec<String>,
+    /// Every change merged for this buildset, in order, the item's own change last.
+    pub refs: Vec<ChangeRef>,
+    /// `new` (not prepared), `running` (builds requested), `done`.
+    pub state: String,
+    /// Zuul buildset result once known.
+    pub result: Option<String>,
+    /// Report text.
+    pub message: Option<String>,
+    /// Event id.
+    pub event_id: String,
+    /// Milliseconds since the epoch.
+    pub event_timestamp: i64,
+    /// Milliseconds since the epoch.
+    pub created: i64,
+    /// ISO time.
+    pub first_build_start_time: Option<String>,
+    /// ISO time.
+    pub last_build_end_time: Option<String>,
+}
+
+/// A build record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildRow {
+    /// Build uuid (also its request's uuid).
+    pub uuid: String,
+    /// Integer id (Zuul's `_id`).
+    pub id: i64,
+    /// Buildset.
+    pub buildset_uuid: String,
+    /// Item.
+    pub item_uuid: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Job name.
+    pub job_name: String,
+    /// Voting.
+    pub voting: bool,
+    /// 1-based try.
+    pub attempt: i64,
+    /// Nodeset name (empty for anonymous ones).
+    pub nodeset: String,
+    /// Result once known.
+    pub result: Option<String>,
+    /// False for a try that is retried.
+    pub final_: bool,
+    /// Why, for unusual results.
+    pub error_detail: Option<String>,
+    /// Log location.
+    pub log_url: Option<String>,
+    /// ISO time.
+    pub start_time: Option<String>,
+    /// ISO time.
+    pub end_time: Option<String>,
+    /// `zuul_return` data.
+    pub data: Option<serde_json::Value>,
+}
+
+/// A build request as an executor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    /// The build's uuid.
+    pub uuid: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// 100 (high), 200 (normal), 300 (low): lower is served first.
+    pub precedence: i64,
+    /// `requested`, `running`, `completed` or `canceled`.
+    pub state: String,
+    /// The executor holding it.
+    pub executor: Option<String>,
+    /// Lease end, milliseconds since the epoch.
+    pub lease_expires: Option<i64>,
+    /// The scheduler asked for the build to stop.
+    pub cancel: bool,
+    /// The executor's `BuildRequest` document.
+    pub request: serde_json::Value,
+    /// The executor's `BuildResult` document once completed.
+    pub result: Option<serde_json::Value>,
+}
+
+/// A new build and its request, written together.
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    /// Build uuid.
+    pub uuid: String,
+    /// Buildset.
+    pub buildset_uuid: String,
+    /// Item.
+    pub item_uuid: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Job name.
+    pub job_name: String,
+    /// Voting.
+    pub voting: bool,
+    /// 1-based try.
+    pub attempt: i64,
+    /// Nodeset name.
+    pub nodeset: String,
+    /// Precedence (100/200/300).
+    pub precedence: i64,
+    /// The `BuildRequest` document.
+    pub request: serde_json::Value,
+}
+
+/// What an executor got when it claimed a request.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The build's uuid.
+    pub uuid: String,
+    /// The `BuildRequest` document.
+    pub request: serde_json::Value,
+}
+
+/// What a lease renewal learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still ours; keep going.
+    Held,
+    /// Still ours, but the scheduler wants the build stopped.
+    CancelRequested,
+    /// Not ours any more (expired and handed back): stop and drop the result.
+    Lost,
+}

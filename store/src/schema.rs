@@ -1,0 +1,117 @@
+//! Migrations: numbered lists of portable DDL statements, applied in order, each version in
+//! its own transaction together with the bump of `sluice_schema.version`.
+
+/// `(version, statements)`, oldest first. Never edit a released version: add a new one.
+pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        // Trigger events from drivers and commands, processed in id order by the scheduler.
+        "CREATE TABLE events (
+            id BIGINT PRIMARY KEY,
+            connection TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created BIGINT NOT NULL,
+            processed BIGINT
+        )",
+        // The git driver's last seen refs, per connection and project.
+        "CREATE TABLE git_refs (
+            connection TEXT NOT NULL,
+            project TEXT NOT NULL,
+            refname TEXT NOT NULL,
+            sha TEXT NOT NULL,
+            PRIMARY KEY (connection, project, refname)
+        )",
+        // Review changes of the git driver's local review flow.
+        "CREATE TABLE changes (
+            connection TEXT NOT NULL,
+            project TEXT NOT NULL,
+            number BIGINT NOT NULL,
+            refname TEXT NOT NULL,
+            branch TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            patchset TEXT NOT NULL,
+            message TEXT NOT NULL,
+            status TEXT NOT NULL,
+            updated BIGINT NOT NULL,
+            PRIMARY KEY (connection, project, number)
+        )",
+        "CREATE UNIQUE INDEX changes_ref ON changes (connection, project, refname)",
+        "CREATE TABLE queue_items (
+            uuid TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            pipeline TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            live BIGINT NOT NULL,
+            change_json TEXT NOT NULL,
+            deps_json TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            enqueue_time BIGINT NOT NULL,
+            buildset_uuid TEXT,
+            result TEXT,
+            dequeue_time BIGINT
+        )",
+        "CREATE INDEX queue_items_active ON queue_items (tenant, pipeline, state, seq)",
+        "CREATE TABLE buildsets (
+            uuid TEXT PRIMARY KEY,
+            id BIGINT NOT NULL,
+            tenant TEXT NOT NULL,
+            pipeline TEXT NOT NULL,
+            item_uuid TEXT NOT NULL,
+            context_json TEXT NOT NULL,
+            refs_json TEXT NOT NULL,
+            state TEXT NOT NULL,
+            result TEXT,
+            message TEXT,
+            event_id TEXT NOT NULL,
+            event_timestamp BIGINT NOT NULL,
+            created BIGINT NOT NULL,
+            first_build_start_time TEXT,
+            last_build_end_time TEXT
+        )",
+        "CREATE INDEX buildsets_item ON buildsets (item_uuid)",
+        "CREATE TABLE builds (
+            uuid TEXT PRIMARY KEY,
+            id BIGINT NOT NULL,
+            buildset_uuid TEXT NOT NULL,
+            item_uuid TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            pipeline TEXT NOT NULL,
+            job_name TEXT NOT NULL,
+            voting BIGINT NOT NULL,
+            attempt BIGINT NOT NULL,
+            nodeset TEXT NOT NULL,
+            result TEXT,
+            final BIGINT NOT NULL,
+            error_detail TEXT,
+            log_url TEXT,
+            start_time TEXT,
+            end_time TEXT,
+            data_json TEXT,
+            created BIGINT NOT NULL
+        )",
+        "CREATE INDEX builds_buildset ON builds (buildset_uuid)",
+        // Work for executors. `uuid` is the build's uuid; `state` is requested, running,
+        // completed or canceled; a completed request is `processed` once the scheduler
+        // recorded its result.
+        "CREATE TABLE build_requests (
+            uuid TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            pipeline TEXT NOT NULL,
+            precedence BIGINT NOT NULL,
+            seq BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            executor TEXT,
+            lease_expires BIGINT,
+            cancel BIGINT NOT NULL,
+            processed BIGINT NOT NULL,
+            request_json TEXT NOT NULL,
+            result_json TEXT,
+            created BIGINT NOT NULL
+        )",
+        "CREATE INDEX build_requests_state ON build_requests (state, precedence, seq)",
+    ],
+)];

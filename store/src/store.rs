@@ -1,0 +1,542 @@
+//! The store handle: opening (and migrating) the database, reads, and the executor's
+//! single-statement writes (claim, renew, complete), each atomic on its own.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::errors::{j, q, StoreError};
+use crate::model::*;
+use crate::schema::MIGRATIONS;
+use crate::tx::Tx;
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A cheap, cloneable handle on the database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+const ITEM_COLUMNS: &str = "uuid, tenant, pipeline, queue, seq, state, live, change_json, deps_json, event_id, enqueue_time, buildset_uuid, result";
+const BUILDSET_COLUMNS: &str = "uuid, id, tenant, pipeline, item_uuid, context_json, refs_json, state, result, message, event_id, event_timestamp, created, first_build_start_time, last_build_end_time";
+const BUILD_COLUMNS: &str = "uuid, id, buildset_uuid, item_uuid, tenant, pipeline, job_name, voting, attempt, nodeset, result, final, error_detail, log_url, start_time, end_time, data_json";
+const REQUEST_COLUMNS: &str = "uuid, tenant, pipeline, precedence, state, executor, lease_expires, cancel, request_json, result_json";
+const CHANGE_COLUMNS: &str =
+    "connection, project, number, refname, branch, topic, patchset, message, status";
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        Store::open(&format!("sqlite://{}?mode=rwc", abs.display())).await
+    }
+
+    /// Opens a database by URL (`sqlite://...`; `postgres://...` once that driver is built in)
+    /// and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        // SQLite allows one writer: one connection per process keeps transactions from
+        // deadlocking on lock upgrades; other processes wait on the busy timeout.
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 1 } else { 8 })
+            .acquire_timeout(Duration::from_secs(60))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: url.to_string(),
+                source,
+            })?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate { version: 0, source })?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM sluice_schema")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get::<Option<i64>, _>("v"))
+            .map_err(|source| StoreError::Migrate { version: 0, source })?;
+        let current = current.unwrap_or(0);
+        for (version, statements) in MIGRATIONS {
+            if *version <= current {
+                continue;
+            }
+            let err = |source| StoreError::Migrate {
+                version: *version,
+                source,
+            };
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            for statement in *statements {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+            sqlx::query("INSERT INTO sluice_schema (version) VALUES ($1)")
+                .bind(*version)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            tracing::info!(version, "applied store migration");
+        }
+        Ok(())
+    }
+
+    /// Starts a transaction; nothing it writes is visible until [`Tx::commit`].
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        let tx = self.pool.begin().await.map_err(q("begin transaction"))?;
+        Ok(Tx::new(tx))
+    }
+
+    /// Unprocessed events, oldest first.
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, connection, kind, payload, created FROM events WHERE processed IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read pending events"))?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// The git driver's stored refs of a project: `(refname, sha)`.
+    pub async fn git_refs(
+        &self,
+        connection: &str,
+        project: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT refname, sha FROM git_refs WHERE connection = $1 AND project = $2 ORDER BY refname",
+        )
+        .bind(connection)
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read git refs"))?;
+        rows.iter()
+            .map(|r| Ok((get(r, "refname")?, get(r, "sha")?)))
+            .collect()
+    }
+
+    /// A review change by its ref.
+    pub async fn change_by_ref(
+        &self,
+        connection: &str,
+        project: &str,
+        refname: &str,
+    ) -> Result<Option<ChangeRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes WHERE connection = $1 AND project = $2 AND refname = $3"
+        ))
+        .bind(connection)
+        .bind(project)
+        .bind(refname)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read change"))?;
+        row.as_ref().map(change_row).transpose()
+    }
+
+    /// Every review change of a connection.
+    pub async fn changes(&self, connection: &str) -> Result<Vec<ChangeRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes WHERE connection = $1 ORDER BY project, number"
+        ))
+        .bind(connection)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read changes"))?;
+        rows.iter().map(change_row).collect()
+    }
+
+    /// Active items of a pipeline, by queue then position.
+    pub async fn active_items(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+    ) -> Result<Vec<ItemRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ITEM_COLUMNS} FROM queue_items WHERE tenant = $1 AND pipeline = $2 AND state = 'active' ORDER BY seq"
+        ))
+        .bind(tenant)
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read active items"))?;
+        rows.iter().map(item_row).collect()
+    }
+
+    /// Every item of a tenant, in enqueue order.
+    pub async fn items(&self, tenant: &str) -> Result<Vec<ItemRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ITEM_COLUMNS} FROM queue_items WHERE tenant = $1 ORDER BY seq"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read items"))?;
+        rows.iter().map(item_row).collect()
+    }
+
+    /// One item.
+    pub async fn item(&self, uuid: &str) -> Result<Option<ItemRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ITEM_COLUMNS} FROM queue_items WHERE uuid = $1"
+        ))
+        .bind(uuid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read item"))?;
+        row.as_ref().map(item_row).transpose()
+    }
+
+    /// One buildset.
+    pub async fn buildset(&self, uuid: &str) -> Result<Option<BuildsetRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {BUILDSET_COLUMNS} FROM buildsets WHERE uuid = $1"
+        ))
+        .bind(uuid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read buildset"))?;
+        row.as_ref().map(buildset_row).transpose()
+    }
+
+    /// Every buildset of a tenant, oldest first.
+    pub async fn buildsets(&self, tenant: &str) -> Result<Vec<BuildsetRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BUILDSET_COLUMNS} FROM buildsets WHERE tenant = $1 ORDER BY id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read buildsets"))?;
+        rows.iter().map(buildset_row).collect()
+    }
+
+    /// Builds of a buildset, oldest first.
+    pub async fn builds_of_buildset(&self, buildset: &str) -> Result<Vec<BuildRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE buildset_uuid = $1 ORDER BY id"
+        ))
+        .bind(buildset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read builds of buildset"))?;
+        rows.iter().map(build_row).collect()
+    }
+
+    /// Every build of a tenant, oldest first.
+    pub async fn builds(&self, tenant: &str) -> Result<Vec<BuildRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE tenant = $1 ORDER BY id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read builds"))?;
+        rows.iter().map(build_row).collect()
+    }
+
+    /// One build.
+    pub async fn build(&self, uuid: &str) -> Result<Option<BuildRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE uuid = $1"
+        ))
+        .bind(uuid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read build"))?;
+        row.as_ref().map(build_row).transpose()
+    }
+
+    /// One build request.
+    pub async fn request(&self, uuid: &str) -> Result<Option<RequestRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM build_requests WHERE uuid = $1"
+        ))
+        .bind(uuid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read build request"))?;
+        row.as_ref().map(request_row).transpose()
+    }
+
+    /// Requests nobody holds, in the order executors should take them (precedence, then age).
+    pub async fn open_requests(&self, limit: i64) -> Result<Vec<RequestRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM build_requests WHERE state = 'requested' ORDER BY precedence, seq LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read open requests"))?;
+        rows.iter().map(request_row).collect()
+    }
+
+    /// Requests whose result the scheduler has not recorded yet (completed or canceled).
+    pub async fn finished_requests(&self) -> Result<Vec<RequestRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM build_requests WHERE state IN ('completed', 'canceled') AND processed = 0 ORDER BY seq"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read finished requests"))?;
+        rows.iter().map(request_row).collect()
+    }
+
+    /// Claims a request for `executor` until `lease_until`; `None` if someone else got it first.
+    pub async fn claim(
+        &self,
+        uuid: &str,
+        executor: &str,
+        lease_until: i64,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let done = sqlx::query(
+            "UPDATE build_requests SET state = 'running', executor = $1, lease_expires = $2 WHERE uuid = $3 AND state = 'requested'",
+        )
+        .bind(executor)
+        .bind(lease_until)
+        .bind(uuid)
+        .execute(&self.pool)
+        .await
+        .map_err(q("claim build request"))?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let Some(row) = self.request(uuid).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Claimed {
+            uuid: row.uuid,
+            request: row.request,
+        }))
+    }
+
+    /// Extends a held lease; says whether it is still held and whether a cancel was asked.
+    pub async fn renew(
+        &self,
+        uuid: &str,
+        executor: &str,
+        lease_until: i64,
+    ) -> Result<LeaseState, StoreError> {
+        let done = sqlx::query(
+            "UPDATE build_requests SET lease_expires = $1 WHERE uuid = $2 AND executor = $3 AND state = 'running'",
+        )
+        .bind(lease_until)
+        .bind(uuid)
+        .bind(executor)
+        .execute(&self.pool)
+        .await
+        .map_err(q("renew lease"))?;
+        if done.rows_affected() != 1 {
+            return Ok(LeaseState::Lost);
+        }
+        let cancel: i64 = sqlx::query("SELECT cancel FROM build_requests WHERE uuid = $1")
+            .bind(uuid)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get::<i64, _>("cancel"))
+            .map_err(q("read cancel flag"))?;
+        Ok(if cancel != 0 {
+            LeaseState::CancelRequested
+        } else {
+            LeaseState::Held
+        })
+    }
+
+    /// Records an executor's result; false if the lease was lost (the result is dropped).
+    pub async fn complete(
+        &self,
+        uuid: &str,
+        executor: &str,
+        result: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let text = serde_json::to_string(result).map_err(j("build result"))?;
+        let done = sqlx::query(
+            "UPDATE build_requests SET state = 'completed', result_json = $1, lease_expires = NULL WHERE uuid = $2 AND executor = $3 AND state = 'running'",
+        )
+        .bind(text)
+        .bind(uuid)
+        .bind(executor)
+        .execute(&self.pool)
+        .await
+        .map_err(q("complete build request"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Hands back requests whose lease ran out: they complete with no result, which the
+    /// scheduler turns into RETRY. Returns how many.
+    pub async fn expire_leases(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE build_requests SET state = 'completed', result_json = NULL, lease_expires = NULL WHERE state = 'running' AND lease_expires < $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(q("expire leases"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Hands back (as above) every running request held by executors whose id starts with
+    /// `prefix`: an executor host restarting knows its old builds are gone.
+    pub async fn release_executor(&self, prefix: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE build_requests SET state = 'completed', result_json = NULL, lease_expires = NULL WHERE state = 'running' AND executor LIKE $1",
+        )
+        .bind(format!("{prefix}%"))
+        .execute(&self.pool)
+        .await
+        .map_err(q("release executor requests"))?;
+        Ok(done.rows_affected())
+    }
+}
+
+pub(crate) fn get<T>(row: &AnyRow, col: &'static str) -> Result<T, StoreError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get::<T, _>(col).map_err(q(col))
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    col: &'static str,
+) -> Result<T, StoreError> {
+    let text: String = get(row, col)?;
+    serde_json::from_str(&text).map_err(j(col))
+}
+
+fn get_opt_json<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    col: &'static str,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = get(row, col)?;
+    text.map(|t| serde_json::from_str(&t).map_err(j(col)))
+        .transpose()
+}
+
+pub(crate) fn event_row(r: &AnyRow) -> Result<EventRow, StoreError> {
+    Ok(EventRow {
+        id: get(r, "id")?,
+        connection: get(r, "connection")?,
+        kind: get(r, "kind")?,
+        payload: get_json(r, "payload")?,
+        created: get(r, "created")?,
+    })
+}
+
+pub(crate) fn change_row(r: &AnyRow) -> Result<ChangeRow, StoreError> {
+    Ok(ChangeRow {
+        connection: get(r, "connection")?,
+        project: get(r, "project")?,
+        number: get(r, "number")?,
+        refname: get(r, "refname")?,
+        branch: get(r, "branch")?,
+        topic: get(r, "topic")?,
+        patchset: get(r, "patchset")?,
+        message: get(r, "message")?,
+        status: get(r, "status")?,
+    })
+}
+
+pub(crate) fn item_row(r: &AnyRow) -> Result<ItemRow, StoreError> {
+    Ok(ItemRow {
+        uuid: get(r, "uuid")?,
+        tenant: get(r, "tenant")?,
+        pipeline: get(r, "pipeline")?,
+        queue: get(r, "queue")?,
+        seq: get(r, "seq")?,
+        state: get(r, "state")?,
+        live: get::<i64>(r, "live")? != 0,
+        change: get_json(r, "change_json")?,
+        deps: get_json(r, "deps_json")?,
+        event_id: get(r, "event_id")?,
+        enqueue_time: get(r, "enqueue_time")?,
+        buildset_uuid: get(r, "buildset_uuid")?,
+        result: get(r, "result")?,
+    })
+}
+
+pub(crate) fn buildset_row(r: &AnyRow) -> Result<BuildsetRow, StoreError> {
+    Ok(BuildsetRow {
+        uuid: get(r, "uuid")?,
+        id: get(r, "id")?,
+        tenant: get(r, "tenant")?,
+        pipeline: get(r, "pipeline")?,
+        item_uuid: get(r, "item_uuid")?,
+        context: get_json(r, "context_json")?,
+        refs: get_json(r, "refs_json")?,
+        state: get(r, "state")?,
+        result: get(r, "result")?,
+        message: get(r, "message")?,
+        event_id: get(r, "event_id")?,
+        event_timestamp: get(r, "event_timestamp")?,
+        created: get(r, "created")?,
+        first_build_start_time: get(r, "first_build_start_time")?,
+        last_build_end_time: get(r, "last_build_end_time")?,
+    })
+}
+
+pub(crate) fn build_row(r: &AnyRow) -> Result<BuildRow, StoreError> {
+    Ok(BuildRow {
+        uuid: get(r, "uuid")?,
+        id: get(r, "id")?,
+        buildset_uuid: get(r, "buildset_uuid")?,
+        item_uuid: get(r, "item_uuid")?,
+        tenant: get(r, "tenant")?,
+        pipeline: get(r, "pipeline")?,
+        job_name: get(r, "job_name")?,
+        voting: get::<i64>(r, "voting")? != 0,
+        attempt: get(r, "attempt")?,
+        nodeset: get(r, "nodeset")?,
+        result: get(r, "result")?,
+        final_: get::<i64>(r, "final")? != 0,
+        error_detail: get(r, "error_detail")?,
+        log_url: get(r, "log_url")?,
+        start_time: get(r, "start_time")?,
+        end_time: get(r, "end_time")?,
+        data: get_opt_json(r, "data_json")?,
+    })
+}
+
+pub(crate) fn request_row(r: &AnyRow) -> Result<RequestRow, StoreError> {
+    Ok(RequestRow {
+        uuid: get(r, "uuid")?,
+        tenant: get(r, "tenant")?,
+        pipeline: get(r, "pipeline")?,
+        precedence: get(r, "precedence")?,
+        state: get(r, "state")?,
+        executor: get(r, "executor")?,
+        lease_expires: get(r, "lease_expires")?,
+        cancel: get::<i64>(r, "cancel")? != 0,
+        request: get_json(r, "request_json")?,
+        result: get_opt_json(r, "result_json")?,
+    })
+}
