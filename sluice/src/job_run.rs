@@ -59,6 +59,9 @@ pub struct JobRunArgs {
     /// Keep the build dir when the build ends.
     #[arg(long)]
     keep_jobdir: bool,
+    /// Serve the build's live log over finger on this address (Zuul's port is 7900).
+    #[arg(long, value_name = "ADDR")]
+    finger_listen: Option<std::net::SocketAddr>,
 }
 
 fn parse_var(s: &str) -> anyhow::Result<(String, Value)> {
@@ -109,6 +112,10 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
         verbose: false,
     };
 
+    let finger = match args.finger_listen {
+        Some(addr) => Some(crate::stream_cmd::LocalFinger::start(addr, &cfg.work_root).await?),
+        None => None,
+    };
     let abort = BuildAbort::new();
     tokio::spawn(forward_signals(abort.clone()));
 
@@ -144,7 +151,9 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
         let log = cfg.work_root.join(&uuid).join("work/logs/job-output.txt");
         let printed = Arc::new(AtomicU64::new(0));
         let follower = tokio::spawn(follow(log.clone(), printed.clone()));
+        let registered = finger.as_ref().map(|f| f.register(&uuid, log.clone()));
         let result = run_build(&cfg, &req, &abort).await;
+        drop(registered);
         follower.abort();
         let _ = follower.await;
         print_rest(&log, printed.load(Ordering::SeqCst));
@@ -170,6 +179,9 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
         let text = serde_json::to_string_pretty(&result)?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(finger) = finger {
+        finger.finish().await;
     }
     println!("RESULT: {}", result.result);
     Ok(if result.result == BuildResultKind::Success {

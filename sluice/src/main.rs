@@ -5,6 +5,7 @@ mod change;
 mod job_run;
 mod quickstart;
 mod serve;
+mod stream_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,10 @@ enum Command {
     Job(JobCommand),
     /// Install the supported ansible-core versions, each in its own venv with Sluice's plugins.
     ManageAnsible(ManageAnsibleArgs),
+    /// Finger gateway: relays a build's live log from the executor running it.
+    Fingergw(stream_cmd::FingergwArgs),
+    /// Web server (for now: the websocket console stream and build logs).
+    Web(stream_cmd::WebArgs),
     /// Run the scheduler, executor workers and store in one process.
     Serve(serve::ServeArgs),
     /// Write a complete working setup (config, tenant, repositories, a local node) into DIR.
@@ -157,6 +162,8 @@ fn main() -> ExitCode {
             manage_ansible(&cli.global, args).map(|()| ExitCode::SUCCESS)
         }
         Command::Job(JobCommand::Run(args)) => job_run::run(&cli.global, args),
+        Command::Fingergw(args) => stream_cmd::fingergw(args),
+        Command::Web(args) => stream_cmd::web(args),
         Command::Serve(args) => serve::run(&cli.global, args).map(|()| ExitCode::SUCCESS),
         Command::Quickstart(args) => quickstart::run(args).map(|()| ExitCode::SUCCESS),
         Command::Change(cmd) => change::run(cmd).map(|()| ExitCode::SUCCESS),

@@ -1,0 +1,170 @@
+//! `sluice fingergw` and `sluice web`: the finger gateway and the console web server of
+//! sluice-stream, over a static executors file until the scheduler's store exists; plus the
+//! shutdown signal every server shares (the first SIGINT/SIGTERM drains, a second one exits).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use sluice_stream::{
+    ConsoleState, ExecutorsFile, FingerGateway, GatewayConfig, StreamRouter, DEFAULT_GATEWAY_PORT,
+};
+
+/// Arguments of `sluice fingergw`.
+#[derive(Debug, Args)]
+pub struct FingergwArgs {
+    /// Address to listen on.
+    #[arg(long, default_value_t = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, DEFAULT_GATEWAY_PORT)))]
+    listen: SocketAddr,
+    /// The executors (and other zones' gateways), YAML: see sluice_stream::ExecutorsFile.
+    #[arg(long, value_name = "FILE")]
+    executors: PathBuf,
+    /// This gateway's zone (unzoned when absent).
+    #[arg(long)]
+    zone: Option<String>,
+    /// The most connections relayed at once.
+    #[arg(long, default_value_t = 8192)]
+    max_connections: usize,
+}
+
+/// Arguments of `sluice web`.
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "[::]:9000")]
+    listen: SocketAddr,
+    /// The executors (and zones' gateways), YAML: see sluice_stream::ExecutorsFile.
+    #[arg(long, value_name = "FILE")]
+    executors: PathBuf,
+    /// The web server's zone (unzoned when absent).
+    #[arg(long)]
+    zone: Option<String>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs the finger gateway until SIGINT/SIGTERM.
+pub fn fingergw(args: &FingergwArgs) -> anyhow::Result<ExitCode> {
+    let file = ExecutorsFile::load(&args.executors)?;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(addr = %args.listen, "finger gateway listening");
+        let gateway = FingerGateway::new(
+            GatewayConfig {
+                max_connections: args.max_connections,
+            },
+            StreamRouter::from_file(file, args.zone.clone()),
+        );
+        gateway.run(listener, shutdown_signal()).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs the console web server until SIGINT/SIGTERM.
+pub fn web(args: &WebArgs) -> anyhow::Result<ExitCode> {
+    let file = ExecutorsFile::load(&args.executors)?;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(addr = %args.listen, "web listening");
+        let state = ConsoleState::new(StreamRouter::from_file(file, args.zone.clone()));
+        sluice_stream::web::serve(listener, state, shutdown_signal())
+            .await
+            .context("web server")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves at the first SIGINT or SIGTERM; a second one exits the process at once.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without signal handlers the server runs until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: draining connections (a second signal exits)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+}
+
+/// The finger streamer of `sluice job run --finger-listen`: serves the builds this process runs.
+pub struct LocalFinger {
+    registry: sluice_executor::registry::BuildRegistry,
+    server: sluice_stream::FingerServer,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long watchers of an ended build get to receive the rest of its log before exit.
+const FINGER_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl LocalFinger {
+    /// Binds `addr` and starts serving builds under `work_root`.
+    pub async fn start(addr: SocketAddr, work_root: &std::path::Path) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for finger"))?;
+        let registry = sluice_executor::registry::BuildRegistry::new();
+        let watcher = sluice_stream::LogWatcher::new()?;
+        let server = sluice_stream::FingerServer::new(
+            sluice_stream::FingerConfig {
+                work_root: work_root.to_path_buf(),
+                max_connections: 8192,
+            },
+            registry.clone(),
+            watcher,
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.clone().run(listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            registry,
+            server,
+            stop,
+            task,
+        })
+    }
+
+    /// Registers a build about to run; it ends for watchers when the guard is dropped.
+    pub fn register(&self, uuid: &str, log: PathBuf) -> sluice_executor::registry::BuildGuard {
+        self.registry.register(uuid, log)
+    }
+
+    /// Lets watchers receive the rest of the logs (at most [`FINGER_LINGER`]), then stops.
+    pub async fn finish(self) {
+        if tokio::time::timeout(FINGER_LINGER, self.server.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                n_connections = self.server.n_connections(),
+                "finger watchers still open after the build; closing them"
+            );
+        }
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,556 @@
+//! Live logs end to end: a real job run by `sluice job run --finger-listen`, the real `finger`
+//! client through `sluice fingergw` on port 79, a websocket client in its own process
+//! (`sluice-stream-client`, tokio-tungstenite) through `sluice web`, and Zuul's errors.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_tests::{
+    build_dir, config_project, job_command, require_tool, sluice_bin, wait_for, GitRepo, Node,
+};
+
+const MARKS_JOB: &str = "- job:\n    name: marks\n    run: playbooks/marks.yaml\n";
+/// Waits for the go file, then writes `n` mark lines `gap` seconds apart.
+const MARKS_PLAYBOOK: &str = "- hosts: all\n  tasks:\n    - name: Marks\n      shell: |\n        echo waiting for go\n        while [ ! -e {{ go }} ]; do sleep 0.05; done\n        for i in $(seq 1 {{ n }}); do echo \"MARK $i $(date +%s%N)\"; sleep {{ gap }}; done\n";
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Creates the go file on drop, so that a node task never waits forever.
+struct GoFile(PathBuf);
+
+impl GoFile {
+    fn go(&self) {
+        std::fs::write(&self.0, "go").expect("write go file");
+    }
+}
+
+impl Drop for GoFile {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "go");
+    }
+}
+
+/// Everything a child printed on stdout so far, read by a thread.
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl Output {
+    fn collect(mut reader: impl Read + Send + 'static) -> Output {
+        let out = Output::default();
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.0.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        out
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn client_bin() -> PathBuf {
+    let bin = sluice_bin().with_file_name("sluice-stream-client");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_port(port: u16) {
+    assert!(
+        wait_for(Duration::from_secs(20), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "nothing listens on {port}"
+    );
+}
+
+/// A running `sluice job run marks --finger-listen` and what it needs.
+struct LiveBuild {
+    _node: Node,
+    scratch: tempfile::TempDir,
+    job: Proc,
+    uuid: String,
+    finger_port: u16,
+    go: GoFile,
+}
+
+impl LiveBuild {
+    /// Starts the job and waits until its task runs (the node printed `waiting for go`).
+    fn start(n_marks: u32, gap: &str) -> LiveBuild {
+        let scratch = tempfile::tempdir().unwrap();
+        let node = Node::start();
+        let config = config_project(scratch.path());
+        let project = GitRepo::init(&scratch.path().join("org/demo"), "main");
+        project
+            .write(".zuul.yaml", MARKS_JOB)
+            .write("playbooks/marks.yaml", MARKS_PLAYBOOK);
+        project.commit("Add the marks job");
+        let go = GoFile(scratch.path().join("go"));
+        let finger_port = free_port();
+        let args = [
+            format!("--project={}", project.path.display()),
+            format!("--config-project=config={}", config.path.display()),
+            format!("--nodes={}", node.nodes_file().display()),
+            format!("--ssh-key={}", node.key().display()),
+            format!("--finger-listen=127.0.0.1:{finger_port}"),
+            format!("--var=go={}", go.0.display()),
+            format!("--var=n={n_marks}"),
+            format!("--var=gap={gap}"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (mut cmd, _) = job_command(scratch.path(), "marks", &args);
+        let job = Proc(
+            cmd.stdout(Stdio::null())
+                .spawn()
+                .expect("run sluice job run"),
+        );
+        let mut dir = None;
+        assert!(
+            wait_for(Duration::from_secs(60), || {
+                dir = build_dir(scratch.path());
+                dir.is_some()
+            }),
+            "no build dir"
+        );
+        let dir = dir.unwrap();
+        let uuid = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let build = LiveBuild {
+            _node: node,
+            scratch,
+            job,
+            uuid,
+            finger_port,
+            go,
+        };
+        assert!(
+            wait_for(Duration::from_secs(120), || build
+                .log()
+                .contains("| node | waiting for go")),
+            "the task did not start:\n{}",
+            build.log()
+        );
+        wait_port(finger_port);
+        build
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.scratch
+            .path()
+            .join("builds")
+            .join(&self.uuid)
+            .join("work/logs/job-output.txt")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Writes an executors file: this build's executor in zone `z`, and a gateway of zone `z`.
+    fn executors_file(&self, gateway_port: u16) -> PathBuf {
+        let path = self.scratch.path().join("executors.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "executors:\n  - name: local\n    host: 127.0.0.1\n    finger_port: {}\n    zone: z\ngateways:\n  - name: gw\n    host: 127.0.0.1\n    port: {gateway_port}\n    zone: z\n",
+                self.finger_port
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn wait_job(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(status) = self.job.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the job did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn spawn(cmd: &mut Command) -> (Proc, Output, Output) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = Output::collect(child.stdout.take().unwrap());
+    let err = Output::collect(child.stderr.take().unwrap());
+    (Proc(child), out, err)
+}
+
+fn gateway(executors: &Path, port: u16, zone: &str) -> Proc {
+    let child = Command::new(sluice_bin())
+        .args([
+            "fingergw",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--zone",
+            zone,
+        ])
+        .arg("--executors")
+        .arg(executors)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn sluice fingergw");
+    wait_port(port);
+    Proc(child)
+}
+
+fn web(executors: &Path, port: u16) -> Proc {
+    let child = Command::new(sluice_bin())
+        .args(["web", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--executors")
+        .arg(executors)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn sluice web");
+    wait_port(port);
+    Proc(child)
+}
+
+fn ws_url(port: u16) -> String {
+    format!("ws://127.0.0.1:{port}/api/tenant/example/console-stream")
+}
+
+fn wait_exit(proc: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Port 79 is the only one the real `finger` client can reach; one test binds it.
+fn bind_finger_port_or_fail() -> u16 {
+    match TcpListener::bind("127.0.0.1:79") {
+        Ok(_) => 79,
+        Err(e) => panic!(
+            "cannot bind 127.0.0.1:79 ({e}): the real finger client only speaks to port 79; run the tests as root (CI does)"
+        ),
+    }
+}
+
+#[test]
+fn real_finger_and_websocket_follow_a_running_build_live_to_its_end() {
+    require_tool("finger", "finger");
+    let gateway_port = bind_finger_port_or_fail();
+    let mut build = LiveBuild::start(20, "0.1");
+    let executors = build.executors_file(gateway_port);
+    let _gateway = gateway(&executors, gateway_port, "z");
+    let web_port = free_port();
+    // The web is unzoned and the executor is in zone z: the web goes through the gateway.
+    let _web = web(&executors, web_port);
+
+    // finger writes through stdio: line-buffer it, or a pipe gets the stream only at exit.
+    let (mut finger, finger_out, _) = spawn(
+        Command::new("stdbuf")
+            .args(["-oL", "finger"])
+            .arg(format!("{}@127.0.0.1", build.uuid)),
+    );
+    let (mut ws, ws_out, ws_err) =
+        spawn(Command::new(client_bin()).args(["ws", &ws_url(web_port), &build.uuid]));
+    let (mut raw, raw_out, _) = spawn(Command::new(client_bin()).args([
+        "finger",
+        "127.0.0.1",
+        &build.finger_port.to_string(),
+        &build.uuid,
+    ]));
+    let clients = [&finger_out, &ws_out, &raw_out];
+    assert!(
+        wait_for(Duration::from_secs(20), || clients
+            .iter()
+            .all(|c| c.text().contains("| node | waiting for go"))),
+        "the clients did not catch up:\nfinger: {}\nws: {}\nraw: {}",
+        finger_out.text(),
+        ws_out.text(),
+        raw_out.text()
+    );
+    build.go.go();
+    // Each client gets the first mark while the task still writes: the 20th is 2 s away.
+    for (name, client) in ["finger", "websocket", "raw finger"].iter().zip(clients) {
+        assert!(
+            wait_for(Duration::from_secs(20), || client
+                .text()
+                .contains("MARK 1 ")),
+            "{name}: no first mark"
+        );
+        assert!(
+            !build.log().contains("MARK 20 "),
+            "{name} got the first mark only after the task had written the last one"
+        );
+    }
+    let status = build.wait_job();
+    assert!(status.success(), "job failed:\n{}", build.log());
+    // The streams close when the build ends.
+    for (name, proc) in [
+        ("finger", &mut finger),
+        ("websocket", &mut ws),
+        ("raw finger", &mut raw),
+    ] {
+        assert!(
+            wait_exit(proc, Duration::from_secs(15)).is_some(),
+            "{name} stream still open after the build ended"
+        );
+    }
+    let log = build.log();
+    for i in 1..=20 {
+        assert!(
+            log.contains(&format!("| node | MARK {i} ")),
+            "mark {i} missing:\n{log}"
+        );
+    }
+    assert!(log.ends_with('\n') && log.contains("POST-RUN END"), "{log}");
+    assert_eq!(
+        ws_out.text(),
+        log,
+        "websocket stream differs from job-output.txt"
+    );
+    assert!(
+        ws_err.text().contains("close: 1000 No more data"),
+        "{}",
+        ws_err.text()
+    );
+    assert_eq!(
+        raw_out.text(),
+        log,
+        "finger stream differs from job-output.txt"
+    );
+    // Some finger builds print `[host]` first, then the stream.
+    let fingered = finger_out.text();
+    let fingered = fingered.strip_prefix("[127.0.0.1]\n").unwrap_or(&fingered);
+    assert_eq!(
+        fingered, log,
+        "finger client output differs from job-output.txt"
+    );
+
+    // A finished build: finger sends its whole log and closes; the web serves it too.
+    let (mut again, again_out, _) = spawn(Command::new(client_bin()).args([
+        "finger",
+        "127.0.0.1",
+        &gateway_port.to_string(),
+        &build.uuid,
+    ]));
+    assert!(wait_exit(&mut again, Duration::from_secs(15)).is_some());
+    // `sluice job run` has exited: its finger server is gone, so the gateway finds no executor.
+    assert_eq!(again_out.text(), "Internal streaming error");
+}
+
+fn finger_request(port: u16, line: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(line.as_bytes()).unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn ws_close(web_port: u16, uuid: &str, first: Option<&str>) -> String {
+    let mut cmd = Command::new(client_bin());
+    cmd.args(["ws", &ws_url(web_port), uuid]);
+    if let Some(first) = first {
+        cmd.args(["--first", first]);
+    }
+    let out = cmd.output().expect("run the websocket client");
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find_map(|l| l.strip_prefix("close: "))
+        .unwrap_or_else(|| panic!("no close in {err}"))
+        .to_string()
+}
+
+fn n_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn errors_follow_zuul_and_aborted_connections_leave_nothing_behind() {
+    let mut build = LiveBuild::start(3, "0.01");
+    let gateway_port = free_port();
+    let executors = build.executors_file(gateway_port);
+    let gw = gateway(&executors, gateway_port, "z");
+    let web_port = free_port();
+    let web = web(&executors, web_port);
+    let executor = build.finger_port;
+
+    // Executor finger: Zuul's texts, no newline.
+    assert_eq!(
+        finger_request(executor, "0123abcd\r\n"),
+        "Build ID 0123abcd not found"
+    );
+    assert_eq!(
+        finger_request(executor, "../etc\n"),
+        "Build ID ../etc is not valid"
+    );
+    std::fs::create_dir_all(build.scratch.path().join("builds/00ff")).unwrap();
+    assert_eq!(
+        finger_request(executor, "00ff\n"),
+        "Log not found for build ID 00ff"
+    );
+    assert_eq!(
+        finger_request(executor, &format!("?{}\n", build.uuid)),
+        "running\n"
+    );
+    // Gateway.
+    assert_eq!(
+        finger_request(gateway_port, "0123abcd\n"),
+        "Build not found"
+    );
+    assert_eq!(finger_request(gateway_port, "../etc\n"), "Build not found");
+    // Websocket close codes.
+    assert_eq!(ws_close(web_port, "0123abcd", None), "4011 Build not found");
+    assert_eq!(
+        ws_close(web_port, &build.uuid, Some("{not json")),
+        "4011 Unknown error"
+    );
+    assert_eq!(
+        ws_close(web_port, &build.uuid, Some(r#"{"logfile": "console.log"}"#)),
+        "4000 'uuid' missing from request payload"
+    );
+    assert_eq!(
+        ws_close(
+            web_port,
+            &build.uuid,
+            Some(&format!(r#"{{"uuid": "{}"}}"#, build.uuid))
+        ),
+        "4000 'logfile' missing from request payload"
+    );
+    // HTTP log of a running build: refused with a pointer to the console stream.
+    let mut http = TcpStream::connect(("127.0.0.1", web_port)).unwrap();
+    write!(
+        http,
+        "GET /api/tenant/example/build/{}/log HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        build.uuid
+    )
+    .unwrap();
+    let mut reply = String::new();
+    http.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 409"), "{reply}");
+
+    // 1,000 aborted connections of each kind; then every process is back to its fds.
+    let job_pid = build.job.0.id();
+    let before = [n_fds(job_pid), n_fds(gw.0.id()), n_fds(web.0.id())];
+    for port in [executor, gateway_port] {
+        for i in 0..1000 {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            if i % 2 == 0 {
+                // Half of them leave after the first bytes of the stream.
+                stream
+                    .write_all(format!("{}\n", build.uuid).as_bytes())
+                    .unwrap();
+                let mut first = [0u8; 1];
+                stream.read_exact(&mut first).unwrap();
+            }
+            // The other half leave before sending a request.
+        }
+    }
+    let out = Command::new(client_bin())
+        .args([
+            "ws",
+            &ws_url(web_port),
+            &build.uuid,
+            "--watchers",
+            "1000",
+            "--report",
+            "--abort-after",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["closes"]["none"], 1000, "{report}");
+    // At most as many as before (a connection of the error checks may have closed since).
+    let settled = wait_for(Duration::from_secs(30), || {
+        let after = [n_fds(job_pid), n_fds(gw.0.id()), n_fds(web.0.id())];
+        after.iter().zip(before).all(|(a, b)| *a <= b)
+    });
+    assert!(
+        settled,
+        "fds before {before:?}, after {:?}",
+        [n_fds(job_pid), n_fds(gw.0.id()), n_fds(web.0.id())]
+    );
+    build.go.go();
+    assert!(build.wait_job().success(), "{}", build.log());
+}
+
+#[test]
+fn executor_gone_mid_stream_closes_the_websocket_and_the_gateway_stream() {
+    let build = LiveBuild::start(3, "0.01");
+    let gateway_port = free_port();
+    let executors = build.executors_file(gateway_port);
+    let _gw = gateway(&executors, gateway_port, "z");
+    let web_port = free_port();
+    let _web = web(&executors, web_port);
+    let (mut ws, ws_out, ws_err) =
+        spawn(Command::new(client_bin()).args(["ws", &ws_url(web_port), &build.uuid]));
+    let (mut fg, fg_out, _) = spawn(Command::new(client_bin()).args([
+        "finger",
+        "127.0.0.1",
+        &gateway_port.to_string(),
+        &build.uuid,
+    ]));
+    assert!(wait_for(Duration::from_secs(20), || ws_out
+        .text()
+        .contains("waiting for go")
+        && fg_out.text().contains("waiting for go")));
+    let mut build = build;
+    // The executor dies: SIGKILL, no goodbye.
+    build.job.0.kill().unwrap();
+    let _ = build.job.0.wait();
+    assert!(
+        wait_exit(&mut ws, Duration::from_secs(15)).is_some(),
+        "websocket still open"
+    );
+    assert!(
+        wait_exit(&mut fg, Duration::from_secs(15)).is_some(),
+        "gateway stream still open"
+    );
+    let close = ws_err.text();
+    assert!(
+        close.contains("close: 1000 No more data") || close.contains("close: 1000 Remote error"),
+        "{close}"
+    );
+}
