@@ -18,6 +18,7 @@
 //! - `worker.rs`: [`run_worker`], an executor loop claiming build requests.
 //! - `serve.rs`: [`serve`], everything in one process.
 //! - `quickstart.rs`: the files and repositories `sluice quickstart` writes.
+//! - `records.rs`: build and buildset records in Zuul's JSON shapes.
 //!
 //! # Why it is built this way
 //!
@@ -35,6 +36,7 @@ mod manager;
 pub mod nodes;
 pub mod pipeline;
 pub mod quickstart;
+pub mod records;
 pub mod scheduler;
 pub mod serve;
 pub mod tenant;

@@ -105,7 +105,12 @@ impl Scheduler {
                 .is_some_and(|r| EARLY_RESULTS.contains(&r));
             let failing =
                 early && bs.result.as_deref() != Some("NO_JOBS") || builds.iter().any(build_failed);
-            let complete = early || (!builds.is_empty() && builds.iter().all(|b| b.final_));
+            // Retried tries are not final; a job is done once one of its tries is.
+            let complete = early
+                || (!builds.is_empty()
+                    && builds
+                        .iter()
+                        .all(|b| builds.iter().any(|f| f.job_name == b.job_name && f.final_)));
             let at_head = pipeline.manager == Manager::Independent || idx == 0;
             if at_head && complete {
                 self.report(t, pipeline, item, &bs, &builds).await?;

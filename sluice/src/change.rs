@@ -16,6 +16,19 @@ pub enum ChangeCommand {
     Approve(ApproveArgs),
     /// List review changes and their status.
     List(ListArgs),
+    /// Print a tenant's queue items, buildsets and builds as JSON (Zuul's record shapes).
+    History(HistoryArgs),
+}
+
+/// Arguments of `sluice change history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The `sluice serve` configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
 }
 
 /// Arguments of `sluice change approve`.
@@ -51,6 +64,7 @@ pub fn run(command: &ChangeCommand) -> anyhow::Result<()> {
         match command {
             ChangeCommand::Approve(args) => approve(args).await,
             ChangeCommand::List(args) => list(args).await,
+            ChangeCommand::History(args) => history(args).await,
         }
     })
 }
@@ -95,5 +109,13 @@ async fn list(args: &ListArgs) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+async fn history(args: &HistoryArgs) -> anyhow::Result<()> {
+    let cfg = ServeConfig::load(&args.config)?;
+    let store = Store::open(&cfg.database_url()).await?;
+    let doc = sluice_scheduler::records::tenant_history(&store, &args.tenant).await?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }

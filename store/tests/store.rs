@@ -1,0 +1,214 @@
+//! The store on a real SQLite file: migrations, counters, the executor lease protocol and
+//! transaction rollback.
+
+use serde_json::json;
+use sluice_store::{now_ms, LeaseState, NewBuild, Store};
+
+async fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open_sqlite(&dir.path().join("sluice.db"))
+        .await
+        .unwrap()
+}
+
+fn new_build(uuid: &str, precedence: i64) -> NewBuild {
+    NewBuild {
+        uuid: uuid.into(),
+        buildset_uuid: "bs".into(),
+        item_uuid: "item".into(),
+        tenant: "t".into(),
+        pipeline: "check".into(),
+        job_name: "job".into(),
+        voting: true,
+        attempt: 1,
+        nodeset: String::new(),
+        precedence,
+        request: json!({"uuid": uuid}),
+    }
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_migrations_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir).await;
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(tx.next_id("x").await.unwrap(), 1);
+        assert_eq!(tx.next_id("x").await.unwrap(), 2);
+        tx.insert_event("git", "patchset-created", &json!({"a": 1}))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let store = open(&dir).await;
+    let events = store.pending_events(10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload, json!({"a": 1}));
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.next_id("x").await.unwrap(), 3);
+    tx.mark_event_processed(events[0].id).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.pending_events(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_build(&new_build("b1", 200)).await.unwrap();
+    drop(tx);
+    assert!(store.build("b1").await.unwrap().is_none());
+    assert!(store.open_requests(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn claim_renew_complete_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_build(&new_build("low", 300)).await.unwrap();
+    tx.insert_build(&new_build("high", 100)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Precedence first.
+    let open_requests = store.open_requests(10).await.unwrap();
+    assert_eq!(open_requests[0].uuid, "high");
+
+    // One claim wins.
+    let until = now_ms() + 60_000;
+    assert!(store.claim("high", "e1", until).await.unwrap().is_some());
+    assert!(store.claim("high", "e2", until).await.unwrap().is_none());
+    assert_eq!(
+        store.renew("high", "e1", until).await.unwrap(),
+        LeaseState::Held
+    );
+    assert_eq!(
+        store.renew("high", "e2", until).await.unwrap(),
+        LeaseState::Lost
+    );
+
+    // A cancel reaches the holder at its next renewal.
+    let mut tx = store.begin().await.unwrap();
+    tx.cancel_request("high").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.renew("high", "e1", until).await.unwrap(),
+        LeaseState::CancelRequested
+    );
+    assert!(store
+        .complete("high", "e1", &json!({"result": "ABORTED"}))
+        .await
+        .unwrap());
+
+    // An expired lease hands the request back without a result; the late result is dropped.
+    assert!(store
+        .claim("low", "e1", now_ms() - 1)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.expire_leases(now_ms()).await.unwrap(), 1);
+    assert!(!store
+        .complete("low", "e1", &json!({"result": "SUCCESS"}))
+        .await
+        .unwrap());
+    let finished = store.finished_requests().await.unwrap();
+    assert_eq!(finished.len(), 2);
+    let low = finished.iter().find(|r| r.uuid == "low").unwrap();
+    assert_eq!(low.result, None);
+    let high = finished.iter().find(|r| r.uuid == "high").unwrap();
+    assert!(high.cancel);
+    assert_eq!(high.result, Some(json!({"result": "ABORTED"})));
+
+    let mut tx = store.begin().await.unwrap();
+    tx.mark_request_processed("low").await.unwrap();
+    tx.mark_request_processed("high").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.finished_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unclaimed_request_is_canceled_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_build(&new_build("b", 200)).await.unwrap();
+    tx.cancel_request("b").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.open_requests(10).await.unwrap().is_empty());
+    assert!(store
+        .claim("b", "e1", now_ms() + 1000)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.finished_requests().await.unwrap()[0].state,
+        "canceled"
+    );
+}
+
+#[tokio::test]
+async fn changes_are_numbered_per_project_and_move_to_new_patchsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut tx = store.begin().await.unwrap();
+    let a1 = tx
+        .upsert_change(
+            "git",
+            "org/a",
+            "refs/heads/review/main/x",
+            "main",
+            "x",
+            "s1",
+            "m",
+        )
+        .await
+        .unwrap();
+    let b1 = tx
+        .upsert_change(
+            "git",
+            "org/b",
+            "refs/heads/review/main/x",
+            "main",
+            "x",
+            "s2",
+            "m",
+        )
+        .await
+        .unwrap();
+    let a2 = tx
+        .upsert_change(
+            "git",
+            "org/a",
+            "refs/heads/review/main/y",
+            "main",
+            "y",
+            "s3",
+            "m",
+        )
+        .await
+        .unwrap();
+    let a1again = tx
+        .upsert_change(
+            "git",
+            "org/a",
+            "refs/heads/review/main/x",
+            "main",
+            "x",
+            "s4",
+            "m2",
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((a1.number, b1.number, a2.number), (1, 1, 2));
+    assert_eq!(a1again.number, 1);
+    let stored = store
+        .change_by_ref("git", "org/a", "refs/heads/review/main/x")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.patchset.as_str(), stored.message.as_str()),
+        ("s4", "m2")
+    );
+}

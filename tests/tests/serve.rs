@@ -1,0 +1,509 @@
+//! `sluice serve` end to end: real bare git repositories with review branches pushed by the real
+//! `git`, the real `sluice` binary running the scheduler and executor workers, real Ansible
+//! against a real sshd node. Assertions read the records through `sluice change history`
+//! (Zuul's record shapes) and the repositories themselves.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_tests::{sluice_bin, wait_for, GitRepo, Node};
+
+const BASE_JOB: &str = "- job:\n    name: base\n    parent: null\n    pre-run: playbooks/base/pre.yaml\n    nodeset:\n      nodes:\n        - name: node\n          label: ubuntu-noble\n";
+const BASE_PRE: &str = "- hosts: all\n  tasks:\n    - name: Start zuul_console daemon\n      zuul_console:\n        port: \"{{ lookup('env', 'ZUUL_CONSOLE_PORT') | default(19885, true) | int }}\"\n";
+const CHECK: &str = "- pipeline:\n    name: check\n    manager: independent\n    trigger:\n      git:\n        - event: patchset-created\n";
+const GATE: &str = "- pipeline:\n    name: gate\n    manager: dependent\n    trigger:\n      git:\n        - event: change-approved\n    success:\n      git:\n        merge: true\n    failure:\n      git: {}\n";
+
+/// A scratch setup: node, repositories under `repos/`, tenant and config file.
+struct Setup {
+    scratch: tempfile::TempDir,
+    _node: Node,
+    config: PathBuf,
+}
+
+impl Setup {
+    /// `pipelines` go into the config-project; `projects` are `(name, files)` untrusted projects.
+    fn new(pipelines: &str, projects: &[(&str, &[(&str, &str)])], lease_seconds: u64) -> Setup {
+        let scratch = tempfile::tempdir().unwrap();
+        let node = Node::start();
+        let root = scratch.path();
+        let mut files: Vec<(&str, String)> = vec![
+            ("zuul.yaml", format!("{pipelines}{BASE_JOB}")),
+            ("playbooks/base/pre.yaml", BASE_PRE.to_string()),
+        ];
+        bare_repo(root, "sluice/config", &mut files);
+        let mut untrusted = String::new();
+        for (name, project_files) in projects {
+            let mut files: Vec<(&str, String)> = project_files
+                .iter()
+                .map(|(p, c)| (*p, c.to_string()))
+                .collect();
+            bare_repo(root, name, &mut files);
+            untrusted.push_str(&format!("          - {name}\n"));
+        }
+        std::fs::write(
+            root.join("main.yaml"),
+            format!("- tenant:\n    name: t\n    source:\n      git:\n        config-projects:\n          - sluice/config\n        untrusted-projects:\n{untrusted}"),
+        )
+        .unwrap();
+        let config = root.join("sluice.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "tenant-config: main.yaml\nstate-dir: state\ntick-seconds: 0.2\nconnections:\n  - name: git\n    driver: git\n    root: repos\n    poll-seconds: 0.3\nexecutor:\n  workers: 4\n  nodes: {}\n  ssh-key: {}\n  lease-seconds: {lease_seconds}\n",
+                node.nodes_file().display(),
+                node.key().display()
+            ),
+        )
+        .unwrap();
+        Setup {
+            scratch,
+            _node: node,
+            config,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    fn bare(&self, project: &str) -> PathBuf {
+        self.root().join("repos").join(format!("{project}.git"))
+    }
+
+    /// Starts `sluice serve`; its output goes to `serve-<n>.log`.
+    fn serve(&self, n: u32) -> Serve {
+        let log = self.root().join(format!("serve-{n}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(sluice_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start sluice serve");
+        Serve { child, log }
+    }
+
+    /// Clones `project`, commits `files` with `message` on top of `main` and pushes the result
+    /// as `review/main/<topic>`; returns the commit.
+    fn push_change(
+        &self,
+        project: &str,
+        topic: &str,
+        message: &str,
+        files: &[(&str, &str)],
+    ) -> String {
+        let work = self.root().join("work").join(project).join(topic);
+        let repo = GitRepo { path: work.clone() };
+        std::fs::create_dir_all(work.parent().unwrap()).unwrap();
+        let out = Command::new("git")
+            .args(["clone", "-q"])
+            .arg(self.bare(project))
+            .arg(&work)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (path, content) in files {
+            repo.write(path, content);
+        }
+        let sha = repo.commit(message);
+        repo.git(&[
+            "push",
+            "-q",
+            "origin",
+            &format!("HEAD:refs/heads/review/main/{topic}"),
+        ]);
+        sha
+    }
+
+    fn sluice(&self, args: &[&str]) -> String {
+        let out = Command::new(sluice_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn approve(&self, project: &str, topic: &str) {
+        self.sluice(&[
+            "change",
+            "approve",
+            project,
+            &format!("review/main/{topic}"),
+        ]);
+    }
+
+    fn history(&self) -> Value {
+        serde_json::from_str(&self.sluice(&["change", "history", "--tenant", "t"])).unwrap()
+    }
+
+    /// Waits until every item with `topic` in `pipeline` is reported; returns the history.
+    fn wait_reported(
+        &self,
+        serve: &Serve,
+        pipeline: &str,
+        topics: &[&str],
+        limit: Duration,
+    ) -> Value {
+        let mut last = Value::Null;
+        let done = wait_for(limit, || {
+            last = self.history();
+            topics.iter().all(|t| {
+                items(&last, pipeline, t)
+                    .iter()
+                    .any(|i| i["state"] == "done")
+            })
+        });
+        assert!(done, "not reported in time:\n{last:#}\n{}", serve.output());
+        last
+    }
+
+    fn branch_log(&self, project: &str) -> String {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(self.bare(project))
+            .args(["log", "--format=%s", "main"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn bare_repo(root: &Path, name: &str, files: &mut [(&str, String)]) {
+    let work = root.join("seed").join(name);
+    let repo = GitRepo::init(&work, "main");
+    for (path, content) in files.iter() {
+        repo.write(path, content);
+    }
+    repo.commit(&format!("Import {name}"));
+    let dest = root.join("repos").join(format!("{name}.git"));
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let out = Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&work)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `sluice serve`, SIGKILLed on drop.
+struct Serve {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Items of `pipeline` whose change is on review branch `topic`.
+fn items<'a>(history: &'a Value, pipeline: &str, topic: &str) -> Vec<&'a Value> {
+    let refname = format!("refs/heads/review/main/{topic}");
+    history["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["pipeline"] == pipeline && i["refs"][0]["ref"] == refname.as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn buildsets_of<'a>(history: &'a Value, item_id: &Value) -> Vec<&'a Value> {
+    history["buildsets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|b| b["queue_item_uuid"] == *item_id)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The job-output.txt of every build in `history`, for failure messages.
+fn job_outputs(history: &Value) -> String {
+    let mut out = String::new();
+    for b in history["builds"].as_array().into_iter().flatten() {
+        let dir = b["log_url"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("file://");
+        let text =
+            std::fs::read_to_string(Path::new(dir).join("job-output.txt")).unwrap_or_default();
+        out.push_str(&format!(
+            "==== {} {} {}\n{text}\n",
+            b["job_name"], b["uuid"], b["result"]
+        ));
+    }
+    out
+}
+
+fn ahead_refs(buildset: &Value) -> Vec<String> {
+    buildset["ahead"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["ref"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const APP_JOBS: &str = "- job:\n    name: test\n    run: playbooks/test.yaml\n\n- project:\n    check:\n      jobs:\n        - test\n    gate:\n      jobs:\n        - test\n";
+const FAIL_ON_REQUEST: &str = "- hosts: all\n  tasks:\n    - name: Fail when the change asks for it\n      fail:\n        msg: the change asked to fail\n      when: \"'please-fail' in zuul.change_message\"\n    - name: Work a little\n      shell: sleep 2\n";
+
+#[test]
+fn gate_failing_middle_change_is_dequeued_and_the_one_behind_restarts_without_it() {
+    let setup = Setup::new(
+        GATE,
+        &[(
+            "org/app",
+            &[
+                (".zuul.yaml", APP_JOBS),
+                ("playbooks/test.yaml", FAIL_ON_REQUEST),
+            ],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    setup.push_change("org/app", "a", "Change A", &[("a.txt", "a\n")]);
+    setup.push_change(
+        "org/app",
+        "b",
+        "Change B\n\nplease-fail",
+        &[("b.txt", "b\n")],
+    );
+    setup.push_change("org/app", "c", "Change C", &[("c.txt", "c\n")]);
+    let known = wait_for(Duration::from_secs(30), || {
+        setup.sluice(&["change", "list"]).lines().count() == 3
+    });
+    assert!(known, "changes not seen:\n{}", serve.output());
+    for topic in ["a", "b", "c"] {
+        setup.approve("org/app", topic);
+    }
+    let history = setup.wait_reported(&serve, "gate", &["a", "b", "c"], Duration::from_secs(240));
+
+    let result = |topic: &str| items(&history, "gate", topic)[0]["result"].clone();
+    assert_eq!(
+        result("a"),
+        "SUCCESS",
+        "{history:#}\n{}",
+        job_outputs(&history)
+    );
+    assert_eq!(result("b"), "FAILURE", "{history:#}");
+    assert_eq!(result("c"), "SUCCESS", "{history:#}");
+
+    // The target branch has A and C, not B.
+    let log = setup.branch_log("org/app");
+    assert!(
+        log.contains("Change A") && log.contains("Change C"),
+        "{log}"
+    );
+    assert!(!log.contains("Change B"), "{log}");
+
+    // B failed on top of A with its own build.
+    let b = items(&history, "gate", "b")[0];
+    let b_sets = buildsets_of(&history, &b["id"]);
+    let b_last = b_sets.last().unwrap();
+    assert_eq!(b_last["result"], "FAILURE", "{history:#}");
+    assert_eq!(b_last["builds"][0]["result"], "FAILURE", "{history:#}");
+
+    // C was first tested on top of A and B, then restarted without B, and that merged.
+    let c = items(&history, "gate", "c")[0];
+    let c_sets = buildsets_of(&history, &c["id"]);
+    assert!(c_sets.len() >= 2, "C was not restarted: {history:#}");
+    let first = c_sets[0];
+    assert!(
+        ahead_refs(first).contains(&"refs/heads/review/main/b".to_string()),
+        "C's first buildset did not include B: {history:#}"
+    );
+    assert_eq!(first["result"], "DEQUEUED", "{history:#}");
+    let last = c_sets.last().unwrap();
+    assert!(
+        !ahead_refs(last).contains(&"refs/heads/review/main/b".to_string()),
+        "C's last buildset still includes B: {history:#}"
+    );
+    assert_eq!(last["result"], "SUCCESS", "{history:#}");
+    let final_builds: Vec<&Value> = last["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["final"] == true)
+        .collect();
+    assert_eq!(final_builds.len(), 1, "{history:#}");
+    assert_eq!(final_builds[0]["result"], "SUCCESS", "{history:#}");
+    // Every build that did not run to the end in C's first buildset was canceled.
+    for b in first["builds"].as_array().unwrap() {
+        assert!(
+            b["result"] == "CANCELED" || b["result"] == "SUCCESS",
+            "unexpected result in the reset buildset: {b:#}"
+        );
+    }
+}
+
+const LIB_CHECK: &str = "- hosts: all\n  tasks:\n    - name: The needed change is merged underneath\n      assert:\n        that:\n          - \"lookup('file', zuul.executor.work_root ~ '/' ~ zuul.projects['localhost/org/lib'].src_dir ~ '/lib.txt') == 'from the lib change'\"\n          - \"zuul['items'] | length == 2\"\n";
+
+#[test]
+fn check_tests_a_change_on_top_of_its_depends_on_in_another_repo() {
+    let app_jobs = "- job:\n    name: app-test\n    run: playbooks/test.yaml\n\n- project:\n    check:\n      jobs:\n        - app-test\n";
+    let setup = Setup::new(
+        CHECK,
+        &[
+            ("org/lib", &[("README", "lib\n")]),
+            (
+                "org/app",
+                &[(".zuul.yaml", app_jobs), ("playbooks/test.yaml", LIB_CHECK)],
+            ),
+        ],
+        30,
+    );
+    let serve = setup.serve(1);
+    setup.push_change(
+        "org/lib",
+        "lib-change",
+        "Lib change",
+        &[("lib.txt", "from the lib change")],
+    );
+    let known = wait_for(Duration::from_secs(30), || {
+        setup
+            .sluice(&["change", "list"])
+            .contains("review/main/lib-change")
+    });
+    assert!(known, "lib change not seen:\n{}", serve.output());
+    setup.push_change(
+        "org/app",
+        "use-lib",
+        "Use the lib change\n\nDepends-On: git://localhost/org/lib/review/main/lib-change\n",
+        &[("app.txt", "app\n")],
+    );
+    let history = setup.wait_reported(&serve, "check", &["use-lib"], Duration::from_secs(180));
+    let item = items(&history, "check", "use-lib")[0];
+    assert_eq!(
+        item["result"],
+        "SUCCESS",
+        "{history:#}\n{}",
+        job_outputs(&history)
+    );
+    assert_eq!(
+        item["dependencies"][0]["ref"], "refs/heads/review/main/lib-change",
+        "{history:#}"
+    );
+    let sets = buildsets_of(&history, &item["id"]);
+    assert_eq!(sets.len(), 1, "{history:#}");
+    assert_eq!(ahead_refs(sets[0]), ["refs/heads/review/main/lib-change"]);
+    assert_eq!(sets[0]["builds"][0]["job_name"], "app-test");
+    assert_eq!(sets[0]["builds"][0]["result"], "SUCCESS");
+    // org/lib has no project stanza: its change is not an item of its own.
+    assert!(
+        items(&history, "check", "lib-change").is_empty(),
+        "{history:#}"
+    );
+    // Check reports with a git note and never merges.
+    assert!(!setup.branch_log("org/app").contains("Use the lib change"));
+    let note = Command::new("git")
+        .arg("--git-dir")
+        .arg(setup.bare("org/app"))
+        .args([
+            "notes",
+            "--ref",
+            "sluice-check",
+            "show",
+            "review/main/use-lib",
+        ])
+        .output()
+        .unwrap();
+    let note = String::from_utf8_lossy(&note.stdout);
+    assert!(
+        note.contains("Build succeeded.") && note.contains("app-test"),
+        "{note}"
+    );
+}
+
+const SLOW: &str = "- hosts: all\n  tasks:\n    - name: Take a while\n      shell: sleep 8\n";
+
+#[test]
+fn serve_killed_mid_build_retries_the_build_after_restart() {
+    let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
+        )],
+        3,
+    );
+    let mut serve = setup.serve(1);
+    setup.push_change("org/app", "slow", "Slow change", &[("x.txt", "x\n")]);
+    // Kill once the run playbook is running.
+    let builds = setup.root().join("state/builds");
+    let running = wait_for(Duration::from_secs(120), || {
+        std::fs::read_dir(&builds)
+            .map(|entries| {
+                entries.flatten().any(|e| {
+                    std::fs::read_to_string(e.path().join("work/logs/job-output.txt"))
+                        .is_ok_and(|t| t.contains("Take a while"))
+                })
+            })
+            .unwrap_or(false)
+    });
+    assert!(running, "the build never ran:\n{}", serve.output());
+    serve.kill();
+    let before = setup.history();
+    assert_eq!(items(&before, "check", "slow").len(), 1, "{before:#}");
+    assert_eq!(items(&before, "check", "slow")[0]["state"], "active");
+
+    let serve = setup.serve(2);
+    let history = setup.wait_reported(&serve, "check", &["slow"], Duration::from_secs(180));
+    let found = items(&history, "check", "slow");
+    assert_eq!(found.len(), 1, "the item was doubled: {history:#}");
+    assert_eq!(
+        found[0]["result"],
+        "SUCCESS",
+        "{history:#}\n{}",
+        job_outputs(&history)
+    );
+    let sets = buildsets_of(&history, &found[0]["id"]);
+    assert_eq!(sets.len(), 1, "the buildset was doubled: {history:#}");
+    let builds = sets[0]["builds"].as_array().unwrap();
+    assert_eq!(builds.len(), 2, "{history:#}");
+    assert_eq!(builds[0]["result"], "RETRY", "{history:#}");
+    assert_eq!(builds[0]["final"], false);
+    assert_eq!(builds[0]["attempt"], 1);
+    assert_eq!(builds[1]["result"], "SUCCESS", "{history:#}");
+    assert_eq!(builds[1]["final"], true);
+    assert_eq!(builds[1]["attempt"], 2);
+}
