@@ -507,3 +507,138 @@ fn serve_killed_mid_build_retries_the_build_after_restart() {
     assert_eq!(builds[1]["final"], true);
     assert_eq!(builds[1]["attempt"], 2);
 }
+
+const QUICK: &str = "- hosts: all\n  tasks:\n    - name: Say hi\n      debug:\n        msg: hi\n";
+
+#[test]
+fn check_runs_a_change_with_its_own_config_and_reports_a_broken_one() {
+    let app_jobs = "- job:\n    name: test\n    run: playbooks/test.yaml\n\n- project:\n    check:\n      jobs:\n        - test\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/test.yaml", QUICK)],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    let adds_job = "- job:\n    name: test\n    run: playbooks/test.yaml\n\n- job:\n    name: added\n    run: playbooks/test.yaml\n\n- project:\n    check:\n      jobs:\n        - test\n        - added\n";
+    setup.push_change(
+        "org/app",
+        "add-job",
+        "Add a job",
+        &[(".zuul.yaml", adds_job)],
+    );
+    let broken = "- job:\n    name: test\n    run: playbooks/test.yaml\n    colour: red\n\n- project:\n    check:\n      jobs:\n        - test\n";
+    setup.push_change(
+        "org/app",
+        "broken",
+        "Break the config",
+        &[(".zuul.yaml", broken)],
+    );
+    let history = setup.wait_reported(
+        &serve,
+        "check",
+        &["add-job", "broken"],
+        Duration::from_secs(180),
+    );
+
+    let added = items(&history, "check", "add-job")[0];
+    assert_eq!(
+        added["result"],
+        "SUCCESS",
+        "{history:#}\n{}",
+        job_outputs(&history)
+    );
+    let sets = buildsets_of(&history, &added["id"]);
+    let mut jobs: Vec<&str> = sets[0]["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["job_name"].as_str())
+        .collect();
+    jobs.sort();
+    assert_eq!(jobs, ["added", "test"], "{history:#}");
+
+    let broken_item = items(&history, "check", "broken")[0];
+    assert_eq!(broken_item["result"], "CONFIG_ERROR", "{history:#}");
+    let sets = buildsets_of(&history, &broken_item["id"]);
+    assert_eq!(sets[0]["builds"].as_array().unwrap().len(), 0);
+    let message = sets[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(".zuul.yaml") && message.contains("colour"),
+        "the report names neither file nor key: {message}"
+    );
+    let note = Command::new("git")
+        .arg("--git-dir")
+        .arg(setup.bare("org/app"))
+        .args([
+            "notes",
+            "--ref",
+            "sluice-check",
+            "show",
+            "review/main/broken",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&note.stdout).contains("colour"));
+
+    // Nothing else changed: the next change runs the branch's own job list.
+    setup.push_change("org/app", "plain", "Plain change", &[("x.txt", "x\n")]);
+    let history = setup.wait_reported(&serve, "check", &["plain"], Duration::from_secs(120));
+    let plain = items(&history, "check", "plain")[0];
+    assert_eq!(plain["result"], "SUCCESS", "{history:#}");
+    let sets = buildsets_of(&history, &plain["id"]);
+    let jobs: Vec<&str> = sets[0]["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["job_name"].as_str())
+        .collect();
+    assert_eq!(jobs, ["test"], "{history:#}");
+}
+
+#[test]
+fn a_new_patchset_replaces_the_old_one_in_check() {
+    let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    let first = setup.push_change("org/app", "topic", "First try", &[("x.txt", "1\n")]);
+    let enqueued = wait_for(Duration::from_secs(30), || {
+        !items(&setup.history(), "check", "topic").is_empty()
+    });
+    assert!(enqueued, "{}", serve.output());
+    // Patchset 2: a new commit on the same review branch.
+    let work = setup.root().join("work/org/app/topic");
+    let repo = GitRepo { path: work };
+    repo.write("x.txt", "2\n");
+    let second = repo.commit("Second try");
+    repo.git(&["push", "-q", "origin", "HEAD:refs/heads/review/main/topic"]);
+    let history = setup.wait_reported(&serve, "check", &["topic"], Duration::from_secs(120));
+    let done = wait_for(Duration::from_secs(120), || {
+        items(&setup.history(), "check", "topic")
+            .iter()
+            .all(|i| i["state"] == "done")
+    });
+    let history = if done { setup.history() } else { history };
+    let all = items(&history, "check", "topic");
+    assert_eq!(all.len(), 2, "{history:#}");
+    let by_patchset = |sha: &str| {
+        all.iter()
+            .find(|i| i["refs"][0]["patchset"] == sha)
+            .unwrap_or_else(|| panic!("no item for {sha}: {history:#}"))
+    };
+    assert_eq!(by_patchset(&first)["result"], "DEQUEUED", "{history:#}");
+    assert_eq!(by_patchset(&second)["result"], "SUCCESS", "{history:#}");
+    assert_eq!(
+        by_patchset(&second)["refs"][0]["change"],
+        by_patchset(&first)["refs"][0]["change"]
+    );
+}
