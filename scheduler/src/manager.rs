@@ -12,17 +12,18 @@
 
 use std::path::PathBuf;
 
+use sluice_config::FrozenJobDetails;
 use sluice_executor::request::{BuildRequest, ChangeItem};
 use sluice_merger::{
     prepare_workspace, Change, MergeIdentity, MergeMode, ProjectRepo, WorkspaceRequest,
     WorkspaceScheme, WorkspaceState,
 };
-use sluice_store::{now_ms, BuildRow, BuildsetRow, ChangeRef, ItemRow, NewBuild};
+use sluice_store::{now_ms, BuildDependency, BuildRow, BuildsetRow, ChangeRef, ItemRow, NewBuild};
 
 use crate::errors::SchedulerError;
 use crate::layout::{Override, TenantLayout};
 use crate::pipeline::{Manager, Pipeline};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{cancel_builds, Scheduler};
 
 /// Buildset results that end an item without builds.
 const EARLY_RESULTS: [&str; 3] = ["MERGE_CONFLICT", "CONFIG_ERROR", "NO_JOBS"];
@@ -98,7 +99,11 @@ impl Scheduler {
                     None => continue,
                 };
             }
-            let builds = self.store.builds_of_buildset(&bs.uuid).await?;
+            let mut builds = self.store.builds_of_buildset(&bs.uuid).await?;
+            if self.release_waiting(pipeline, &builds).await? {
+                changed = true;
+                builds = self.store.builds_of_buildset(&bs.uuid).await?;
+            }
             let early = bs
                 .result
                 .as_deref()
@@ -154,11 +159,8 @@ impl Scheduler {
     ) -> Result<BuildsetRow, SchedulerError> {
         let mut unfinished = Vec::new();
         if let Some(old) = &old {
-            for b in self.store.builds_of_buildset(&old.uuid).await? {
-                if b.result.is_none() {
-                    unfinished.push(b.uuid);
-                }
-            }
+            unfinished = self.store.builds_of_buildset(&old.uuid).await?;
+            unfinished.retain(|b| b.result.is_none());
         }
         let mut refs: Vec<ChangeRef> = Vec::new();
         for i in ahead {
@@ -184,9 +186,7 @@ impl Scheduler {
             last_build_end_time: None,
         };
         let mut tx = self.store.begin().await?;
-        for uuid in &unfinished {
-            tx.cancel_request(uuid).await?;
-        }
+        cancel_builds(&mut tx, &unfinished).await?;
         if let Some(old) = &old {
             tx.finish_buildset(
                 &old.uuid,
@@ -324,13 +324,20 @@ impl Scheduler {
                 change_url: c.url.clone(),
             })
             .collect();
-        let mut builds = Vec::new();
-        for job in jobs {
-            let details = match layout.freeze_detailed(&job, project, branch, Some(&pipeline.name))
-            {
-                Ok(d) => d,
+        let mut frozen = Vec::new();
+        for job in &jobs {
+            match layout.freeze_detailed(job, project, branch, Some(&pipeline.name)) {
+                Ok(d) => frozen.push(d),
                 Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", format!("job {job}: {e}"))),
-            };
+            }
+        }
+        let graph = match job_graph(&frozen) {
+            Ok(graph) => graph,
+            Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", e)),
+        };
+        let mut builds = Vec::new();
+        for (details, dependencies) in frozen.into_iter().zip(graph) {
+            let job = details.job.name.clone();
             let uuid = uuid::Uuid::new_v4().simple().to_string();
             let voting = details.job.voting;
             let nodeset = details.job.nodeset.name.clone().unwrap_or_default();
@@ -364,6 +371,8 @@ impl Scheduler {
                 nodeset,
                 precedence: pipeline.precedence,
                 request,
+                ready: dependencies.is_empty(),
+                dependencies,
             });
         }
         Ok(Prepared::Builds(builds))
@@ -523,5 +532,134 @@ impl Scheduler {
         })();
         let _ = std::fs::remove_dir_all(&dir);
         outcome
+    }
+}
+
+/// Each job's dependencies within the buildset: soft ones on jobs that do not run are dropped,
+/// hard ones on jobs that do not run and cycles are configuration errors.
+fn job_graph(jobs: &[FrozenJobDetails]) -> Result<Vec<Vec<BuildDependency>>, String> {
+    let names: Vec<&str> = jobs.iter().map(|j| j.job.name.as_str()).collect();
+    let mut graph = Vec::new();
+    for j in jobs {
+        let mut deps = Vec::new();
+        for d in &j.dependencies {
+            if names.contains(&d.name.as_str()) {
+                deps.push(BuildDependency {
+                    name: d.name.clone(),
+                    soft: d.soft,
+                });
+            } else if !d.soft {
+                return Err(format!(
+                    "Job {} depends on {} which was not run.",
+                    j.job.name, d.name
+                ));
+            }
+        }
+        graph.push(deps);
+    }
+    // Cycle check: depth-first, with the path on a stack.
+    fn visit(
+        idx: usize,
+        names: &[&str],
+        graph: &[Vec<BuildDependency>],
+        state: &mut [u8],
+    ) -> Result<(), String> {
+        match state[idx] {
+            1 => return Err(format!("Dependency cycle detected in job {}", names[idx])),
+            2 => return Ok(()),
+            _ => {}
+        }
+        state[idx] = 1;
+        for d in &graph[idx] {
+            if let Some(next) = names.iter().position(|n| *n == d.name) {
+                visit(next, names, graph, state)?;
+            }
+        }
+        state[idx] = 2;
+        Ok(())
+    }
+    let mut state = vec![0u8; jobs.len()];
+    for idx in 0..jobs.len() {
+        visit(idx, &names, &graph, &mut state)?;
+    }
+    Ok(graph)
+}
+
+impl Scheduler {
+    /// Requests waiting builds whose dependencies all succeeded (with their returned data as
+    /// `parent_data`) and skips those with a dependency that did not; says whether any moved.
+    async fn release_waiting(
+        &self,
+        pipeline: &Pipeline,
+        builds: &[BuildRow],
+    ) -> Result<bool, SchedulerError> {
+        let final_of = |name: &str| builds.iter().find(|b| b.job_name == name && b.final_);
+        let mut tx = None;
+        for b in builds.iter().filter(|b| b.result.is_none()) {
+            let Some(pending) = &b.pending_request else {
+                continue;
+            };
+            let parents: Vec<Option<&BuildRow>> =
+                b.dependencies.iter().map(|d| final_of(&d.name)).collect();
+            if parents.iter().any(|p| p.is_none()) {
+                continue;
+            }
+            let parents: Vec<&BuildRow> = parents.into_iter().flatten().collect();
+            let tx = match &mut tx {
+                Some(tx) => tx,
+                None => tx.insert(self.store.begin().await?),
+            };
+            if parents
+                .iter()
+                .any(|p| !matches!(p.result.as_deref(), Some("SUCCESS")))
+            {
+                tx.record_build_result(
+                    &b.uuid,
+                    "SKIPPED",
+                    true,
+                    Some("Skipped due to failed job"),
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+                .await?;
+                continue;
+            }
+            let mut request: BuildRequest = match serde_json::from_value(pending.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    let detail = format!("unreadable build request: {e}");
+                    tx.record_build_result(
+                        &b.uuid,
+                        "ERROR",
+                        true,
+                        Some(&detail),
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                    .await?;
+                    continue;
+                }
+            };
+            for p in &parents {
+                if let Some(serde_json::Value::Object(data)) = &p.data {
+                    let mut data = data.clone();
+                    data.remove("zuul");
+                    sluice_config::deep_merge(&mut request.parent_data, &data);
+                }
+            }
+            let doc = serde_json::to_value(&request).unwrap_or_else(|_| pending.clone());
+            tx.release_build(b, pipeline.precedence, &doc).await?;
+        }
+        match tx {
+            Some(tx) => {
+                tx.commit().await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }

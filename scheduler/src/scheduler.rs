@@ -204,6 +204,8 @@ impl Scheduler {
                         nodeset: build.nodeset.clone(),
                         precedence: r.precedence,
                         request,
+                        dependencies: build.dependencies.clone(),
+                        ready: true,
                     })
                     .await?;
                 }
@@ -375,17 +377,11 @@ impl Scheduler {
             let mut to_cancel = Vec::new();
             for item in &dequeue {
                 if let Some(bs) = &item.buildset_uuid {
-                    for b in self.store.builds_of_buildset(bs).await? {
-                        if b.result.is_none() {
-                            to_cancel.push(b.uuid);
-                        }
-                    }
+                    to_cancel.extend(self.store.builds_of_buildset(bs).await?);
                 }
             }
             let mut tx = self.store.begin().await?;
-            for uuid in &to_cancel {
-                tx.cancel_request(uuid).await?;
-            }
+            cancel_builds(&mut tx, &to_cancel).await?;
             for item in &dequeue {
                 if let Some(bs) = &item.buildset_uuid {
                     tx.finish_buildset(bs, "DEQUEUED", "Build canceled.")
@@ -402,6 +398,23 @@ impl Scheduler {
         }
         Ok(n)
     }
+}
+
+/// Stops the unfinished builds among `builds`: requested or running ones through their
+/// request, waiting ones (no request yet) at once.
+pub(crate) async fn cancel_builds(
+    tx: &mut sluice_store::Tx,
+    builds: &[sluice_store::BuildRow],
+) -> Result<(), SchedulerError> {
+    for b in builds.iter().filter(|b| b.result.is_none()) {
+        if b.pending_request.is_some() {
+            tx.record_build_result(&b.uuid, "CANCELED", true, None, None, None, None, None)
+                .await?;
+        } else {
+            tx.cancel_request(&b.uuid).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Records a `change-approved` event for the change on review branch `refname` of `project`

@@ -174,6 +174,19 @@ pub struct BuildRow {
     pub end_time: Option<String>,
     /// `zuul_return` data.
     pub data: Option<serde_json::Value>,
+    /// Jobs of the same buildset this build waits for.
+    pub dependencies: Vec<BuildDependency>,
+    /// The request document while the build waits for its dependencies (no request yet).
+    pub pending_request: Option<serde_json::Value>,
+}
+
+/// A job dependency of a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildDependency {
+    /// The job depended on.
+    pub name: String,
+    /// Soft: ignored when the job is not in the buildset.
+    pub soft: bool,
 }
 
 /// A build request as an executor sees it.
@@ -226,6 +239,10 @@ pub struct NewBuild {
     pub precedence: i64,
     /// The `BuildRequest` document.
     pub request: serde_json::Value,
+    /// Jobs this build waits for.
+    pub dependencies: Vec<BuildDependency>,
+    /// Request at once (false: the scheduler releases it when its dependencies succeeded).
+    pub ready: bool,
 }
 
 /// What an executor got when it claimed a request.

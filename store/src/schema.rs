@@ -2,12 +2,13 @@
 //! its own transaction together with the bump of `sluice_schema.version`.
 
 /// `(version, statements)`, oldest first. Never edit a released version: add a new one.
-pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-        // Trigger events from drivers and commands, processed in id order by the scheduler.
-        "CREATE TABLE events (
+pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            // Trigger events from drivers and commands, processed in id order by the scheduler.
+            "CREATE TABLE events (
             id BIGINT PRIMARY KEY,
             connection TEXT NOT NULL,
             kind TEXT NOT NULL,
@@ -15,16 +16,16 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
             created BIGINT NOT NULL,
             processed BIGINT
         )",
-        // The git driver's last seen refs, per connection and project.
-        "CREATE TABLE git_refs (
+            // The git driver's last seen refs, per connection and project.
+            "CREATE TABLE git_refs (
             connection TEXT NOT NULL,
             project TEXT NOT NULL,
             refname TEXT NOT NULL,
             sha TEXT NOT NULL,
             PRIMARY KEY (connection, project, refname)
         )",
-        // Review changes of the git driver's local review flow.
-        "CREATE TABLE changes (
+            // Review changes of the git driver's local review flow.
+            "CREATE TABLE changes (
             connection TEXT NOT NULL,
             project TEXT NOT NULL,
             number BIGINT NOT NULL,
@@ -37,8 +38,8 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
             updated BIGINT NOT NULL,
             PRIMARY KEY (connection, project, number)
         )",
-        "CREATE UNIQUE INDEX changes_ref ON changes (connection, project, refname)",
-        "CREATE TABLE queue_items (
+            "CREATE UNIQUE INDEX changes_ref ON changes (connection, project, refname)",
+            "CREATE TABLE queue_items (
             uuid TEXT PRIMARY KEY,
             tenant TEXT NOT NULL,
             pipeline TEXT NOT NULL,
@@ -54,8 +55,8 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
             result TEXT,
             dequeue_time BIGINT
         )",
-        "CREATE INDEX queue_items_active ON queue_items (tenant, pipeline, state, seq)",
-        "CREATE TABLE buildsets (
+            "CREATE INDEX queue_items_active ON queue_items (tenant, pipeline, state, seq)",
+            "CREATE TABLE buildsets (
             uuid TEXT PRIMARY KEY,
             id BIGINT NOT NULL,
             tenant TEXT NOT NULL,
@@ -72,8 +73,8 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
             first_build_start_time TEXT,
             last_build_end_time TEXT
         )",
-        "CREATE INDEX buildsets_item ON buildsets (item_uuid)",
-        "CREATE TABLE builds (
+            "CREATE INDEX buildsets_item ON buildsets (item_uuid)",
+            "CREATE TABLE builds (
             uuid TEXT PRIMARY KEY,
             id BIGINT NOT NULL,
             buildset_uuid TEXT NOT NULL,
@@ -93,11 +94,11 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
             data_json TEXT,
             created BIGINT NOT NULL
         )",
-        "CREATE INDEX builds_buildset ON builds (buildset_uuid)",
-        // Work for executors. `uuid` is the build's uuid; `state` is requested, running,
-        // completed or canceled; a completed request is `processed` once the scheduler
-        // recorded its result.
-        "CREATE TABLE build_requests (
+            "CREATE INDEX builds_buildset ON builds (buildset_uuid)",
+            // Work for executors. `uuid` is the build's uuid; `state` is requested, running,
+            // completed or canceled; a completed request is `processed` once the scheduler
+            // recorded its result.
+            "CREATE TABLE build_requests (
             uuid TEXT PRIMARY KEY,
             tenant TEXT NOT NULL,
             pipeline TEXT NOT NULL,
@@ -112,6 +113,15 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[(
             result_json TEXT,
             created BIGINT NOT NULL
         )",
-        "CREATE INDEX build_requests_state ON build_requests (state, precedence, seq)",
-    ],
-)];
+            "CREATE INDEX build_requests_state ON build_requests (state, precedence, seq)",
+        ],
+    ),
+    // Job graphs: a build waits for its dependencies with its request document kept here.
+    (
+        2,
+        &[
+            "ALTER TABLE builds ADD COLUMN dependencies_json TEXT",
+            "ALTER TABLE builds ADD COLUMN pending_request_json TEXT",
+        ],
+    ),
+];

@@ -28,7 +28,7 @@ pub struct Store {
 
 const ITEM_COLUMNS: &str = "uuid, tenant, pipeline, queue, seq, state, live, change_json, deps_json, event_id, enqueue_time, buildset_uuid, result";
 const BUILDSET_COLUMNS: &str = "uuid, id, tenant, pipeline, item_uuid, context_json, refs_json, state, result, message, event_id, event_timestamp, created, first_build_start_time, last_build_end_time";
-const BUILD_COLUMNS: &str = "uuid, id, buildset_uuid, item_uuid, tenant, pipeline, job_name, voting, attempt, nodeset, result, final, error_detail, log_url, start_time, end_time, data_json";
+const BUILD_COLUMNS: &str = "uuid, id, buildset_uuid, item_uuid, tenant, pipeline, job_name, voting, attempt, nodeset, result, final, error_detail, log_url, start_time, end_time, data_json, dependencies_json, pending_request_json";
 const REQUEST_COLUMNS: &str = "uuid, tenant, pipeline, precedence, state, executor, lease_expires, cancel, request_json, result_json";
 const CHANGE_COLUMNS: &str =
     "connection, project, number, refname, branch, topic, patchset, message, status";
@@ -523,6 +523,8 @@ pub(crate) fn build_row(r: &AnyRow) -> Result<BuildRow, StoreError> {
         start_time: get(r, "start_time")?,
         end_time: get(r, "end_time")?,
         data: get_opt_json(r, "data_json")?,
+        dependencies: get_opt_json(r, "dependencies_json")?.unwrap_or_default(),
+        pending_request: get_opt_json(r, "pending_request_json")?,
     })
 }
 

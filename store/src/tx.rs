@@ -325,12 +325,17 @@ impl Tx {
         Ok(())
     }
 
-    /// Creates a build record and its request for executors.
+    /// Creates a build record and, if it is ready, its request for executors.
     pub async fn insert_build(&mut self, b: &NewBuild) -> Result<(), StoreError> {
         let id = self.next_id("build").await?;
         let now = now_ms();
+        let pending = if b.ready {
+            None
+        } else {
+            Some(to_json(&b.request, "build request")?)
+        };
         sqlx::query(
-            "INSERT INTO builds (uuid, id, buildset_uuid, item_uuid, tenant, pipeline, job_name, voting, attempt, nodeset, result, final, error_detail, log_url, start_time, end_time, data_json, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 0, NULL, NULL, NULL, NULL, NULL, $11)",
+            "INSERT INTO builds (uuid, id, buildset_uuid, item_uuid, tenant, pipeline, job_name, voting, attempt, nodeset, result, final, error_detail, log_url, start_time, end_time, data_json, created, dependencies_json, pending_request_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 0, NULL, NULL, NULL, NULL, NULL, $11, $12, $13)",
         )
         .bind(&b.uuid)
         .bind(id)
@@ -343,19 +348,67 @@ impl Tx {
         .bind(b.attempt)
         .bind(&b.nodeset)
         .bind(now)
+        .bind(to_json(&b.dependencies, "build dependencies")?)
+        .bind(pending)
         .execute(&mut *self.tx)
         .await
         .map_err(q("insert build"))?;
+        if b.ready {
+            self.insert_request(
+                &b.uuid,
+                &b.tenant,
+                &b.pipeline,
+                b.precedence,
+                id,
+                &b.request,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Requests a build that waited for its dependencies, with its final request document.
+    pub async fn release_build(
+        &mut self,
+        build: &BuildRow,
+        precedence: i64,
+        request: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE builds SET pending_request_json = NULL WHERE uuid = $1")
+            .bind(&build.uuid)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("release build"))?;
+        self.insert_request(
+            &build.uuid,
+            &build.tenant,
+            &build.pipeline,
+            precedence,
+            build.id,
+            request,
+        )
+        .await
+    }
+
+    async fn insert_request(
+        &mut self,
+        uuid: &str,
+        tenant: &str,
+        pipeline: &str,
+        precedence: i64,
+        seq: i64,
+        request: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO build_requests (uuid, tenant, pipeline, precedence, seq, state, executor, lease_expires, cancel, processed, request_json, result_json, created) VALUES ($1, $2, $3, $4, $5, 'requested', NULL, NULL, 0, 0, $6, NULL, $7)",
         )
-        .bind(&b.uuid)
-        .bind(&b.tenant)
-        .bind(&b.pipeline)
-        .bind(b.precedence)
-        .bind(id)
-        .bind(to_json(&b.request, "build request")?)
-        .bind(now)
+        .bind(uuid)
+        .bind(tenant)
+        .bind(pipeline)
+        .bind(precedence)
+        .bind(seq)
+        .bind(to_json(request, "build request")?)
+        .bind(now_ms())
         .execute(&mut *self.tx)
         .await
         .map_err(q("insert build request"))?;
@@ -377,7 +430,7 @@ impl Tx {
     ) -> Result<(), StoreError> {
         let data = data.map(|d| to_json(d, "build data")).transpose()?;
         sqlx::query(
-            "UPDATE builds SET result = $1, final = $2, error_detail = $3, log_url = $4, start_time = $5, end_time = $6, data_json = $7 WHERE uuid = $8",
+            "UPDATE builds SET result = $1, final = $2, error_detail = $3, log_url = $4, start_time = $5, end_time = $6, data_json = $7, pending_request_json = NULL WHERE uuid = $8",
         )
         .bind(result)
         .bind(i64::from(final_))

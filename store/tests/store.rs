@@ -2,7 +2,7 @@
 //! transaction rollback.
 
 use serde_json::json;
-use sluice_store::{now_ms, LeaseState, NewBuild, Store};
+use sluice_store::{now_ms, BuildDependency, LeaseState, NewBuild, Store};
 
 async fn open(dir: &tempfile::TempDir) -> Store {
     Store::open_sqlite(&dir.path().join("sluice.db"))
@@ -23,6 +23,8 @@ fn new_build(uuid: &str, precedence: i64) -> NewBuild {
         nodeset: String::new(),
         precedence,
         request: json!({"uuid": uuid}),
+        dependencies: vec![],
+        ready: true,
     }
 }
 
@@ -210,5 +212,42 @@ async fn changes_are_numbered_per_project_and_move_to_new_patchsets() {
     assert_eq!(
         (stored.patchset.as_str(), stored.message.as_str()),
         ("s4", "m2")
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_build_is_requested_only_when_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut waiting = new_build("child", 200);
+    waiting.ready = false;
+    waiting.dependencies = vec![BuildDependency {
+        name: "parent".into(),
+        soft: false,
+    }];
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_build(&waiting).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.open_requests(10).await.unwrap().is_empty());
+    let row = store.build("child").await.unwrap().unwrap();
+    assert_eq!(row.dependencies, waiting.dependencies);
+    assert_eq!(row.pending_request, Some(json!({"uuid": "child"})));
+
+    let mut tx = store.begin().await.unwrap();
+    tx.release_build(
+        &row,
+        100,
+        &json!({"uuid": "child", "parent_data": {"a": 1}}),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let open_requests = store.open_requests(10).await.unwrap();
+    assert_eq!(open_requests.len(), 1);
+    assert_eq!(open_requests[0].precedence, 100);
+    assert_eq!(open_requests[0].request["parent_data"], json!({"a": 1}));
+    assert_eq!(
+        store.build("child").await.unwrap().unwrap().pending_request,
+        None
     );
 }

@@ -642,3 +642,59 @@ fn a_new_patchset_replaces_the_old_one_in_check() {
         by_patchset(&first)["refs"][0]["change"]
     );
 }
+
+#[test]
+fn job_dependencies_pass_parent_data_and_skip_after_a_failure() {
+    let app_jobs = "- job:\n    name: first\n    run: playbooks/first.yaml\n\n- job:\n    name: second\n    run: playbooks/second.yaml\n\n- job:\n    name: broken\n    run: playbooks/broken.yaml\n\n- job:\n    name: after-broken\n    run: playbooks/second.yaml\n\n- project:\n    check:\n      jobs:\n        - first\n        - second:\n            dependencies: [first]\n        - broken\n        - after-broken:\n            dependencies:\n              - name: broken\n              - name: not-in-the-graph\n                soft: true\n";
+    let first = "- hosts: all\n  tasks:\n    - name: Return data\n      zuul_return:\n        data:\n          from_parent: hello\n";
+    let second = "- hosts: all\n  tasks:\n    - name: See the parent's data\n      assert:\n        that:\n          - from_parent == 'hello'\n";
+    let broken =
+        "- hosts: all\n  tasks:\n    - name: Fail\n      fail:\n        msg: broken on purpose\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[
+                (".zuul.yaml", app_jobs),
+                ("playbooks/first.yaml", first),
+                ("playbooks/second.yaml", second),
+                ("playbooks/broken.yaml", broken),
+            ],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    setup.push_change("org/app", "graph", "Run the graph", &[("x.txt", "x\n")]);
+    let history = setup.wait_reported(&serve, "check", &["graph"], Duration::from_secs(180));
+    let item = items(&history, "check", "graph")[0];
+    assert_eq!(item["result"], "FAILURE", "{history:#}");
+    let sets = buildsets_of(&history, &item["id"]);
+    let result_of = |job: &str| {
+        sets[0]["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["job_name"] == job)
+            .map(|b| b["result"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let outputs = job_outputs(&history);
+    assert_eq!(result_of("first"), "SUCCESS", "{history:#}\n{outputs}");
+    assert_eq!(result_of("second"), "SUCCESS", "{history:#}\n{outputs}");
+    assert_eq!(result_of("broken"), "FAILURE", "{history:#}");
+    assert_eq!(result_of("after-broken"), "SKIPPED", "{history:#}");
+    // second started only after first ended.
+    let time_of = |job: &str, key: &str| {
+        sets[0]["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["job_name"] == job)
+            .and_then(|b| b[key].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    assert!(
+        time_of("second", "start_time") >= time_of("first", "end_time"),
+        "{history:#}"
+    );
+}
