@@ -165,8 +165,16 @@ def run_playbook(tmp_path: Path, ansible_venv: Path, native_dir: Path, node: Nod
     )
 
     def run(playbook: str, phase: str = "run", index: int = 0, trusted: bool = False,
-            extra_env: dict[str, str] | None = None, background: bool = False):
-        pb = tmp_path / "playbook.yaml"
+            extra_env: dict[str, str] | None = None, background: bool = False,
+            restricted: bool = False, files: dict[str, str] | None = None):
+        """restricted: run the way the executor runs untrusted playbooks (run_playbook.py),
+        with the playbook and `files` in an untrusted checkout under the jobdir."""
+        pb_root = jobdir / "untrusted" / "project_0" / "localhost" / "org" / "project" if restricted else tmp_path
+        pb_root.mkdir(parents=True, exist_ok=True)
+        for rel, content in (files or {}).items():
+            (pb_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (pb_root / rel).write_text(content)
+        pb = pb_root / "playbook.yaml"
         pb.write_text(textwrap.dedent(playbook))
         env = {k: v for k, v in os.environ.items() if not k.startswith("ZUUL_")}
         env.update(
@@ -179,8 +187,10 @@ def run_playbook(tmp_path: Path, ansible_venv: Path, native_dir: Path, node: Nod
             }
         )
         env.update(extra_env or {})
+        entry = [str(ansible_venv / "bin" / "python"), str(PLUGINS / "restricted" / "run_playbook.py")] if restricted \
+            else [str(ansible_venv / "bin" / "ansible-playbook")]
         argv = [
-            str(ansible_venv / "bin" / "ansible-playbook"), "-v", str(pb),
+            *entry, "-v", str(pb),
             "-e", f"zuul_execution_phase={phase}",
             "-e", f"zuul_execution_phase_index={index}",
             "-e", f"zuul_execution_trusted={trusted}",

@@ -41,7 +41,15 @@ pub const SUPPORTED_VERSIONS: &[SupportedVersion] = &[
 pub const DEFAULT_VERSION: &str = "2.19";
 
 /// Plugin folders copied from `ansible-plugins/` into each version's plugin dir.
-const PLUGIN_FOLDERS: &[&str] = &["action", "callback", "library", "filter", "lookup"];
+/// `restricted` holds the restricted module set and the entry point for untrusted playbooks.
+const PLUGIN_FOLDERS: &[&str] = &[
+    "action",
+    "callback",
+    "library",
+    "filter",
+    "lookup",
+    "restricted",
+];
 
 /// File name the native module is installed under in each venv's site-packages.
 const NATIVE_MODULE_FILE: &str = "sluice_native.abi3.so";

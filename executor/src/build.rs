@@ -694,11 +694,20 @@ impl Build<'_> {
         // Files a previous playbook left that would change how ssh connects are removed.
         let _ = std::fs::remove_file(self.jobdir.home.join(".ssh/config"));
 
-        let mut argv = vec![
-            inst.ansible_playbook().display().to_string(),
-            if self.cfg.verbose { "-vvv" } else { "-v" }.into(),
-            playbook.display().to_string(),
-        ];
+        // Untrusted playbooks run under the restricted module set (ansible-plugins/restricted).
+        let mut argv = if pb.trusted {
+            vec![inst.ansible_playbook().display().to_string()]
+        } else {
+            vec![
+                inst.python().display().to_string(),
+                inst.plugin_dir
+                    .join("restricted/run_playbook.py")
+                    .display()
+                    .to_string(),
+            ]
+        };
+        argv.push(if self.cfg.verbose { "-vvv" } else { "-v" }.into());
+        argv.push(playbook.display().to_string());
         let mut extra = |k: &str, v: String| {
             argv.push("-e".into());
             argv.push(format!("{k}={v}"));

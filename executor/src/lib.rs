@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod jobdir;
 pub mod local;
 pub mod nodes;
+pub mod plugin_dirs;
 pub mod registry;
 pub mod request;
 pub mod runner;

@@ -11,6 +11,7 @@ use sluice_merger::{
 };
 
 use crate::jobdir::JobDir;
+use crate::plugin_dirs;
 use crate::request::{BuildRequest, ProjectSpec};
 use crate::zuul_vars::RepoCheckout;
 
@@ -235,11 +236,31 @@ pub fn checkout_playbooks(
         }
     }
     for pb in job.pre_run.iter().chain(&job.run).chain(&job.post_run) {
-        if checkouts.playbook_path(pb).is_none() {
+        let Some(path) = checkouts.playbook_path(pb) else {
             return Err(format!("Unable to find playbook {}", pb.path));
+        };
+        if !pb.trusted {
+            refuse_plugin_dirs(&checkouts, req, pb, &path).map_err(|e| e.to_string())?;
         }
     }
     Ok(checkouts)
+}
+
+/// An untrusted playbook and its roles may not ship Ansible plugins (`crate::plugin_dirs`).
+fn refuse_plugin_dirs(
+    checkouts: &Checkouts,
+    req: &BuildRequest,
+    pb: &PlaybookRef,
+    playbook: &Path,
+) -> Result<(), plugin_dirs::PluginDirFound> {
+    plugin_dirs::check_playbook(playbook)?;
+    for role in &pb.roles {
+        let branch = role_branch(req, pb, &role.project);
+        if let Some(checkout) = checkouts.dir(false, &role.project, &branch) {
+            plugin_dirs::check_role_repo(checkout, playbook)?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes the playbook's roles visible: a repo with `roles/` adds that dir to the role path; a
