@@ -69,12 +69,17 @@ impl Scheduler {
         items: Vec<ItemRow>,
     ) -> Result<bool, SchedulerError> {
         let mut changed = false;
+        let window = self.window_size(pipeline, &items).await?;
         // Live, non-failing items ahead: what the next item is tested on top of.
         let mut ahead: Vec<ItemRow> = Vec::new();
         for (idx, item) in items.iter().enumerate() {
+            if idx >= window {
+                // Outside the window: not actionable until the queue moves.
+                break;
+            }
             let expected: Vec<String> = match pipeline.manager {
                 Manager::Dependent => ahead.iter().map(|i| i.uuid.clone()).collect(),
-                Manager::Independent => Vec::new(),
+                Manager::Independent | Manager::Serial | Manager::Supercedent => Vec::new(),
             };
             let mut buildset = match &item.buildset_uuid {
                 Some(uuid) => self.store.buildset(uuid).await?,
@@ -120,7 +125,7 @@ impl Scheduler {
             if at_head && complete {
                 self.report(t, pipeline, item, &bs, &builds).await?;
                 changed = true;
-                if pipeline.manager == Manager::Dependent {
+                if pipeline.manager != Manager::Independent {
                     // The items behind are re-examined next pass against the new branch tip.
                     break;
                 }
@@ -131,6 +136,33 @@ impl Scheduler {
             }
         }
         Ok(changed)
+    }
+
+    /// How many items at the head of the queue are actionable.
+    async fn window_size(
+        &self,
+        pipeline: &Pipeline,
+        items: &[ItemRow],
+    ) -> Result<usize, SchedulerError> {
+        Ok(match pipeline.manager {
+            Manager::Independent => usize::MAX,
+            Manager::Serial | Manager::Supercedent => 1,
+            Manager::Dependent => {
+                let Some(first) = items.first() else {
+                    return Ok(0);
+                };
+                let size = self
+                    .store
+                    .window(&first.tenant, &pipeline.name, &first.queue)
+                    .await?
+                    .unwrap_or(pipeline.window.size);
+                if size <= 0 {
+                    usize::MAX
+                } else {
+                    size as usize
+                }
+            }
+        })
     }
 
     /// `context` without the items that have merged since (their changes are in the branch).
@@ -445,7 +477,10 @@ impl Scheduler {
             ));
         }
         let mut merged = false;
-        if result == "SUCCESS" && pipeline.merge_on_success {
+        if result == "SUCCESS"
+            && pipeline.merge_on_success
+            && pipeline.manager == Manager::Dependent
+        {
             match self.merge_change(t, item).await {
                 Ok(()) => merged = true,
                 Err(e) => {
@@ -469,11 +504,31 @@ impl Scheduler {
                 tracing::warn!(change = %item.change.url, error = %e, "cannot write the report note");
             }
         }
+        // Read before the transaction: the store may have a single connection.
+        let mut new_window = None;
+        if pipeline.manager == Manager::Dependent && pipeline.window.size > 0 {
+            let current = self
+                .store
+                .window(&item.tenant, &pipeline.name, &item.queue)
+                .await?
+                .unwrap_or(pipeline.window.size);
+            let next = match result.as_str() {
+                "SUCCESS" => pipeline.window.grow(current),
+                // A merge failure of a successful item does not shrink the window.
+                "MERGE_FAILURE" => current,
+                _ => pipeline.window.shrink(current),
+            };
+            new_window = (next != current).then_some(next);
+        }
         let mut tx = self.store.begin().await?;
         if bs.state != "done" {
             tx.finish_buildset(&bs.uuid, &result, &message).await?;
         }
         tx.finish_item(&item.uuid, &result).await?;
+        if let Some(next) = new_window {
+            tx.set_window(&item.tenant, &pipeline.name, &item.queue, next)
+                .await?;
+        }
         if merged {
             let short = self.tenants[t]
                 .project(&item.change.project)

@@ -331,6 +331,25 @@ impl Scheduler {
                         let uuid = uuid::Uuid::new_v4().simple().to_string();
                         let (queue, deps) = match p.manager {
                             Manager::Independent => (uuid.clone(), needed),
+                            Manager::Serial => (
+                                t.layout
+                                    .project_queue(&cref.project)
+                                    .unwrap_or_else(|| cref.project.clone()),
+                                Vec::new(),
+                            ),
+                            Manager::Supercedent => {
+                                let queue = format!("{}\0{}", cref.project, cref.branch);
+                                // Keep the running head; newer items supersede waiting ones.
+                                let in_queue: Vec<&ItemRow> =
+                                    active.iter().filter(|i| i.queue == queue).collect();
+                                for waiting in in_queue.iter().skip(1) {
+                                    if !dequeue.iter().any(|d| d.uuid == waiting.uuid) {
+                                        dequeue.push((*waiting).clone());
+                                    }
+                                }
+                                new_items.retain(|i| i.queue != queue || in_queue.is_empty());
+                                (queue, Vec::new())
+                            }
                             Manager::Dependent => {
                                 let queue = t
                                     .layout

@@ -124,4 +124,15 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE builds ADD COLUMN pending_request_json TEXT",
         ],
     ),
+    // Dependent pipelines' windows, per change queue.
+    (
+        3,
+        &["CREATE TABLE queue_windows (
+            tenant TEXT NOT NULL,
+            pipeline TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            PRIMARY KEY (tenant, pipeline, queue)
+        )"],
+    ),
 ];

@@ -216,6 +216,25 @@ impl Store {
         row.as_ref().map(item_row).transpose()
     }
 
+    /// A change queue's window size, if one was recorded.
+    pub async fn window(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+        queue: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT size FROM queue_windows WHERE tenant = $1 AND pipeline = $2 AND queue = $3",
+        )
+        .bind(tenant)
+        .bind(pipeline)
+        .bind(queue)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read window"))?;
+        row.map(|r| get::<i64>(&r, "size")).transpose()
+    }
+
     /// One buildset.
     pub async fn buildset(&self, uuid: &str) -> Result<Option<BuildsetRow>, StoreError> {
         let row = sqlx::query(&format!(

@@ -272,6 +272,34 @@ impl Tx {
         Ok(())
     }
 
+    /// Records a change queue's window size.
+    pub async fn set_window(
+        &mut self,
+        tenant: &str,
+        pipeline: &str,
+        queue: &str,
+        size: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM queue_windows WHERE tenant = $1 AND pipeline = $2 AND queue = $3")
+            .bind(tenant)
+            .bind(pipeline)
+            .bind(queue)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("clear window"))?;
+        sqlx::query(
+            "INSERT INTO queue_windows (tenant, pipeline, queue, size) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant)
+        .bind(pipeline)
+        .bind(queue)
+        .bind(size)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(q("set window"))?;
+        Ok(())
+    }
+
     /// Creates a buildset (its `id` is assigned here and returned).
     pub async fn insert_buildset(&mut self, bs: &BuildsetRow) -> Result<i64, StoreError> {
         let id = self.next_id("buildset").await?;

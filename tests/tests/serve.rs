@@ -698,3 +698,41 @@ fn job_dependencies_pass_parent_data_and_skip_after_a_failure() {
         "{history:#}"
     );
 }
+
+#[test]
+fn supercedent_keeps_one_running_and_one_waiting() {
+    let pipeline = "- pipeline:\n    name: deploy\n    manager: supercedent\n    trigger:\n      git:\n        - event: patchset-created\n";
+    let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    deploy:\n      jobs:\n        - slow\n";
+    let setup = Setup::new(
+        pipeline,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    setup.push_change("org/app", "a", "A", &[("a.txt", "a\n")]);
+    let running = wait_for(Duration::from_secs(60), || {
+        let h = setup.history();
+        h["builds"].as_array().is_some_and(|b| !b.is_empty())
+    });
+    assert!(running, "{}", serve.output());
+    setup.push_change("org/app", "b", "B", &[("b.txt", "b\n")]);
+    let waiting = wait_for(Duration::from_secs(30), || {
+        !items(&setup.history(), "deploy", "b").is_empty()
+    });
+    assert!(waiting, "{}", serve.output());
+    setup.push_change("org/app", "c", "C", &[("c.txt", "c\n")]);
+    let history = setup.wait_reported(&serve, "deploy", &["a", "b", "c"], Duration::from_secs(180));
+    let result = |t: &str| items(&history, "deploy", t)[0]["result"].clone();
+    assert_eq!(result("a"), "SUCCESS", "{history:#}");
+    assert_eq!(result("b"), "DEQUEUED", "{history:#}");
+    assert_eq!(result("c"), "SUCCESS", "{history:#}");
+    // B never ran; C started only after A ended.
+    let builds = history["builds"].as_array().unwrap();
+    assert_eq!(builds.len(), 2, "{history:#}");
+    let a_end = builds[0]["end_time"].as_str().unwrap_or_default();
+    let c_start = builds[1]["start_time"].as_str().unwrap_or_default();
+    assert!(c_start >= a_end, "{history:#}");
+}
