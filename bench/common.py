@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SLUICE = REPO / "target" / "release" / "sluice"
+# SLUICE_BIN names a prebuilt binary (e.g. one built from a clean worktree of a commit).
+SLUICE = Path(os.environ.get("SLUICE_BIN") or REPO / "target" / "release" / "sluice")
 STATE_DIR = Path(
     os.environ.get("SLUICE_STATE_DIR")
     or Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "sluice"
@@ -27,7 +28,8 @@ STATE_DIR = Path(
 
 
 def build_release() -> None:
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "sluice", "-p", "sluice-native"], cwd=REPO, check=True)
+    if not os.environ.get("SLUICE_BIN"):
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "sluice", "-p", "sluice-native"], cwd=REPO, check=True)
     subprocess.run([str(SLUICE), "manage-ansible"], check=True, stdout=subprocess.DEVNULL)
 
 
