@@ -70,6 +70,18 @@ def log_host(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", name)
 
 
+def configure_redaction() -> None:
+    """Reads the secret values to redact from the in-memory file the executor names in
+    SLUICE_SECRET_VALUES (`{"mode": "redact"|"fail", "values": [...]}`) and hands them to
+    sluice_native, which redacts job-output.txt and job-output.json."""
+    path = os.environ.get("SLUICE_SECRET_VALUES")
+    if not path:
+        return
+    with open(path) as f:
+        spec = json.load(f)
+    sluice_native.set_redaction([str(v) for v in spec.get("values", [])], spec.get("mode") == "fail")
+
+
 class CallbackModule(CallbackBase):
     """Writes job-output.txt through sluice_native."""
 
@@ -87,6 +99,7 @@ class CallbackModule(CallbackBase):
             self._out.set_failure_output([str(r) for r in json.loads(os.environ.get("ZUUL_JOB_FAILURE_OUTPUT") or "[]")])
         except ValueError as e:
             self._out.line(f"Invalid failure-output: {e}")
+        configure_redaction()
         self._port = int(os.environ.get("ZUUL_CONSOLE_PORT") or sluice_native.DEFAULT_CONSOLE_PORT)
         self._play: Any = None
         self._streams: dict[tuple[str, str], Any] = {}

@@ -46,6 +46,8 @@ pub struct ExecutorConfig {
     pub setup_timeout: Duration,
     /// `-vvv` instead of `-v`.
     pub verbose: bool,
+    /// Per-project secret keys (`<state>/keys` by default; see `crate::secrets`).
+    pub keys_dir: PathBuf,
 }
 
 /// The phases of a job, with Zuul's names.
@@ -186,8 +188,14 @@ pub async fn run_build(
                         early_failure: false,
                         checkouts: Checkouts::default(),
                         repos: Vec::new(),
+                        redact: Vec::new(),
+                        secret_exposed: false,
                     };
-                    let (kind, detail) = build.execute().await;
+                    let (mut kind, mut detail) = build.execute().await;
+                    if build.secret_exposed && req.job.secret_exposure == "fail" {
+                        kind = Some(BuildResultKind::SecretExposure);
+                        detail = Some("a secret value appeared in the output".into());
+                    }
                     let data = build.returned_data();
                     if !cfg.keep_jobdir {
                         build.jobdir.remove_all_but_logs();
@@ -227,10 +235,19 @@ struct Build<'a> {
     early_failure: bool,
     checkouts: Checkouts,
     repos: Vec<RepoCheckout>,
+    /// Secret values redacted from what the executor itself writes (`secret-exposure`).
+    redact: Vec<String>,
+    /// A callback reported a secret value in the output (`RESULT secret_exposure`).
+    secret_exposed: bool,
 }
 
 impl Build<'_> {
     fn line(&self, msg: &str) {
+        let msg = if self.redact.iter().any(|v| msg.contains(v.as_str())) {
+            crate::secret_files::NOTICE
+        } else {
+            msg
+        };
         if let Err(e) = self.out.line(msg) {
             tracing::warn!(error = %e, "cannot write job output");
         }
@@ -430,6 +447,8 @@ impl Build<'_> {
             ro_paths: ro,
             rw_paths: vec![self.jobdir.dot_ansible.clone()],
             ssh_auth_sock: self.agent_sock.clone(),
+            tmpfs: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -736,15 +755,29 @@ impl Build<'_> {
             "ANSIBLE_CONFIG".into(),
             dir.join("ansible.cfg").display().to_string(),
         );
+        let mut sandbox = self.sandboxing(vec![]);
+        // Secrets reach the sandbox as in-memory files (crate::secret_files), never the disk.
+        let keys = crate::secrets::KeyStore::new(&self.cfg.keys_dir);
+        if let Some(files) = crate::secret_files::for_playbook(&self.req.job, pb, &keys, &dir)
+            .map_err(|e| e.to_string())?
+        {
+            for value in &files.redact {
+                if !self.redact.contains(value) {
+                    self.redact.push(value.clone());
+                }
+            }
+            files.apply(&mut sandbox, &mut env);
+        }
         let spec = ChildSpec {
             argv,
             env,
             cwd: self.jobdir.work.clone(),
             timeout,
-            sandbox: Some(self.sandboxing(vec![])),
+            sandbox: Some(sandbox),
         };
         let mut early_failure = false;
         let mut unreachable_signal = false;
+        let mut secret_exposed = false;
         let bwrap = self.bwrap.as_ref().ok_or("bubblewrap not probed")?;
         // Cleanup playbooks run even after an abort; only a second request stops them.
         let abort = if pb.cleanup {
@@ -755,10 +788,12 @@ impl Build<'_> {
         let run = runner::run(bwrap, spec, abort, |line: &str| match line.trim_end() {
             "RESULT failure" => early_failure = true,
             "RESULT unreachable" => unreachable_signal = true,
+            crate::secret_files::CONTROL => secret_exposed = true,
             _ => {}
         })
         .await
         .map_err(|e| e.to_string())?;
+        self.secret_exposed |= secret_exposed;
         if early_failure && phase != Phase::Pre {
             self.early_failure = true;
         }

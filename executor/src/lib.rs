@@ -16,5 +16,7 @@ pub mod plugin_dirs;
 pub mod registry;
 pub mod request;
 pub mod runner;
+pub mod secret_files;
+pub mod secrets;
 pub mod workspace;
 pub mod zuul_vars;

@@ -112,6 +112,8 @@ pub enum BuildResultKind {
     NodeFailure,
     /// Sluice could not prepare the build (config, playbooks, installation).
     Error,
+    /// Output contained a secret value and the job has `secret-exposure: fail`.
+    SecretExposure,
 }
 
 impl BuildResultKind {
@@ -128,6 +130,7 @@ impl BuildResultKind {
             Self::MergeConflict => "MERGE_CONFLICT",
             Self::NodeFailure => "NODE_FAILURE",
             Self::Error => "ERROR",
+            Self::SecretExposure => "SECRET_EXPOSURE",
         }
     }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sluice_sandbox::{
-    run as run_child, AbortHandle, Bwrap, ChildCommand, Exit, RunConfig, SandboxSpec, SshAgent,
+    run as run_child, AbortHandle, Bwrap, ChildCommand, Exit, InMemoryFile, RunConfig, SandboxSpec,
+    SshAgent,
 };
 
 use crate::jobdir::JobDir;
@@ -38,6 +39,10 @@ pub struct Sandboxing {
     pub rw_paths: Vec<PathBuf>,
     /// The ssh-agent socket.
     pub ssh_auth_sock: Option<PathBuf>,
+    /// Directories replaced by an empty tmpfs inside (they must exist on the host, empty).
+    pub tmpfs: Vec<PathBuf>,
+    /// Files that exist only inside, on those tmpfs (secrets): fed through pipes.
+    pub files: Vec<InMemoryFile>,
 }
 
 /// One child to run.
@@ -84,6 +89,8 @@ pub async fn run(
             sandbox.ro_paths = s.ro_paths.into_iter().filter(|p| p.exists()).collect();
             sandbox.rw_paths = s.rw_paths;
             sandbox.ssh_auth_sock = s.ssh_auth_sock;
+            sandbox.tmpfs = s.tmpfs;
+            sandbox.files = s.files;
             bwrap.command(&sandbox, argv, env)?
         }
     };

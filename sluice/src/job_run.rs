@@ -59,6 +59,9 @@ pub struct JobRunArgs {
     /// Keep the build dir when the build ends.
     #[arg(long)]
     keep_jobdir: bool,
+    /// Where per-project secret keys are kept (default: <state dir>/keys).
+    #[arg(long, value_name = "DIR")]
+    keys_dir: Option<PathBuf>,
     /// Serve the build's live log over finger on this address (Zuul's port is 7900).
     #[arg(long, value_name = "ADDR")]
     finger_listen: Option<std::net::SocketAddr>,
@@ -110,6 +113,10 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
         console_port: args.console_port,
         setup_timeout: Duration::from_secs(60),
         verbose: false,
+        keys_dir: args
+            .keys_dir
+            .clone()
+            .unwrap_or_else(|| global.state_dir().join("keys")),
     };
 
     let finger = match args.finger_listen {

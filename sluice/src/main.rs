@@ -2,6 +2,7 @@
 //! subcommand. Logic lives in the crates; this file only wires them.
 
 mod change;
+mod encrypt;
 mod job_run;
 mod quickstart;
 mod serve;
@@ -85,6 +86,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Write a complete working setup (config, tenant, repositories, a local node) into DIR.
     Quickstart(quickstart::QuickstartArgs),
+    /// Encrypt a secret for a project and print the `secret` item to paste.
+    Encrypt(encrypt::EncryptArgs),
     /// The local review flow: approve and list changes.
     #[command(subcommand)]
     Change(change::ChangeCommand),
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.global, args).map(|()| ExitCode::SUCCESS),
         Command::Quickstart(args) => quickstart::run(args).map(|()| ExitCode::SUCCESS),
         Command::Change(cmd) => change::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Encrypt(args) => encrypt::run(&cli.global, args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,

@@ -37,6 +37,7 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         console_port: None,
         setup_timeout: Duration::from_secs(60),
         verbose: false,
+        keys_dir: global.state_dir().join("keys"),
     };
     let opts = ServeOptions {
         executor,

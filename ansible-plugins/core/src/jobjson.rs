@@ -30,8 +30,13 @@ impl JobJson {
     }
 
     /// Appends one playbook object.
+    /// Strings holding a secret value are replaced by [`crate::redact::NOTICE`].
     pub fn append(&self, obj: &Value) -> Result<(), CallbackError> {
-        let body = dumps_indent(obj, 4);
+        let mut obj = obj.clone();
+        if crate::redact::value(&mut obj) {
+            println!("{}", crate::redact::CONTROL);
+        }
+        let body = dumps_indent(&obj, 4);
         let err = |e| CallbackError::file(&self.path, e);
         let mut f = OpenOptions::new()
             .read(true)

@@ -8,6 +8,7 @@ pub mod format;
 pub mod jobjson;
 pub mod output;
 pub mod pyjson;
+pub mod redact;
 pub mod timefmt;
 
 pub use console::{spawn as spawn_stream, StreamHandle, StreamOptions, StreamRequest};

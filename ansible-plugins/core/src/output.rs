@@ -101,7 +101,12 @@ impl JobOutput {
     }
 
     /// Appends `<ts> | <msg>` (msg right-stripped) with an explicit timestamp.
+    /// A line holding a secret value is replaced by [`crate::redact::NOTICE`].
     pub fn line_at(&self, ts: &str, msg: &str) -> Result<(), CallbackError> {
+        let (msg, signal) = crate::redact::line(msg);
+        if signal {
+            self.inner.control.emit(crate::redact::CONTROL);
+        }
         let bytes = format!("{ts} | {}\n", msg.trim_end()).into_bytes();
         // One write call per line: with O_APPEND concurrent writers never interleave a line.
         (&self.inner.file)

@@ -145,6 +145,12 @@ impl JobJson {
     }
 }
 
+/// Sets the secret values whose lines are redacted, and whether a detection fails the build.
+#[pyfunction]
+fn set_redaction(values: Vec<String>, fail: bool) {
+    sluice_callback::redact::configure(&values, fail);
+}
+
 /// Formats a callback event (JSON) into job-output.txt messages.
 #[pyfunction]
 fn format_event(event_json: &str) -> PyResult<Vec<String>> {
@@ -181,5 +187,6 @@ fn sluice_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(short_action, m)?)?;
     m.add_function(wrap_pyfunction!(is_command_action, m)?)?;
     m.add_function(wrap_pyfunction!(now_utc_iso, m)?)?;
+    m.add_function(wrap_pyfunction!(set_redaction, m)?)?;
     Ok(())
 }
