@@ -1,5 +1,6 @@
-//! `sluice serve`: the store, the scheduler loop and executor workers in one process, until
-//! the shutdown future resolves.
+//! The processes: [`serve`] runs the scheduler loop and executor workers in one process;
+//! [`run_scheduler`] and [`run_executor`] run one side each (`sluice scheduler`,
+//! `sluice executor`) against the same store. Each runs until its shutdown future resolves.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,17 +28,59 @@ pub struct ServeOptions {
     pub ansible_state_dir: PathBuf,
 }
 
-/// Runs everything until `shutdown` resolves.
+/// Opens (creating and migrating) the configured store.
+pub async fn open_store(cfg: &ServeConfig) -> Result<Store, SchedulerError> {
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| SchedulerError::Read {
+        path: cfg.state_dir.clone(),
+        source,
+    })?;
+    Ok(Store::open(&cfg.database_url()).await?)
+}
+
+/// Runs the scheduler and executor workers until `shutdown` resolves.
 pub async fn serve(
     cfg: ServeConfig,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
-    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| SchedulerError::Read {
-        path: cfg.state_dir.clone(),
-        source,
-    })?;
-    let store = Store::open(&cfg.database_url()).await?;
+    let store = open_store(&cfg).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let executor = start_workers(&cfg, &opts, &store, stop_rx)?;
+    let outcome = run_scheduler_loop(cfg, store, shutdown).await;
+    stop_workers(stop_tx, executor).await;
+    outcome
+}
+
+/// Runs only the scheduler (no builds) until `shutdown` resolves.
+pub async fn run_scheduler(
+    cfg: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SchedulerError> {
+    let store = open_store(&cfg).await?;
+    run_scheduler_loop(cfg, store, shutdown).await
+}
+
+/// Runs only executor workers until `shutdown` resolves.
+pub async fn run_executor(
+    cfg: ServeConfig,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SchedulerError> {
+    let store = open_store(&cfg).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workers = start_workers(&cfg, &opts, &store, stop_rx)?;
+    tracing::info!("sluice executor running");
+    shutdown.await;
+    stop_workers(stop_tx, workers).await;
+    Ok(())
+}
+
+fn start_workers(
+    cfg: &ServeConfig,
+    opts: &ServeOptions,
+    store: &Store,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, SchedulerError> {
     let nodes = match &cfg.executor.nodes {
         Some(path) => load_nodes(path).map_err(|e| SchedulerError::Invalid {
             path: path.clone(),
@@ -60,22 +103,39 @@ pub async fn serve(
         exec.default_ansible_version = cfg.executor.default_ansible_version.clone();
     }
     let provider = Arc::new(StaticProvider::new(nodes));
-    let (stop_tx, stop_rx) = watch::channel(false);
     let process_id = uuid::Uuid::new_v4().simple().to_string();
+    let executor = Arc::new(exec);
     let mut workers = Vec::new();
     for n in 0..cfg.executor.workers.max(1) {
         let ctx = WorkerContext {
             store: store.clone(),
-            executor: Arc::new(exec.clone()),
+            executor: executor.clone(),
             provider: provider.clone(),
-            id: format!("{}:{process_id}:{n}", exec.hostname),
+            id: format!("{}:{process_id}:{n}", executor.hostname),
             lease: Duration::from_secs(cfg.executor.lease_seconds.max(1)),
         };
-        workers.push(tokio::spawn(run_worker(ctx, stop_rx.clone())));
+        workers.push(tokio::spawn(run_worker(ctx, stop.clone())));
     }
+    Ok(workers)
+}
+
+async fn stop_workers(stop: watch::Sender<bool>, workers: Vec<tokio::task::JoinHandle<()>>) {
+    tracing::info!("stopping executor workers");
+    let _ = stop.send(true);
+    // Running builds are not waited for long: their leases expire and they are retried.
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+    }
+}
+
+async fn run_scheduler_loop(
+    cfg: ServeConfig,
+    store: Store,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SchedulerError> {
     let tick = Duration::from_secs_f64(cfg.tick_seconds.clamp(0.05, 10.0));
     let mut scheduler = Scheduler::new(cfg, store).await?;
-    tracing::info!("sluice serve running");
+    tracing::info!("sluice scheduler running");
     tokio::pin!(shutdown);
     loop {
         let busy = match scheduler.pass().await {
@@ -95,11 +155,6 @@ pub async fn serve(
             _ = tokio::time::sleep(pause) => {}
         }
     }
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    // Running builds are not waited for: their leases expire and they are retried.
-    for w in workers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
-    }
+    tracing::info!("scheduler stopped");
     Ok(())
 }

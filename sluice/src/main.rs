@@ -2,7 +2,6 @@
 //! subcommand. Logic lives in the crates; this file only wires them.
 
 mod change;
-mod encrypt;
 mod job_run;
 mod quickstart;
 mod serve;
@@ -84,10 +83,12 @@ enum Command {
     Web(stream_cmd::WebArgs),
     /// Run the scheduler, executor workers and store in one process.
     Serve(serve::ServeArgs),
+    /// Run only the scheduler (builds are left to `sluice executor` processes).
+    Scheduler(serve::ServeArgs),
+    /// Run only executor workers, claiming builds from the store.
+    Executor(serve::ServeArgs),
     /// Write a complete working setup (config, tenant, repositories, a local node) into DIR.
     Quickstart(quickstart::QuickstartArgs),
-    /// Encrypt a secret for a project and print the `secret` item to paste.
-    Encrypt(encrypt::EncryptArgs),
     /// The local review flow: approve and list changes.
     #[command(subcommand)]
     Change(change::ChangeCommand),
@@ -167,10 +168,17 @@ fn main() -> ExitCode {
         Command::Job(JobCommand::Run(args)) => job_run::run(&cli.global, args),
         Command::Fingergw(args) => stream_cmd::fingergw(args),
         Command::Web(args) => stream_cmd::web(args),
-        Command::Serve(args) => serve::run(&cli.global, args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => {
+            serve::run(&cli.global, args, serve::Role::All).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Scheduler(args) => {
+            serve::run(&cli.global, args, serve::Role::Scheduler).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Executor(args) => {
+            serve::run(&cli.global, args, serve::Role::Executor).map(|()| ExitCode::SUCCESS)
+        }
         Command::Quickstart(args) => quickstart::run(args).map(|()| ExitCode::SUCCESS),
         Command::Change(cmd) => change::run(cmd).map(|()| ExitCode::SUCCESS),
-        Command::Encrypt(args) => encrypt::run(&cli.global, args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,

@@ -1,5 +1,6 @@
-//! `sluice serve`: the store, the scheduler and executor workers in one process
-//! (`sluice-scheduler`), until SIGINT or SIGTERM.
+//! `sluice serve` (the store, the scheduler and executor workers in one process),
+//! `sluice scheduler` and `sluice executor` (one side each, sharing the store), all from
+//! `sluice-scheduler`, until SIGINT or SIGTERM.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use sluice_scheduler::ServeConfig;
 
 use crate::GlobalArgs;
 
-/// Arguments of `sluice serve`.
+/// Arguments of `sluice serve`, `sluice scheduler` and `sluice executor`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The configuration file (docs/serve.md).
@@ -20,8 +21,19 @@ pub struct ServeArgs {
     config: PathBuf,
 }
 
+/// Which side(s) to run.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// Everything.
+    All,
+    /// The scheduler only.
+    Scheduler,
+    /// Executor workers only.
+    Executor,
+}
+
 /// Runs until a signal arrives.
-pub fn run(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
+pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<()> {
     let cfg = ServeConfig::load(&args.config)?;
     let executor = ExecutorConfig {
         state_dir: global.state_dir(),
@@ -37,7 +49,6 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         console_port: None,
         setup_timeout: Duration::from_secs(60),
         verbose: false,
-        keys_dir: global.state_dir().join("keys"),
     };
     let opts = ServeOptions {
         executor,
@@ -48,9 +59,17 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        sluice_scheduler::serve(cfg, opts, shutdown_signal())
-            .await
-            .context("sluice serve")
+        match role {
+            Role::All => sluice_scheduler::serve(cfg, opts, shutdown_signal())
+                .await
+                .context("sluice serve"),
+            Role::Scheduler => sluice_scheduler::serve::run_scheduler(cfg, shutdown_signal())
+                .await
+                .context("sluice scheduler"),
+            Role::Executor => sluice_scheduler::serve::run_executor(cfg, opts, shutdown_signal())
+                .await
+                .context("sluice executor"),
+        }
     })
 }
 

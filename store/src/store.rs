@@ -75,36 +75,44 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(|source| StoreError::Migrate { version: 0, source })?;
+        for (version, statements) in MIGRATIONS {
+            if *version <= self.schema_version().await? {
+                continue;
+            }
+            match self.apply_migration(*version, statements).await {
+                Ok(()) => tracing::info!(version, "applied store migration"),
+                // Another process may have applied it at the same time.
+                Err(_) if *version <= self.schema_version().await? => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
         let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM sluice_schema")
             .fetch_one(&self.pool)
             .await
             .and_then(|row| row.try_get::<Option<i64>, _>("v"))
             .map_err(|source| StoreError::Migrate { version: 0, source })?;
-        let current = current.unwrap_or(0);
-        for (version, statements) in MIGRATIONS {
-            if *version <= current {
-                continue;
-            }
-            let err = |source| StoreError::Migrate {
-                version: *version,
-                source,
-            };
-            let mut tx = self.pool.begin().await.map_err(err)?;
-            for statement in *statements {
-                sqlx::query(statement)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-            }
-            sqlx::query("INSERT INTO sluice_schema (version) VALUES ($1)")
-                .bind(*version)
+        Ok(current.unwrap_or(0))
+    }
+
+    async fn apply_migration(&self, version: i64, statements: &[&str]) -> Result<(), StoreError> {
+        let err = |source| StoreError::Migrate { version, source };
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for statement in statements {
+            sqlx::query(statement)
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
-            tx.commit().await.map_err(err)?;
-            tracing::info!(version, "applied store migration");
         }
-        Ok(())
+        sqlx::query("INSERT INTO sluice_schema (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)
     }
 
     /// Starts a transaction; nothing it writes is visible until [`Tx::commit`].

@@ -251,3 +251,18 @@ async fn a_waiting_build_is_requested_only_when_released() {
         None
     );
 }
+
+#[tokio::test]
+async fn processes_opening_a_new_database_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.db");
+    let (a, b, c) = tokio::join!(
+        Store::open_sqlite(&path),
+        Store::open_sqlite(&path),
+        Store::open_sqlite(&path)
+    );
+    for store in [a, b, c] {
+        let store = store.unwrap();
+        assert!(store.pending_events(1).await.unwrap().is_empty());
+    }
+}

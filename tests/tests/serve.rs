@@ -74,10 +74,15 @@ impl Setup {
 
     /// Starts `sluice serve`; its output goes to `serve-<n>.log`.
     fn serve(&self, n: u32) -> Serve {
-        let log = self.root().join(format!("serve-{n}.log"));
+        self.start("serve", &format!("serve-{n}"))
+    }
+
+    /// Starts `sluice <command>` (serve, scheduler, executor); output goes to `<name>.log`.
+    fn start(&self, command: &str, name: &str) -> Serve {
+        let log = self.root().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(sluice_bin())
-            .arg("serve")
+            .arg(command)
             .arg("--config")
             .arg(&self.config)
             .env("SLUICE_LOG", "info")
@@ -735,4 +740,75 @@ fn supercedent_keeps_one_running_and_one_waiting() {
     let a_end = builds[0]["end_time"].as_str().unwrap_or_default();
     let c_start = builds[1]["start_time"].as_str().unwrap_or_default();
     assert!(c_start >= a_end, "{history:#}");
+}
+
+#[test]
+fn a_killed_executor_process_build_is_retried_on_the_other() {
+    let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
+        )],
+        3,
+    );
+    let scheduler = setup.start("scheduler", "scheduler");
+    let up = wait_for(Duration::from_secs(30), || {
+        scheduler.output().contains("sluice scheduler running")
+    });
+    assert!(up, "{}", scheduler.output());
+    let mut executors = vec![
+        setup.start("executor", "executor-0"),
+        setup.start("executor", "executor-1"),
+    ];
+    setup.push_change("org/app", "slow", "Slow change", &[("x.txt", "x\n")]);
+    let mut holder = None;
+    let claimed = wait_for(Duration::from_secs(60), || {
+        holder = executors
+            .iter()
+            .position(|e| e.output().contains("build claimed"));
+        holder.is_some()
+    });
+    assert!(
+        claimed,
+        "no executor claimed the build:\n{}",
+        scheduler.output()
+    );
+    let holder = holder.unwrap_or_default();
+    let other = 1 - holder;
+    // Kill the holder once its playbook runs.
+    let builds = setup.root().join("state/builds");
+    let running = wait_for(Duration::from_secs(120), || {
+        std::fs::read_dir(&builds)
+            .map(|entries| {
+                entries.flatten().any(|e| {
+                    std::fs::read_to_string(e.path().join("work/logs/job-output.txt"))
+                        .is_ok_and(|t| t.contains("Take a while"))
+                })
+            })
+            .unwrap_or(false)
+    });
+    assert!(running, "{}", executors[holder].output());
+    executors[holder].kill();
+
+    let history = setup.wait_reported(&scheduler, "check", &["slow"], Duration::from_secs(180));
+    let item = items(&history, "check", "slow")[0];
+    assert_eq!(
+        item["result"],
+        "SUCCESS",
+        "{history:#}\n{}",
+        job_outputs(&history)
+    );
+    let sets = buildsets_of(&history, &item["id"]);
+    let builds = sets[0]["builds"].as_array().unwrap();
+    assert_eq!(builds.len(), 2, "{history:#}");
+    assert_eq!(builds[0]["result"], "RETRY", "{history:#}");
+    assert_eq!(builds[1]["result"], "SUCCESS", "{history:#}");
+    let retried = builds[1]["uuid"].as_str().unwrap_or_default();
+    assert!(
+        executors[other].output().contains(retried),
+        "the retry did not run on the other executor:\n{}",
+        executors[other].output()
+    );
 }
