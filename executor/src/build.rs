@@ -48,6 +48,8 @@ pub struct ExecutorConfig {
     pub verbose: bool,
     /// Per-project secret keys (`<state>/keys` by default; see `crate::secrets`).
     pub keys_dir: PathBuf,
+    /// Disk, output, pids and memory limits (`crate::limits`).
+    pub limits: crate::limits::ResourceLimits,
 }
 
 /// The phases of a job, with Zuul's names.
@@ -167,6 +169,13 @@ pub async fn run_build(
         ),
         Ok(jobdir) => {
             log_dir = jobdir.logs.clone();
+            // Resource guards: the sandbox's cgroup and the build dir's disk watch.
+            let cgroup = crate::limits::BuildCgroup::create(&req.uuid, &cfg.limits);
+            let cgroup_procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
+            let disk_watch = cfg.limits.disk_bytes.map(|limit| {
+                let abort = abort.clone();
+                crate::limits::DiskWatch::start(jobdir.root.clone(), limit, move || abort.request())
+            });
             match JobOutput::create(&jobdir.job_output()) {
                 Err(e) => (
                     Some(BuildResultKind::Error),
@@ -190,8 +199,19 @@ pub async fn run_build(
                         repos: Vec::new(),
                         redact: Vec::new(),
                         secret_exposed: false,
+                        cgroup_procs,
                     };
-                    let (mut kind, mut detail) = build.execute().await;
+                    let (mut kind, mut detail) = match &cgroup {
+                        Ok(_) => build.execute().await,
+                        Err(e) => (Some(BuildResultKind::Error), Some(e.to_string())),
+                    };
+                    if disk_watch.as_ref().is_some_and(|w| w.exceeded()) {
+                        kind = Some(BuildResultKind::DiskFull);
+                        detail = Some(format!(
+                            "the build dir used more than {} bytes",
+                            cfg.limits.disk_bytes.unwrap_or_default()
+                        ));
+                    }
                     if build.secret_exposed && req.job.secret_exposure == "fail" {
                         kind = Some(BuildResultKind::SecretExposure);
                         detail = Some("a secret value appeared in the output".into());
@@ -239,6 +259,8 @@ struct Build<'a> {
     redact: Vec<String>,
     /// A callback reported a secret value in the output (`RESULT secret_exposure`).
     secret_exposed: bool,
+    /// `cgroup.procs` files every sandboxed child joins (pids/memory limits).
+    cgroup_procs: Vec<PathBuf>,
 }
 
 impl Build<'_> {
@@ -411,7 +433,10 @@ impl Build<'_> {
             "ZUUL_JOB_FAILURE_OUTPUT".into(),
             serde_json::to_string(&self.req.job.failure_output).unwrap_or_else(|_| "[]".into()),
         );
-        env.insert("ZUUL_OUTPUT_MAX_BYTES".into(), "1073741824".into());
+        env.insert(
+            "ZUUL_OUTPUT_MAX_BYTES".into(),
+            self.cfg.limits.output_max_bytes.to_string(),
+        );
         env.insert(
             "ZUUL_ANSIBLE_SPLIT_STREAMS".into(),
             if self.req.job.ansible_split_streams {
@@ -449,6 +474,7 @@ impl Build<'_> {
             ssh_auth_sock: self.agent_sock.clone(),
             tmpfs: Vec::new(),
             files: Vec::new(),
+            cgroup_procs: self.cgroup_procs.clone(),
         }
     }
 

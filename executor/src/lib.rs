@@ -10,6 +10,7 @@ pub mod build;
 pub mod errors;
 pub mod inventory;
 pub mod jobdir;
+pub mod limits;
 pub mod local;
 pub mod nodes;
 pub mod plugin_dirs;

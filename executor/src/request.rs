@@ -114,6 +114,8 @@ pub enum BuildResultKind {
     Error,
     /// Output contained a secret value and the job has `secret-exposure: fail`.
     SecretExposure,
+    /// The build dir passed the disk limit.
+    DiskFull,
 }
 
 impl BuildResultKind {
@@ -131,6 +133,7 @@ impl BuildResultKind {
             Self::NodeFailure => "NODE_FAILURE",
             Self::Error => "ERROR",
             Self::SecretExposure => "SECRET_EXPOSURE",
+            Self::DiskFull => "DISK_FULL",
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct Sandboxing {
     pub tmpfs: Vec<PathBuf>,
     /// Files that exist only inside, on those tmpfs (secrets): fed through pipes.
     pub files: Vec<InMemoryFile>,
+    /// `cgroup.procs` files the child joins before `exec` (pids/memory limits).
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// One child to run.
@@ -91,7 +93,9 @@ pub async fn run(
             sandbox.ssh_auth_sock = s.ssh_auth_sock;
             sandbox.tmpfs = s.tmpfs;
             sandbox.files = s.files;
-            bwrap.command(&sandbox, argv, env)?
+            let mut command = bwrap.command(&sandbox, argv, env)?;
+            command.join_cgroups(s.cgroup_procs);
+            command
         }
     };
     let config = RunConfig {

@@ -27,6 +27,8 @@ pub struct ChildCommand {
     pub(crate) feeds: Vec<FileFeed>,
     /// Written to the child's `/proc/self/oom_score_adj` before `exec`.
     pub(crate) oom_score_adj: Option<i32>,
+    /// `cgroup.procs` files the child moves itself into before `exec` (resource limits).
+    pub(crate) cgroup_procs: Vec<PathBuf>,
 }
 
 impl ChildCommand {
@@ -47,7 +49,15 @@ impl ChildCommand {
             cwd,
             feeds: Vec::new(),
             oom_score_adj: None,
+            cgroup_procs: Vec::new(),
         })
+    }
+
+    /// Makes the child join these cgroups (their `cgroup.procs` files) before `exec`, so it and
+    /// everything it starts count against their limits from the first instruction. Spawning
+    /// fails if a file cannot be written.
+    pub fn join_cgroups(&mut self, procs_files: Vec<PathBuf>) {
+        self.cgroup_procs = procs_files;
     }
 
     /// The full command line, program first.

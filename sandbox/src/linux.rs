@@ -9,6 +9,7 @@
 use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    path::PathBuf,
 };
 
 use nix::{
@@ -75,6 +76,41 @@ pub(crate) fn set_oom_score_adj_in_child(command: &mut tokio::process::Command, 
             if fd >= 0 {
                 libc::write(fd, text.as_ptr().cast(), text.len());
                 libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes the child spawned from `command` write `0` (itself) to each `cgroup.procs` file
+/// before `exec`; a failure fails the spawn, so a child never runs outside its limits.
+pub(crate) fn join_cgroups_in_child(command: &mut tokio::process::Command, files: &[PathBuf]) {
+    let paths: Vec<std::ffi::CString> = files
+        .iter()
+        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok())
+        .collect();
+    let wanted = files.len();
+    // SAFETY: open(2), write(2) and close(2) are async-signal-safe; the C strings were built
+    // before the fork and are only read.
+    unsafe {
+        command.pre_exec(move || {
+            if paths.len() != wanted {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "cgroup path with NUL",
+                ));
+            }
+            for path in &paths {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+                let err = io::Error::last_os_error();
+                libc::close(fd);
+                if written != 1 {
+                    return Err(err);
+                }
             }
             Ok(())
         });

@@ -165,6 +165,7 @@ pub async fn run(
         cwd,
         feeds,
         oom_score_adj,
+        cgroup_procs,
     } = command;
     let Some((program, args)) = argv.split_first() else {
         return Err(SandboxError::EmptyArgv);
@@ -200,6 +201,9 @@ pub async fn run(
     linux::inherit_in_child(&mut command, feeds.iter().map(FileFeed::child_fd).collect());
     if let Some(value) = oom_score_adj {
         linux::set_oom_score_adj_in_child(&mut command, value);
+    }
+    if !cgroup_procs.is_empty() {
+        linux::join_cgroups_in_child(&mut command, &cgroup_procs);
     }
     let spawned = command.spawn();
     // The command holds our copies of the output pipe's write end; only the child may keep

@@ -59,6 +59,18 @@ pub struct JobRunArgs {
     /// Keep the build dir when the build ends.
     #[arg(long)]
     keep_jobdir: bool,
+    /// Disk limit of the build dir in MiB (DISK_FULL when passed; 0: unlimited).
+    #[arg(long, value_name = "MIB", default_value_t = 250)]
+    disk_limit_mb: u64,
+    /// Console output bytes per command task before it is terminated.
+    #[arg(long, value_name = "BYTES", default_value_t = sluice_executor::limits::DEFAULT_OUTPUT_MAX_BYTES)]
+    output_max_bytes: u64,
+    /// Most processes in the build's sandbox at once (needs cgroups).
+    #[arg(long, value_name = "N")]
+    pids_max: Option<u64>,
+    /// Memory limit of the build's sandbox in MiB (needs cgroups).
+    #[arg(long, value_name = "MIB")]
+    memory_max_mb: Option<u64>,
     /// Where per-project secret keys are kept (default: <state dir>/keys).
     #[arg(long, value_name = "DIR")]
     keys_dir: Option<PathBuf>,
@@ -117,6 +129,12 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
             .keys_dir
             .clone()
             .unwrap_or_else(|| global.state_dir().join("keys")),
+        limits: sluice_executor::limits::ResourceLimits {
+            disk_bytes: (args.disk_limit_mb > 0).then(|| args.disk_limit_mb * 1024 * 1024),
+            output_max_bytes: args.output_max_bytes,
+            pids_max: args.pids_max,
+            memory_bytes: args.memory_max_mb.map(|m| m * 1024 * 1024),
+        },
     };
 
     let finger = match args.finger_listen {

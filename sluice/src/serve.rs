@@ -49,6 +49,8 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
         console_port: None,
         setup_timeout: Duration::from_secs(60),
         verbose: false,
+        keys_dir: global.state_dir().join("keys"),
+        limits: Default::default(),
     };
     let opts = ServeOptions {
         executor,
