@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sluice_executor::build::ExecutorConfig;
 use sluice_executor::nodes::load_nodes;
+use sluice_executor::registry::BuildRegistry;
 use sluice_store::Store;
 use tokio::sync::watch;
 
@@ -26,6 +27,8 @@ pub struct ServeOptions {
     pub executor: ExecutorConfig,
     /// Default Ansible state dir when the config file names none.
     pub ansible_state_dir: PathBuf,
+    /// Where workers register running builds (share it with a finger server to stream them).
+    pub registry: BuildRegistry,
 }
 
 /// Opens (creating and migrating) the configured store.
@@ -113,6 +116,7 @@ fn start_workers(
             provider: provider.clone(),
             id: format!("{}:{process_id}:{n}", executor.hostname),
             lease: Duration::from_secs(cfg.executor.lease_seconds.max(1)),
+            registry: opts.registry.clone(),
         };
         workers.push(tokio::spawn(run_worker(ctx, stop.clone())));
     }

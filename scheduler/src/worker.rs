@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_executor::build::{run_build, BuildAbort, ExecutorConfig};
+use sluice_executor::registry::BuildRegistry;
 use sluice_executor::request::{BuildRequest, BuildResult, BuildResultKind};
 use sluice_store::{now_ms, LeaseState, Store};
 use tokio::sync::watch;
@@ -28,6 +29,8 @@ pub struct WorkerContext {
     pub id: String,
     /// Lease length.
     pub lease: Duration,
+    /// Running builds, for live log streamers (finger, websocket).
+    pub registry: BuildRegistry,
 }
 
 fn failed(uuid: &str, kind: BuildResultKind, detail: String) -> BuildResult {
@@ -137,7 +140,13 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
             abort.clone(),
             stop_rx,
         ));
+        let log = cfg
+            .work_root
+            .join(&req.uuid)
+            .join("work/logs/job-output.txt");
+        let registered = ctx.registry.register(&req.uuid, log);
         let result = run_build(&cfg, &req, &abort).await;
+        drop(registered);
         let _ = stop_tx.send(true);
         let _ = heartbeat.await;
         ctx.provider.release(&allocation);

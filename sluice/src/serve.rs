@@ -19,6 +19,10 @@ pub struct ServeArgs {
     /// The configuration file (docs/serve.md).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Serve running builds' live logs over finger on this address (Zuul's port is 7900);
+    /// ignored by `sluice scheduler`.
+    #[arg(long, value_name = "ADDR")]
+    finger_listen: Option<std::net::SocketAddr>,
 }
 
 /// Which side(s) to run.
@@ -50,17 +54,22 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
         setup_timeout: Duration::from_secs(60),
         verbose: false,
         keys_dir: global.state_dir().join("keys"),
-        limits: Default::default(),
     };
+    let registry = sluice_executor::registry::BuildRegistry::new();
+    let work_root = executor.work_root.clone();
     let opts = ServeOptions {
         executor,
         ansible_state_dir: global.state_dir(),
+        registry: registry.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        if let (Some(addr), false) = (args.finger_listen, matches!(role, Role::Scheduler)) {
+            start_finger(addr, work_root, registry).await?;
+        }
         match role {
             Role::All => sluice_scheduler::serve(cfg, opts, shutdown_signal())
                 .await
@@ -73,6 +82,27 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
                 .context("sluice executor"),
         }
     })
+}
+
+/// Serves the registered builds' logs over finger for as long as the process runs.
+async fn start_finger(
+    addr: std::net::SocketAddr,
+    work_root: PathBuf,
+    registry: sluice_executor::registry::BuildRegistry,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for finger"))?;
+    let server = sluice_stream::FingerServer::new(
+        sluice_stream::FingerConfig {
+            work_root,
+            max_connections: 8192,
+        },
+        registry,
+        sluice_stream::LogWatcher::new()?,
+    );
+    tokio::spawn(server.run(listener, std::future::pending::<()>()));
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -79,12 +79,17 @@ impl Setup {
 
     /// Starts `sluice <command>` (serve, scheduler, executor); output goes to `<name>.log`.
     fn start(&self, command: &str, name: &str) -> Serve {
+        self.start_with(command, name, &[])
+    }
+
+    fn start_with(&self, command: &str, name: &str, extra: &[&str]) -> Serve {
         let log = self.root().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(sluice_bin())
             .arg(command)
             .arg("--config")
             .arg(&self.config)
+            .args(extra)
             .env("SLUICE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -810,5 +815,54 @@ fn a_killed_executor_process_build_is_retried_on_the_other() {
         executors[other].output().contains(retried),
         "the retry did not run on the other executor:\n{}",
         executors[other].output()
+    );
+}
+
+#[test]
+fn serve_streams_a_running_build_over_finger() {
+    use std::io::{Read, Write};
+    let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
+        )],
+        30,
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let serve = setup.start_with("serve", "serve-finger", &["--finger-listen", &addr]);
+    setup.push_change("org/app", "slow", "Slow change", &[("x.txt", "x\n")]);
+    let mut uuid = String::new();
+    let started = wait_for(Duration::from_secs(60), || {
+        let h = setup.history();
+        uuid = h["builds"][0]["uuid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        !uuid.is_empty()
+            && setup
+                .root()
+                .join("state/builds")
+                .join(&uuid)
+                .join("work/logs/job-output.txt")
+                .is_file()
+    });
+    assert!(started, "{}", serve.output());
+    let mut stream = std::net::TcpStream::connect(&addr).expect("finger port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    stream.write_all(format!("{uuid}\r\n").as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    assert!(
+        text.contains("TASK [Take a while]") && text.contains("RUN END"),
+        "finger gave:\n{text}\n{}",
+        serve.output()
     );
 }
