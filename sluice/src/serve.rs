@@ -54,6 +54,7 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
         setup_timeout: Duration::from_secs(60),
         verbose: false,
         keys_dir: global.state_dir().join("keys"),
+        limits: Default::default(),
     };
     let registry = sluice_executor::registry::BuildRegistry::new();
     let work_root = executor.work_root.clone();
