@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+
 from conftest import PLUGINS
 
 DEFAULT_CALLBACK = {"ANSIBLE_STDOUT_CALLBACK": "default"}
@@ -69,3 +71,27 @@ def test_path_lookup_and_local_code_rules_hold(run_playbook: Callable[..., Any],
     assert results["raw"]["failed"] and results["raw"]["msg"] == "Executing local code is prohibited"
     assert results["command"]["stdout"] == "sandboxed"
     assert "token-pytest-canary" not in run.stdout + json.dumps(results)
+
+
+# Files Ansible itself loads (not through an action): static imports and roles are read before
+# the first task, vars_files when the play starts. Each case stops its playbook, so one run each.
+LOADED_FILE_CASES = {
+    "import_tasks": "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - import_tasks: {canary}\n",
+    "include_tasks": "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - include_tasks: {canary}\n",
+    "vars_files": "- hosts: localhost\n  gather_facts: false\n  vars_files: [{canary}]\n  tasks:\n    - debug: {{msg: '{{{{ canary_token }}}}'}}\n",
+    "role_by_path": "- hosts: localhost\n  gather_facts: false\n  roles: [{canary_dir}]\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOADED_FILE_CASES))
+def test_files_ansible_loads_are_path_checked(run_playbook: Callable[..., Any], tmp_path: Path, case: str):
+    secret_dir = tmp_path / "outside"
+    (secret_dir / "tasks").mkdir(parents=True)
+    canary = secret_dir / "canary.yaml"
+    canary.write_text("- debug: {msg: token-loaded-canary}\n")
+    (secret_dir / "tasks" / "main.yaml").write_text("- debug: {msg: token-loaded-canary}\n")
+    playbook = LOADED_FILE_CASES[case].format(canary=canary, canary_dir=secret_dir)
+    run = run_playbook(playbook, restricted=True, extra_env=DEFAULT_CALLBACK)
+    assert run.rc != 0, run.stdout
+    assert "Accessing files from outside the working dir" in run.stdout, run.stdout
+    assert "token-loaded-canary" not in run.stdout
