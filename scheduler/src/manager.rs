@@ -85,12 +85,24 @@ impl Scheduler {
                 Some(uuid) => self.store.buildset(uuid).await?,
                 None => None,
             };
+            if pipeline.manager == Manager::Dependent {
+                if let Some(needed) = self.unmet_need(t, item, &ahead).await? {
+                    self.dequeue_needing(t, pipeline, item, buildset.as_ref(), &needed)
+                        .await?;
+                    changed = true;
+                    continue;
+                }
+            }
             let stale = match &buildset {
                 None => true,
                 Some(bs) => self.without_merged(&bs.context).await? != expected,
             };
             if stale {
-                buildset = Some(self.reset_item(item, &ahead, expected, buildset).await?);
+                let merge_deps = pipeline.manager == Manager::Independent;
+                buildset = Some(
+                    self.reset_item(item, &ahead, expected, buildset, merge_deps)
+                        .await?,
+                );
                 changed = true;
             }
             let Some(mut bs) = buildset else {
@@ -165,6 +177,78 @@ impl Scheduler {
         })
     }
 
+    /// A needed change of a dependent item that is neither merged nor a non-failing item
+    /// ahead of it.
+    async fn unmet_need(
+        &self,
+        t: usize,
+        item: &ItemRow,
+        ahead: &[ItemRow],
+    ) -> Result<Option<ChangeRef>, SchedulerError> {
+        for need in &item.deps {
+            if ahead
+                .iter()
+                .any(|a| a.change.project == need.project && a.change.number == need.number)
+            {
+                continue;
+            }
+            let short = self.tenants[t]
+                .project(&need.project)
+                .map(|p| p.entry.name.clone())
+                .unwrap_or_default();
+            let merged = self
+                .store
+                .change_by_ref(&need.connection, &short, &need.refname)
+                .await?
+                .is_some_and(|c| c.status == "merged");
+            if !merged {
+                return Ok(Some(need.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Dequeues an item whose needed change failed (or left the queue), Zuul's way.
+    async fn dequeue_needing(
+        &self,
+        t: usize,
+        pipeline: &Pipeline,
+        item: &ItemRow,
+        buildset: Option<&BuildsetRow>,
+        needed: &ChangeRef,
+    ) -> Result<(), SchedulerError> {
+        let message = format!(
+            "{}\n\nThis change depends on a change that failed to merge.\n\n- {}",
+            pipeline.failure_message, needed.url
+        );
+        let builds = match buildset {
+            Some(bs) => self.store.builds_of_buildset(&bs.uuid).await?,
+            None => Vec::new(),
+        };
+        if let Some(driver) = self
+            .drivers
+            .iter()
+            .find(|d| d.name == item.change.connection)
+        {
+            let short = self.tenants[t]
+                .project(&item.change.project)
+                .map(|p| p.entry.name.clone())
+                .unwrap_or_default();
+            if let Err(e) = driver.note(&short, &pipeline.name, &item.change.patchset, &message) {
+                tracing::warn!(change = %item.change.url, error = %e, "cannot write the report note");
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        cancel_builds(&mut tx, &builds).await?;
+        if let Some(bs) = buildset {
+            tx.finish_buildset(&bs.uuid, "FAILURE", &message).await?;
+        }
+        tx.finish_item(&item.uuid, "FAILURE").await?;
+        tx.commit().await?;
+        tracing::info!(change = %item.change.url, needed = %needed.url, "dequeued: a needed change failed");
+        Ok(())
+    }
+
     /// `context` without the items that have merged since (their changes are in the branch).
     async fn without_merged(&self, context: &[String]) -> Result<Vec<String>, SchedulerError> {
         let mut out = Vec::new();
@@ -188,6 +272,7 @@ impl Scheduler {
         ahead: &[ItemRow],
         context: Vec<String>,
         old: Option<BuildsetRow>,
+        merge_deps: bool,
     ) -> Result<BuildsetRow, SchedulerError> {
         let mut unfinished = Vec::new();
         if let Some(old) = &old {
@@ -198,7 +283,9 @@ impl Scheduler {
         for i in ahead {
             refs.push(i.change.clone());
         }
-        refs.extend(item.deps.iter().cloned());
+        if merge_deps {
+            refs.extend(item.deps.iter().cloned());
+        }
         refs.push(item.change.clone());
         let mut bs = BuildsetRow {
             uuid: uuid::Uuid::new_v4().simple().to_string(),

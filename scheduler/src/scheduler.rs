@@ -372,7 +372,8 @@ impl Scheduler {
                                     );
                                     continue;
                                 }
-                                (queue, Vec::new())
+                                // Kept to dequeue the item if one of them fails.
+                                (queue, needed)
                             }
                         };
                         new_items.push(ItemRow {

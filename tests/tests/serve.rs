@@ -763,7 +763,7 @@ fn a_killed_executor_process_build_is_retried_on_the_other() {
         scheduler.output().contains("sluice scheduler running")
     });
     assert!(up, "{}", scheduler.output());
-    let mut executors = vec![
+    let mut executors = [
         setup.start("executor", "executor-0"),
         setup.start("executor", "executor-1"),
     ];
@@ -865,4 +865,68 @@ fn serve_streams_a_running_build_over_finger() {
         "finger gave:\n{text}\n{}",
         serve.output()
     );
+}
+
+#[test]
+fn gate_dequeues_a_change_whose_needed_change_fails() {
+    let setup = Setup::new(
+        GATE,
+        &[(
+            "org/app",
+            &[
+                (".zuul.yaml", APP_JOBS),
+                ("playbooks/test.yaml", FAIL_ON_REQUEST),
+            ],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    setup.push_change(
+        "org/app",
+        "needed",
+        "Needed\n\nplease-fail",
+        &[("n.txt", "n\n")],
+    );
+    setup.push_change(
+        "org/app",
+        "needing",
+        "Needing\n\nDepends-On: git://localhost/org/app/review/main/needed\n",
+        &[("m.txt", "m\n")],
+    );
+    let known = wait_for(Duration::from_secs(30), || {
+        setup.sluice(&["change", "list"]).lines().count() == 2
+    });
+    assert!(known, "{}", serve.output());
+    // Approving the dependent first does not enqueue it: its needed change is not ahead.
+    setup.approve("org/app", "needing");
+    setup.approve("org/app", "needed");
+    let enqueued = wait_for(Duration::from_secs(30), || {
+        !items(&setup.history(), "gate", "needed").is_empty()
+    });
+    assert!(enqueued, "{}", serve.output());
+    assert!(items(&setup.history(), "gate", "needing").is_empty());
+    setup.approve("org/app", "needing");
+    let history = setup.wait_reported(
+        &serve,
+        "gate",
+        &["needed", "needing"],
+        Duration::from_secs(180),
+    );
+    let needed = items(&history, "gate", "needed")[0];
+    let needing = items(&history, "gate", "needing")[0];
+    assert_eq!(needed["result"], "FAILURE", "{history:#}");
+    assert_eq!(needing["result"], "FAILURE", "{history:#}");
+    let sets = buildsets_of(&history, &needing["id"]);
+    let message = sets
+        .last()
+        .map(|s| s["message"].clone())
+        .unwrap_or_default();
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("depends on a change that failed to merge")),
+        "{history:#}"
+    );
+    let log = setup.branch_log("org/app");
+    assert!(!log.contains("Needed") && !log.contains("Needing"), "{log}");
 }
