@@ -183,6 +183,46 @@ impl GitDriver {
         Ok(messages.join("\n"))
     }
 
+    /// Files the change touches: the diff between its merge base with `branch` and `sha`
+    /// (old and new paths of renames).
+    pub fn changed_files(
+        &self,
+        project: &str,
+        branch: &str,
+        sha: &str,
+    ) -> Result<Vec<String>, SchedulerError> {
+        let repo = self.open(project)?;
+        let oid = git2::Oid::from_str(sha).map_err(git_err(project, "parse sha"))?;
+        let commit = repo
+            .find_commit(oid)
+            .map_err(git_err(project, "find commit"))?;
+        let new_tree = commit.tree().map_err(git_err(project, "read tree"))?;
+        let base_tree = match repo.revparse_single(&format!("refs/heads/{branch}")) {
+            Ok(tip) => repo
+                .merge_base(tip.id(), oid)
+                .ok()
+                .and_then(|b| repo.find_commit(b).ok())
+                .and_then(|c| c.tree().ok()),
+            Err(_) => None,
+        };
+        let diff = repo
+            .diff_tree_to_tree(base_tree.as_ref(), Some(&new_tree), None)
+            .map_err(git_err(project, "diff"))?;
+        let mut files = Vec::new();
+        for delta in diff.deltas() {
+            for path in [delta.old_file().path(), delta.new_file().path()]
+                .into_iter()
+                .flatten()
+            {
+                let path = path.display().to_string();
+                if !files.contains(&path) {
+                    files.push(path);
+                }
+            }
+        }
+        Ok(files)
+    }
+
     /// Whether `sha` is already contained in `branch`.
     pub fn is_merged(&self, project: &str, branch: &str, sha: &str) -> bool {
         let Ok(repo) = self.open(project) else {

@@ -450,6 +450,29 @@ impl Scheduler {
                 Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", format!("job {job}: {e}"))),
             }
         }
+        let changed_files = match self
+            .drivers
+            .iter()
+            .find(|d| d.name == item.change.connection)
+        {
+            Some(driver) => {
+                let short = tl
+                    .project(&item.change.project)
+                    .map(|p| p.entry.name.clone())
+                    .unwrap_or_default();
+                driver
+                    .changed_files(&short, &item.change.branch, &item.change.patchset)
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let frozen = match select_by_files(frozen, &changed_files) {
+            Ok(f) => f,
+            Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", e)),
+        };
+        if frozen.is_empty() {
+            return Ok(Prepared::Early("NO_JOBS", String::new()));
+        }
         let graph = match job_graph(&frozen) {
             Ok(graph) => graph,
             Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", e)),
@@ -675,6 +698,72 @@ impl Scheduler {
         let _ = std::fs::remove_dir_all(&dir);
         outcome
     }
+}
+
+/// Whether a job's `files` / `irrelevant-files` let it run for a change touching `files`.
+fn files_match(job: &FrozenJobDetails, files: &[String]) -> Result<bool, String> {
+    let compile = |patterns: &[String]| -> Result<Vec<regex::Regex>, String> {
+        patterns
+            .iter()
+            .map(|p| {
+                regex::Regex::new(&format!("^(?:{p})"))
+                    .map_err(|e| format!("job {}: bad file matcher {p:?}: {e}", job.job.name))
+            })
+            .collect()
+    };
+    let files: Vec<&String> = files.iter().filter(|f| *f != "/COMMIT_MSG").collect();
+    let wanted = compile(&job.files)?;
+    if !wanted.is_empty()
+        && !files.is_empty()
+        && !files.iter().any(|f| wanted.iter().any(|r| r.is_match(f)))
+    {
+        return Ok(false);
+    }
+    let irrelevant = compile(&job.irrelevant_files)?;
+    if !irrelevant.is_empty()
+        && !files.is_empty()
+        && files
+            .iter()
+            .all(|f| irrelevant.iter().any(|r| r.is_match(f)))
+    {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The jobs whose file matchers match, plus every hard dependency of a job that runs.
+fn select_by_files(
+    jobs: Vec<FrozenJobDetails>,
+    files: &[String],
+) -> Result<Vec<FrozenJobDetails>, String> {
+    let mut keep = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        keep.push(files_match(j, files)?);
+    }
+    loop {
+        let mut grew = false;
+        for idx in 0..jobs.len() {
+            if !keep[idx] {
+                continue;
+            }
+            for d in jobs[idx].dependencies.iter().filter(|d| !d.soft) {
+                if let Some(dep) = jobs.iter().position(|j| j.job.name == d.name) {
+                    if !keep[dep] {
+                        keep[dep] = true;
+                        grew = true;
+                    }
+                }
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    Ok(jobs
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(j, k)| k.then_some(j))
+        .collect())
 }
 
 /// Each job's dependencies within the buildset: soft ones on jobs that do not run are dropped,

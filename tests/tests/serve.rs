@@ -930,3 +930,43 @@ fn gate_dequeues_a_change_whose_needed_change_fails() {
     let log = setup.branch_log("org/app");
     assert!(!log.contains("Needed") && !log.contains("Needing"), "{log}");
 }
+
+#[test]
+fn file_matchers_select_the_jobs_a_change_runs() {
+    let app_jobs = "- job:\n    name: docs\n    run: playbooks/test.yaml\n    files: ['^docs/']\n\n- job:\n    name: code\n    run: playbooks/test.yaml\n    irrelevant-files: ['^docs/', '.*\\.md$']\n\n- job:\n    name: always\n    run: playbooks/test.yaml\n\n- project:\n    check:\n      jobs:\n        - docs\n        - code\n        - always\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/test.yaml", QUICK)],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    setup.push_change("org/app", "docs-only", "Docs", &[("docs/guide.md", "g\n")]);
+    setup.push_change(
+        "org/app",
+        "code-only",
+        "Code",
+        &[("src/main.c", "int main;\n")],
+    );
+    let history = setup.wait_reported(
+        &serve,
+        "check",
+        &["docs-only", "code-only"],
+        Duration::from_secs(180),
+    );
+    let jobs_of = |topic: &str| {
+        let item = items(&history, "check", topic)[0];
+        let mut jobs: Vec<String> = buildsets_of(&history, &item["id"])[0]["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["job_name"].as_str().map(str::to_string))
+            .collect();
+        jobs.sort();
+        jobs
+    };
+    assert_eq!(jobs_of("docs-only"), ["always", "docs"], "{history:#}");
+    assert_eq!(jobs_of("code-only"), ["always", "code"], "{history:#}");
+}
