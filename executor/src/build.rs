@@ -344,6 +344,11 @@ impl Build<'_> {
         if let Err(outcome) = self.prepare_playbooks().await {
             return outcome;
         }
+        // Every secret must decrypt before anything runs: a bad one is an ERROR, not a retry.
+        let keys = crate::secrets::KeyStore::new(&self.cfg.keys_dir);
+        if let Err(e) = crate::secrets::check_job(&self.req.job, &keys) {
+            return (Some(BuildResultKind::Error), Some(e.to_string()));
+        }
         if !self.nodes.is_empty() {
             self.line("Running Ansible setup");
             match setup_end {

@@ -341,6 +341,20 @@ pub fn playbook_secrets(
     }))
 }
 
+/// Decrypts every secret of the job (and forgets the plaintexts): the first that fails is the
+/// error.
+pub fn check_job(job: &FrozenJob, keys: &KeyStore) -> Result<(), SecretsError> {
+    for secret in &job.secrets {
+        let key = keys.load(&secret.project)?;
+        decrypt_data(&key, &secret.data).map_err(|reason| SecretsError::Decrypt {
+            secret: secret.name.clone(),
+            project: secret.project.clone(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
 fn collect_strings(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::String(s) => out.push(s.clone()),

@@ -343,3 +343,46 @@ fn an_untrusted_job_naming_another_projects_secret_is_a_config_error() {
     );
     assert!(!run.stdout.contains("site-token-value"));
 }
+
+#[test]
+fn a_value_encrypted_with_another_projects_key_is_an_error_naming_the_secret() {
+    let scratch = tempfile::tempdir().unwrap();
+    let keys = scratch.path().join("keys");
+    let node = Node::start();
+    let config = config_project(scratch.path());
+    // Encrypted for org/other, pasted into org/demo.
+    let foreign = encrypt(&keys, "org/other", "db", "password", SHORT);
+    encrypt(&keys, "org/demo", "unused", "x", "x");
+    let project = GitRepo::init(&scratch.path().join("org/demo"), "main");
+    project
+        .write(
+            ".zuul.yaml",
+            &format!("{foreign}- job:\n    name: secretive\n    secrets: [db]\n    run: playbooks/run.yaml\n"),
+        )
+        .write("playbooks/run.yaml", "- hosts: localhost\n  tasks:\n    - debug: {msg: ran}\n");
+    project.commit("Foreign secret");
+    let a = [
+        format!("--project={}", project.path.display()),
+        format!("--config-project=config={}", config.path.display()),
+        format!("--nodes={}", node.nodes_file().display()),
+        format!("--ssh-key={}", node.key().display()),
+        format!("--keys-dir={}", keys.display()),
+    ];
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let run = run_job(scratch.path(), "secretive", &a);
+    assert_eq!(
+        run.result["result"], "ERROR",
+        "{}\n{}",
+        run.result, run.stdout
+    );
+    let detail = run.result["error_detail"].as_str().unwrap_or_default();
+    assert_eq!(
+        detail,
+        "secret db of localhost/org/demo: block 1 does not decrypt with the project's key"
+    );
+    assert!(
+        !run.job_output().contains("RUN START"),
+        "{}",
+        run.job_output()
+    );
+}
