@@ -19,7 +19,7 @@ pub const DEFAULT_DISK_LIMIT: u64 = 250 * 1024 * 1024;
 /// Zuul's `output_max_bytes` default (1 GiB).
 pub const DEFAULT_OUTPUT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
-/// How often the disk usage of a build dir is measured.
+/// How often the disk usage of a build dir is measured (at least; longer when a walk is slow).
 pub const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The limits a build runs under.
@@ -225,9 +225,12 @@ impl DiskWatch {
             let mut on_exceed = Some(on_exceed);
             while !st.load(Ordering::SeqCst) {
                 let d = dir.clone();
+                let started = std::time::Instant::now();
                 let used = tokio::task::spawn_blocking(move || disk_usage(&d))
                     .await
                     .unwrap_or(0);
+                // Big workspaces take long to walk: keep the walking under a tenth of the time.
+                let pause = DISK_CHECK_INTERVAL.max(started.elapsed() * 10);
                 if used > limit {
                     ex.store(true, Ordering::SeqCst);
                     if let Some(f) = on_exceed.take() {
@@ -235,7 +238,7 @@ impl DiskWatch {
                     }
                     break;
                 }
-                tokio::time::sleep(DISK_CHECK_INTERVAL).await;
+                tokio::time::sleep(pause).await;
             }
         });
         DiskWatch { exceeded, stop }
