@@ -207,17 +207,31 @@ impl Installations {
         sources: &PluginSources,
     ) -> Result<(), AnsibleError> {
         let dest = &installation.plugin_dir;
+        // Builds run concurrently (several executor workers, several processes) against one
+        // installation: a folder whose content is already right is left alone, and a changed
+        // one is copied beside and swapped in, so a running playbook never loses its plugins
+        // to another build's install.
         for folder in PLUGIN_FOLDERS {
             let from = sources.plugins_dir.join(folder);
             let to = dest.join(folder);
-            if to.exists() {
-                fs::remove_dir_all(&to).map_err(|e| AnsibleError::io(&to, e))?;
+            if from.is_dir() && same_tree(&from, &to) {
+                continue;
             }
+            if !from.is_dir() && to.is_dir() {
+                continue;
+            }
+            let tmp = dest.join(format!(".{folder}.{}", unique_suffix()));
             if from.is_dir() {
-                copy_tree(&from, &to)?;
+                copy_tree(&from, &tmp)?;
             } else {
-                fs::create_dir_all(&to).map_err(|e| AnsibleError::io(&to, e))?;
+                fs::create_dir_all(&tmp).map_err(|e| AnsibleError::io(&tmp, e))?;
             }
+            let old = dest.join(format!(".{folder}.old.{}", unique_suffix()));
+            if to.exists() {
+                fs::rename(&to, &old).map_err(|e| AnsibleError::io(&to, e))?;
+            }
+            fs::rename(&tmp, &to).map_err(|e| AnsibleError::io(&to, e))?;
+            let _ = fs::remove_dir_all(&old);
         }
         let site = site_packages(installation)?;
         let target = site.join(NATIVE_MODULE_FILE);
@@ -228,7 +242,7 @@ impl Installations {
         }
         if !same_file_content(&sources.native_lib, &target) {
             // Write beside and rename so a running Ansible never maps a half-written library.
-            let tmp = site.join(format!(".{NATIVE_MODULE_FILE}.tmp"));
+            let tmp = site.join(format!(".{NATIVE_MODULE_FILE}.{}", unique_suffix()));
             fs::copy(&sources.native_lib, &tmp).map_err(|e| AnsibleError::io(&tmp, e))?;
             fs::rename(&tmp, &target).map_err(|e| AnsibleError::io(&target, e))?;
         }
@@ -308,6 +322,43 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), AnsibleError> {
     Ok(())
 }
 
+/// A name part no other install (thread or process) uses at the same time.
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether `to` holds exactly the files `copy_tree(from, to)` would write.
+fn same_tree(from: &Path, to: &Path) -> bool {
+    let list = |dir: &Path| -> Option<Vec<std::ffi::OsString>> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .filter(|n| n != "__pycache__")
+            .collect();
+        names.sort();
+        Some(names)
+    };
+    let (Some(a), Some(b)) = (list(from), list(to)) else {
+        return false;
+    };
+    a == b
+        && a.iter().all(|name| {
+            let (x, y) = (from.join(name), to.join(name));
+            if x.is_dir() {
+                same_tree(&x, &y)
+            } else {
+                !y.is_dir() && same_file_content(&x, &y)
+            }
+        })
+}
+
 fn same_file_content(a: &Path, b: &Path) -> bool {
     match (fs::read(a), fs::read(b)) {
         (Ok(x), Ok(y)) => x == y,
@@ -318,6 +369,24 @@ fn same_file_content(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_tree_sees_copies_and_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        let to = dir.path().join("to");
+        fs::create_dir_all(from.join("sub/__pycache__")).unwrap();
+        fs::write(from.join("a.py"), "a").unwrap();
+        fs::write(from.join("sub/b.py"), "b").unwrap();
+        assert!(!same_tree(&from, &to));
+        copy_tree(&from, &to).unwrap();
+        assert!(same_tree(&from, &to));
+        fs::write(to.join("sub/b.py"), "changed").unwrap();
+        assert!(!same_tree(&from, &to));
+        fs::write(to.join("sub/b.py"), "b").unwrap();
+        fs::write(to.join("extra.py"), "x").unwrap();
+        assert!(!same_tree(&from, &to));
+    }
 
     #[test]
     fn normalize_accepts_core_minor_package_major_and_patch() {
