@@ -54,13 +54,25 @@ impl Scheduler {
     pub async fn pass(&mut self) -> Result<bool, SchedulerError> {
         let mut busy = false;
         busy |= self.poll().await? > 0;
-        self.refresh_layouts()?;
+        if let Err(e) = self.refresh_layouts() {
+            // The previous layouts stay in use.
+            tracing::error!(error = %e, "cannot reload layouts");
+        }
         busy |= self.record_finished_builds().await? > 0;
         busy |= self.store.expire_leases(now_ms()).await? > 0;
         busy |= self.process_events().await? > 0;
         for t in 0..self.tenants.len() {
             for p in 0..self.tenants[t].pipelines.len() {
-                busy |= self.process_pipeline(t, p).await?;
+                // A pipeline that cannot advance does not stop the others.
+                match self.process_pipeline(t, p).await {
+                    Ok(changed) => busy |= changed,
+                    Err(e) => tracing::error!(
+                        tenant = %self.tenants[t].tenant.name,
+                        pipeline = %self.tenants[t].pipelines[p].name,
+                        error = %e,
+                        "pipeline pass failed"
+                    ),
+                }
             }
         }
         Ok(busy)
@@ -100,6 +112,8 @@ impl Scheduler {
         Ok(n)
     }
 
+    /// Reloads the layouts whose branch tips moved. A tenant whose reload fails keeps its
+    /// previous layout (the error is returned after every tenant was tried).
     fn refresh_layouts(&mut self) -> Result<(), SchedulerError> {
         let cache = self.work_dir().join("config-cache");
         let mut out = Vec::new();
@@ -108,18 +122,30 @@ impl Scheduler {
             .into_iter()
             .map(|t| (t.tenant.name.clone(), t))
             .collect();
+        let mut first_error = None;
         for tc in &self.tenant_configs {
-            let fp = TenantLayout::fingerprint_of(tc, &self.drivers)?;
-            match old.remove(&tc.name) {
-                Some(t) if t.fingerprint == fp => out.push(t),
-                _ => {
+            let previous = old.remove(&tc.name);
+            let reloaded = match TenantLayout::fingerprint_of(tc, &self.drivers) {
+                Ok(fp) if previous.as_ref().is_some_and(|t| t.fingerprint == fp) => {
+                    out.extend(previous);
+                    continue;
+                }
+                Ok(_) => {
                     tracing::info!(tenant = %tc.name, "loading layout");
-                    out.push(TenantLayout::load(tc, &self.drivers, &cache)?);
+                    TenantLayout::load(tc, &self.drivers, &cache)
+                }
+                Err(e) => Err(e),
+            };
+            match reloaded {
+                Ok(t) => out.push(t),
+                Err(e) => {
+                    out.extend(previous);
+                    first_error.get_or_insert(e);
                 }
             }
         }
         self.tenants = out;
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Turns finished requests into build records; RETRY results get a new try.
@@ -276,6 +302,21 @@ impl Scheduler {
         let events = self.store.pending_events(100).await?;
         let n = events.len();
         for ev in events {
+            // One bad event must not block the ones after it.
+            if let Err(e) = self.process_event(&ev).await {
+                tracing::error!(event = ev.id, kind = %ev.kind, error = %e, "event dropped");
+                let mut tx = self.store.begin().await?;
+                tx.mark_event_processed(ev.id).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Enqueues (and dequeues) what one event asks for, in one transaction with marking it
+    /// processed.
+    async fn process_event(&mut self, ev: &sluice_store::EventRow) -> Result<(), SchedulerError> {
+        {
             let project = ev
                 .payload
                 .get("project")
@@ -416,7 +457,7 @@ impl Scheduler {
             tx.mark_event_processed(ev.id).await?;
             tx.commit().await?;
         }
-        Ok(n)
+        Ok(())
     }
 }
 
