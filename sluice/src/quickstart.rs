@@ -25,6 +25,7 @@ pub fn run(args: &QuickstartArgs) -> anyhow::Result<()> {
         .source_dir
         .clone()
         .unwrap_or_else(|| Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).to_path_buf());
+    let source = std::fs::canonicalize(&source).unwrap_or(source);
     let dir = std::path::absolute(&args.dir).context("cannot resolve DIR")?;
     let node_dir = dir.join("node");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
