@@ -970,3 +970,103 @@ fn file_matchers_select_the_jobs_a_change_runs() {
     assert_eq!(jobs_of("docs-only"), ["always", "docs"], "{history:#}");
     assert_eq!(jobs_of("code-only"), ["always", "code"], "{history:#}");
 }
+
+/// Stops the quickstart's node on drop.
+struct QuickstartNode(PathBuf);
+
+impl Drop for QuickstartNode {
+    fn drop(&mut self) {
+        let _ = Command::new(sluice_tests::repo_root().join("tests/node/sshd-node"))
+            .arg("stop")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn quickstart_setup_passes_check_and_gate_and_merges() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("qs");
+    let out = Command::new(sluice_bin())
+        .arg("quickstart")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let _node = QuickstartNode(dir.join("node"));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.join("sluice.yaml");
+    assert!(
+        printed.contains(&format!("serve --config {}", config.display())),
+        "{printed}"
+    );
+
+    let log = scratch.path().join("serve.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut serve = Serve {
+        child: Command::new(sluice_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    let work = GitRepo {
+        path: scratch.path().join("demo"),
+    };
+    let clone = Command::new("git")
+        .args(["clone", "-q"])
+        .arg(dir.join("repos/org/demo.git"))
+        .arg(&work.path)
+        .output()
+        .unwrap();
+    assert!(clone.status.success());
+    work.write("README", "hi\n");
+    let sha = work.commit("Say hi");
+    work.git(&["push", "-q", "origin", "HEAD:refs/heads/review/main/say-hi"]);
+    let sluice = |args: &[&str]| {
+        let out = Command::new(sluice_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let history = || -> Value {
+        serde_json::from_str(&sluice(&["change", "history", "--tenant", "quickstart"]))
+            .unwrap_or(Value::Null)
+    };
+    let checked = wait_for(Duration::from_secs(120), || {
+        items(&history(), "check", "say-hi")
+            .first()
+            .is_some_and(|i| i["state"] == "done")
+    });
+    assert!(checked, "{:#}\n{}", history(), serve.output());
+    assert_eq!(items(&history(), "check", "say-hi")[0]["result"], "SUCCESS");
+    sluice(&["change", "approve", "org/demo", "review/main/say-hi"]);
+    let gated = wait_for(Duration::from_secs(120), || {
+        items(&history(), "gate", "say-hi")
+            .first()
+            .is_some_and(|i| i["state"] == "done")
+    });
+    assert!(gated, "{:#}\n{}", history(), serve.output());
+    assert_eq!(items(&history(), "gate", "say-hi")[0]["result"], "SUCCESS");
+    let main = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir.join("repos/org/demo.git"))
+        .args(["rev-parse", "main"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&main.stdout).trim(), sha);
+    assert!(sluice(&["change", "list"]).contains("merged"));
+    serve.kill();
+}
