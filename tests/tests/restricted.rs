@@ -6,7 +6,8 @@
 //! `ALLOW <case>` (must succeed); results come from job-output.json. A canary file with a random
 //! token sits outside the work dir but inside the sandbox (in the installation's plugin root,
 //! which the sandbox mounts read-only): its token must appear in no output and the file must stay
-//! unchanged, and no file the corpus tries to plant outside the work dir may exist afterwards.
+//! unchanged, and no file the corpus tries to plant outside the work dir may exist afterwards. A
+//! trusted parent pre-run doing what the corpus may not (raw, a pipe lookup) must still work.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use sluice_tests::{build_dir, config_project, repo_root, run_job, GitRepo, JobRun, Node};
 
-const CORPUS_JOB: &str = "- job:\n    name: corpus\n    parent: base\n    run:\n      - playbooks/hostile.yaml\n      - playbooks/overrides.yaml\n";
+const CORPUS_JOB: &str = "- job:\n    name: corpus\n    parent: corpus-base\n    run:\n      - playbooks/hostile.yaml\n      - playbooks/overrides.yaml\n";
+
+/// A trusted playbook using what the restricted set refuses (raw and a pipe lookup on localhost).
+const TRUSTED_PRE: &str = "- hosts: localhost\n  tasks:\n    - raw: echo trusted-raw-ran\n    - debug:\n        msg: \"{{ lookup('pipe', 'echo trusted-pipe-ran') }}\"\n";
 
 /// The state dir the `sluice` binary uses (same rule as the CLI).
 fn state_dir() -> PathBuf {
@@ -232,6 +236,15 @@ fn run_corpus(version: &str) {
     let node = Node::start();
     let canary = Canary::plant(&state_dir().join("ansible").join(version));
     let config = config_project(scratch.path());
+    // A trusted parent whose pre-run does what untrusted playbooks may not: it must still work.
+    let base = std::fs::read_to_string(config.path.join("zuul.yaml")).unwrap();
+    config
+        .write(
+            "zuul.yaml",
+            &format!("{base}- job:\n    name: corpus-base\n    parent: base\n    pre-run: playbooks/unrestricted.yaml\n"),
+        )
+        .write("playbooks/unrestricted.yaml", TRUSTED_PRE);
+    config.commit("Trusted parent");
     let project = corpus_project(scratch.path(), &canary.path);
     let args = [
         format!("--project={}", project.path.display()),
@@ -258,6 +271,9 @@ fn run_corpus(version: &str) {
     );
     assert_eq!(run.result["data"]["corpus"], "ran", "{}", run.result);
 
+    let output = run.job_output();
+    assert!(output.contains("trusted-raw-ran"), "{output}");
+    assert!(output.contains("trusted-pipe-ran"), "{output}");
     canary.assert_untouched();
     let logs = Path::new(run.result["log_dir"].as_str().unwrap());
     for file in ["job-output.txt", "job-output.json"] {
