@@ -17,8 +17,8 @@ use crate::shutdown::Token;
 /// Zuul's finger gateway port.
 pub const DEFAULT_GATEWAY_PORT: u16 = 79;
 
-/// Relay buffer size per connection.
-const RELAY_CHUNK: usize = 16 * 1024;
+/// Relay buffer size per connection (Zuul relays 1024-byte reads; lines are short).
+const RELAY_CHUNK: usize = 4 * 1024;
 
 /// The gateway's settings.
 #[derive(Debug, Clone)]

@@ -35,8 +35,13 @@ use crate::request::is_build_id;
 pub const HEARTBEAT: Duration = Duration::from_secs(20);
 /// The longest a plain HTTP request may take to produce its response head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes read from the executor per frame at most.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read from the executor per frame at most (also the relay's whole buffer per session).
+const READ_CHUNK: usize = 4 * 1024;
+/// The client sends one small JSON frame: a small read buffer and message limit are enough
+/// (tungstenite's defaults, 128 KiB of read buffer per session, would dominate an idle watcher).
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+/// The largest frame a client may send.
+const CLIENT_MAX_MESSAGE: usize = 64 * 1024;
 
 /// The state behind [`router`]: how builds are reached, and the live websocket sessions (so
 /// that shutdown can close them: upgraded connections outlive axum's graceful shutdown).
@@ -135,6 +140,12 @@ async fn console_stream(
     State(state): State<ConsoleState>,
     Path(tenant): Path<String>,
 ) -> Response {
+    let ws = ws
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        // Each frame is flushed by `send`; no extra buffering before writing.
+        .write_buffer_size(0)
+        .max_message_size(CLIENT_MAX_MESSAGE)
+        .max_frame_size(CLIENT_MAX_MESSAGE);
     ws.on_upgrade(move |socket: WebSocket| async move {
         let (guard, notice) = state.session();
         let (sink, stream) = socket.split();

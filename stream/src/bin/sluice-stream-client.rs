@@ -130,7 +130,7 @@ fn main() -> std::process::ExitCode {
                     .collect();
                 let first = firsts.first().cloned().unwrap_or_default();
                 if !report {
-                    let session = watch(&url, &first, true, abort_after).await;
+                    let session = watch(&url, &first, true, abort_after, || {}).await;
                     if let Some(error) = &session.error {
                         eprintln!("error: {error}");
                     }
@@ -144,11 +144,28 @@ fn main() -> std::process::ExitCode {
                         std::process::ExitCode::FAILURE
                     };
                 }
+                let total = firsts.len() * watchers;
+                let caught_up = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let sessions = futures_util::future::join_all(
                     firsts
                         .iter()
                         .flat_map(|first| std::iter::repeat_n(first, watchers))
-                        .map(|first| watch(&url, first, false, abort_after)),
+                        .map(|first| {
+                            let caught_up = caught_up.clone();
+                            let url = &url;
+                            async move {
+                                watch(url, first, false, abort_after, move || {
+                                    let n = caught_up
+                                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                                        + 1;
+                                    if n == total {
+                                        // The bench waits for this line before measuring.
+                                        eprintln!("all {total} sessions receiving");
+                                    }
+                                })
+                                .await
+                            }
+                        }),
                 )
                 .await;
                 println!("{}", report_json(&sessions, expect_marks));
@@ -252,7 +269,14 @@ async fn finger(host: &str, port: u16, uuid: &str) -> std::process::ExitCode {
     }
 }
 
-async fn watch(url: &str, first: &str, print: bool, abort_after: Option<usize>) -> Session {
+async fn watch(
+    url: &str,
+    first: &str,
+    print: bool,
+    abort_after: Option<usize>,
+    on_first_frame: impl FnOnce(),
+) -> Session {
+    let mut on_first_frame = Some(on_first_frame);
     let mut session = Session::default();
     let (mut socket, _) = match tokio_tungstenite::connect_async(url).await {
         Ok(pair) => pair,
@@ -272,6 +296,9 @@ async fn watch(url: &str, first: &str, print: bool, abort_after: Option<usize>) 
     while let Some(message) = socket.next().await {
         match message {
             Ok(Message::Text(text)) => {
+                if let Some(callback) = on_first_frame.take() {
+                    callback();
+                }
                 n_bytes += text.len();
                 if print {
                     let _ = stdout.write_all(text.as_bytes());
