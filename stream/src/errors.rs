@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::request::{MAX_REQUEST, REQUEST_TIMEOUT};
+
 /// An error of Sluice's log streaming that the caller may report or branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -50,4 +52,57 @@ pub enum LocateError {
         /// What failed (logged, never shown to clients).
         String,
     ),
+}
+
+/// Why no request could be read from a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadRequestError {
+    /// The client sent nothing whole within [`REQUEST_TIMEOUT`].
+    #[error("no request line within {REQUEST_TIMEOUT:?}")]
+    Timeout,
+    /// The client closed before ending its line.
+    #[error("connection closed before the request line ended")]
+    Eof,
+    /// The line is longer than [`MAX_REQUEST`].
+    #[error("request line longer than {MAX_REQUEST} bytes")]
+    TooLong,
+    /// Reading failed.
+    #[error("cannot read the request line")]
+    Io(#[source] std::io::Error),
+}
+
+/// Why a log could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The log could not be opened.
+    #[error("cannot open {path}")]
+    Open {
+        /// The log.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading the log failed.
+    #[error("cannot read {path}")]
+    Read {
+        /// The log.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The watcher's connection failed.
+    #[error("cannot send to the watcher")]
+    Write(#[source] io::Error),
+    /// The log could not be watched.
+    #[error(transparent)]
+    Watch(#[from] StreamError),
+}
+
+impl FollowError {
+    /// Whether nothing could be sent because of Sluice's side (as opposed to the watcher).
+    pub fn is_internal(&self) -> bool {
+        !matches!(self, FollowError::Write(_))
+    }
 }

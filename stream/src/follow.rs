@@ -17,7 +17,7 @@ use std::pin::Pin;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::errors::StreamError;
+pub use crate::errors::FollowError;
 use crate::watcher::LogWatcher;
 
 /// The most bytes read and sent at once.
@@ -30,42 +30,6 @@ pub enum FollowEnd {
     Complete,
     /// The watcher left, or the server shuts down.
     Stopped,
-}
-
-/// Why a log could not be sent.
-#[derive(Debug, thiserror::Error)]
-pub enum FollowError {
-    /// The log could not be opened.
-    #[error("cannot open {path}")]
-    Open {
-        /// The log.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Reading the log failed.
-    #[error("cannot read {path}")]
-    Read {
-        /// The log.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The watcher's connection failed.
-    #[error("cannot send to the watcher")]
-    Write(#[source] io::Error),
-    /// The log could not be watched.
-    #[error(transparent)]
-    Watch(#[from] StreamError),
-}
-
-impl FollowError {
-    /// Whether nothing could be sent because of Sluice's side (as opposed to the watcher).
-    pub fn is_internal(&self) -> bool {
-        !matches!(self, FollowError::Write(_))
-    }
 }
 
 /// Sends `log` to `out`. With `running` (the registry's flag of a running build) it follows the

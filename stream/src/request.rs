@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+pub use crate::errors::ReadRequestError;
+
 /// The longest request line accepted, as Zuul.
 pub const MAX_REQUEST: usize = 1024;
 /// How long a client has to send its request line, as Zuul.
@@ -32,23 +34,6 @@ pub enum Check {
     Incomplete,
     /// The line is longer than [`MAX_REQUEST`].
     TooLong,
-}
-
-/// Why no request could be read from a connection.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadRequestError {
-    /// The client sent nothing whole within [`REQUEST_TIMEOUT`].
-    #[error("no request line within {REQUEST_TIMEOUT:?}")]
-    Timeout,
-    /// The client closed before ending its line.
-    #[error("connection closed before the request line ended")]
-    Eof,
-    /// The line is longer than [`MAX_REQUEST`].
-    #[error("request line longer than {MAX_REQUEST} bytes")]
-    TooLong,
-    /// Reading failed.
-    #[error("cannot read the request line")]
-    Io(#[source] std::io::Error),
 }
 
 /// Finds the end of the first line in `buf`.
