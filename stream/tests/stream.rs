@@ -287,3 +287,53 @@ async fn the_web_serves_a_finished_build_log_and_streams_it_over_websocket() {
     assert_eq!(text, "a\nb\n");
     assert_eq!(close, Some((1000, "No more data".into())));
 }
+
+#[tokio::test]
+async fn web_shutdown_closes_websockets_with_1001_and_returns() {
+    let servers = start().await;
+    let _guard = servers.registry.register(UUID, servers.log_path());
+    let _file = servers.create_log("line\n");
+    let file = ExecutorsFile {
+        executors: vec![Executor {
+            name: "ze".into(),
+            host: "127.0.0.1".into(),
+            finger_port: servers.finger.port(),
+            zone: None,
+        }],
+        gateways: Vec::new(),
+    };
+    let state = ConsoleState::new(StreamRouter::from_file(file, None));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(sluice_stream::web::serve(
+        listener,
+        state.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let url = format!("ws://{web}/api/tenant/t/console-stream");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    socket.send(Message::text(first(UUID))).await.unwrap();
+    match socket.next().await.unwrap().unwrap() {
+        Message::Text(text) => assert_eq!(text.as_str(), "line\n"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.n_sessions(), 1);
+    let _ = stop.send(());
+    let mut close = None;
+    while let Some(message) = socket.next().await {
+        if let Ok(Message::Close(frame)) = message {
+            close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+            break;
+        }
+    }
+    assert_eq!(close, Some((1001, "Server shutting down".into())));
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("web did not return after shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.n_sessions(), 0);
+}
