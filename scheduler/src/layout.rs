@@ -178,45 +178,70 @@ impl TenantLayout {
     /// configuration errors found in those project-branches (file, line and item in each).
     pub fn speculative(&self, overrides: &[Override]) -> (Layout, Vec<ConfigError>) {
         let mut loaded = self.loaded.clone();
+        // Config-project changes are validated, but take effect only once merged.
+        let mut trusted: Vec<LoadedConfig> = Vec::new();
         for o in overrides {
             let Some(idx) = self.projects.iter().position(|p| p.canonical == o.project) else {
                 continue;
             };
             let p = &self.projects[idx];
-            if p.entry.trusted {
-                // Config-project changes take effect once merged.
+            if p.entry.trusted && o.branch != p.default_branch {
                 continue;
             }
             let mut config = load_project_lenient(&ProjectSource {
                 canonical_hostname: hostname_of(&p.canonical, &p.entry.name),
                 name: p.entry.name.clone(),
                 root: o.root.clone(),
-                trusted: false,
+                trusted: p.entry.trusted,
                 branch: o.branch.clone(),
             });
             p.entry.filter(&mut config);
-            match loaded
-                .iter_mut()
-                .find(|l| l.project_idx == idx && l.branch == o.branch)
-            {
-                Some(l) => l.config = config,
-                None => loaded.push(LoadedConfig {
-                    project_idx: idx,
-                    branch: o.branch.clone(),
-                    config,
-                }),
+            let entry = LoadedConfig {
+                project_idx: idx,
+                branch: o.branch.clone(),
+                config,
+            };
+            if p.entry.trusted {
+                trusted.push(entry);
+            } else {
+                replace_config(&mut loaded, entry);
             }
         }
+        let relevant = |errors: Vec<ConfigError>, trusted_side: bool| -> Vec<ConfigError> {
+            errors
+                .into_iter()
+                .filter(|e| {
+                    overrides.iter().any(|o| {
+                        o.project == e.location.project
+                            && o.branch == e.location.branch
+                            && self
+                                .project(&o.project)
+                                .is_some_and(|p| p.entry.trusted == trusted_side)
+                    })
+                })
+                .collect()
+        };
         let (layout, errors) = build_layout(&self.tenant.default_parent, &loaded);
-        let relevant = errors
-            .into_iter()
-            .filter(|e| {
-                overrides
-                    .iter()
-                    .any(|o| o.project == e.location.project && o.branch == e.location.branch)
-            })
-            .collect();
-        (layout, relevant)
+        let mut found = relevant(errors, false);
+        if !trusted.is_empty() {
+            let mut validation = loaded.clone();
+            for entry in trusted {
+                replace_config(&mut validation, entry);
+            }
+            let (_, errors) = build_layout(&self.tenant.default_parent, &validation);
+            found.extend(relevant(errors, true));
+        }
+        (layout, found)
+    }
+}
+
+fn replace_config(loaded: &mut Vec<LoadedConfig>, entry: LoadedConfig) {
+    match loaded
+        .iter_mut()
+        .find(|l| l.project_idx == entry.project_idx && l.branch == entry.branch)
+    {
+        Some(l) => l.config = entry.config,
+        None => loaded.push(entry),
     }
 }
 

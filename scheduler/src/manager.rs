@@ -25,6 +25,9 @@ use crate::layout::{Override, TenantLayout};
 use crate::pipeline::{Manager, Pipeline};
 use crate::scheduler::{cancel_builds, Scheduler};
 
+/// The built-in job that succeeds without running anything (unless a tenant defines one).
+const NOOP: &str = "noop";
+
 /// Buildset results that end an item without builds.
 const EARLY_RESULTS: [&str; 3] = ["MERGE_CONFLICT", "CONFIG_ERROR", "NO_JOBS"];
 
@@ -444,7 +447,12 @@ impl Scheduler {
             })
             .collect();
         let mut frozen = Vec::new();
+        let mut noop = false;
         for job in &jobs {
+            if job == NOOP && layout.job_variants(NOOP).is_none() {
+                noop = true;
+                continue;
+            }
             match layout.freeze_detailed(job, project, branch, Some(&pipeline.name)) {
                 Ok(d) => frozen.push(d),
                 Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", format!("job {job}: {e}"))),
@@ -470,14 +478,31 @@ impl Scheduler {
             Ok(f) => f,
             Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", e)),
         };
-        if frozen.is_empty() {
+        let mut builds = Vec::new();
+        if noop {
+            builds.push(NewBuild {
+                uuid: uuid::Uuid::new_v4().simple().to_string(),
+                buildset_uuid: bs.uuid.clone(),
+                item_uuid: item.uuid.clone(),
+                tenant: item.tenant.clone(),
+                pipeline: pipeline.name.clone(),
+                job_name: NOOP.into(),
+                voting: true,
+                attempt: 1,
+                nodeset: String::new(),
+                precedence: pipeline.precedence,
+                request: serde_json::Value::Null,
+                dependencies: vec![],
+                ready: false,
+            });
+        }
+        if frozen.is_empty() && builds.is_empty() {
             return Ok(Prepared::Early("NO_JOBS", String::new()));
         }
         let graph = match job_graph(&frozen) {
             Ok(graph) => graph,
             Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", e)),
         };
-        let mut builds = Vec::new();
         for (details, dependencies) in frozen.into_iter().zip(graph) {
             let job = details.job.name.clone();
             let uuid = uuid::Uuid::new_v4().simple().to_string();
@@ -533,6 +558,21 @@ impl Scheduler {
             Prepared::Builds(builds) => {
                 for b in &builds {
                     tx.insert_build(b).await?;
+                    if b.job_name == NOOP && b.request.is_null() {
+                        // Zuul's `noop` succeeds at once, without an executor.
+                        let now = chrono::Utc::now().to_rfc3339();
+                        tx.record_build_result(
+                            &b.uuid,
+                            "SUCCESS",
+                            true,
+                            None,
+                            None,
+                            Some(&now),
+                            Some(&now),
+                            None,
+                        )
+                        .await?;
+                    }
                 }
                 tx.set_buildset_state(&bs.uuid, "running").await?;
                 tracing::info!(item = %item.uuid, change = %item.change.url, builds = builds.len(), "jobs requested");

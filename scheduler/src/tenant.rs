@@ -217,6 +217,10 @@ fn parse_project_list(
     inherited: Option<&BTreeSet<String>>,
     out: &mut Vec<TenantProject>,
 ) -> Result<(), SchedulerError> {
+    if list.is_null() {
+        // `untrusted-projects:` with nothing under it.
+        return Ok(());
+    }
     let Some(entries) = list.as_array() else {
         return Err(invalid(
             path,

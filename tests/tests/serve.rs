@@ -1070,3 +1070,40 @@ fn quickstart_setup_passes_check_and_gate_and_merges() {
     assert!(sluice(&["change", "list"]).contains("merged"));
     serve.kill();
 }
+
+#[test]
+fn config_project_changes_are_validated_and_noop_succeeds_without_a_node() {
+    let config_check = format!("{CHECK}- project:\n    check:\n      jobs:\n        - noop\n");
+    let setup = Setup::new(&config_check, &[], 30);
+    let serve = setup.serve(1);
+    let good =
+        format!("{config_check}{BASE_JOB}- job:\n    name: extra\n    run: playbooks/x.yaml\n");
+    setup.push_change("sluice/config", "good", "Good", &[("zuul.yaml", &good)]);
+    let broken = format!("{config_check}{BASE_JOB}- job:\n    name: bad\n    colour: red\n");
+    setup.push_change(
+        "sluice/config",
+        "broken",
+        "Broken",
+        &[("zuul.yaml", &broken)],
+    );
+    let history = setup.wait_reported(
+        &serve,
+        "check",
+        &["good", "broken"],
+        Duration::from_secs(120),
+    );
+    let good = items(&history, "check", "good")[0];
+    assert_eq!(good["result"], "SUCCESS", "{history:#}");
+    let sets = buildsets_of(&history, &good["id"]);
+    assert_eq!(sets[0]["builds"][0]["job_name"], "noop", "{history:#}");
+    assert_eq!(sets[0]["builds"][0]["result"], "SUCCESS", "{history:#}");
+    let broken = items(&history, "check", "broken")[0];
+    assert_eq!(broken["result"], "CONFIG_ERROR", "{history:#}");
+    let sets = buildsets_of(&history, &broken["id"]);
+    assert!(
+        sets[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("zuul.yaml") && m.contains("colour")),
+        "{history:#}"
+    );
+}
