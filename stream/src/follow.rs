@@ -100,9 +100,16 @@ where
 /// The read is a plain `pread` inside the async task: the log was just written, so it is in
 /// the page cache and the call costs microseconds; a trip to the blocking pool would cost more.
 fn read_lines(file: &File, offset: u64, ended: bool) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; CHUNK];
+    // Size the buffer to what the file holds past `offset`: with a thousand watchers woken for
+    // each short line, zeroing a whole chunk per wake-up would be most of the work.
+    let available = file.metadata()?.len().saturating_sub(offset);
+    let want = usize::try_from(available).unwrap_or(CHUNK).min(CHUNK);
+    if want == 0 {
+        return Ok(Vec::new());
+    }
+    let mut buf = vec![0u8; want];
     let mut n = 0;
-    while n < CHUNK {
+    while n < want {
         match file.read_at(&mut buf[n..], offset + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
