@@ -26,6 +26,15 @@ pub enum StreamError {
         #[source]
         source: serde_yaml_ng::Error,
     },
+    /// A log could not be opened.
+    #[error("cannot open {path}")]
+    OpenLog {
+        /// The log.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The file watcher (inotify) could not be set up.
     #[error("cannot watch {path}")]
     Watch {

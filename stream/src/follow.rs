@@ -48,14 +48,21 @@ where
     S: Future<Output = ()>,
 {
     // Subscribe before the first read: a write after this point always wakes us.
-    let mut subscription = match running {
-        Some(_) => Some(watcher.subscribe(log)?),
-        None => None,
+    // Followers of a running build share the watcher's handle on the log (one fd per build).
+    let (mut subscription, file) = match running {
+        Some(_) => {
+            let subscription = watcher.subscribe(log)?;
+            let file = subscription.file.clone();
+            (Some(subscription), file)
+        }
+        None => {
+            let file = File::open(log).map_err(|source| FollowError::Open {
+                path: log.to_path_buf(),
+                source,
+            })?;
+            (None, std::sync::Arc::new(file))
+        }
     };
-    let file = File::open(log).map_err(|source| FollowError::Open {
-        path: log.to_path_buf(),
-        source,
-    })?;
     let mut offset = 0u64;
     loop {
         // Read the end flag before the file: whatever was written before the build ended is

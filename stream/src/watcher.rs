@@ -6,6 +6,7 @@
 //! the file is the buffer, and the channel only says "there is more".
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +32,8 @@ type Files = HashMap<PathBuf, WatchedFile>;
 struct WatchedFile {
     changes: watch::Sender<u64>,
     n_followers: usize,
+    /// One open handle shared by every follower (they read with `pread` at their own offsets).
+    file: Arc<File>,
 }
 
 /// A follower's interest in one file; the inotify watch is removed with the last one.
@@ -39,6 +42,8 @@ pub struct Subscription {
     path: PathBuf,
     /// Bumped after each change of the file.
     pub changes: watch::Receiver<u64>,
+    /// The file, opened once for all its followers.
+    pub file: Arc<File>,
 }
 
 impl std::fmt::Debug for LogWatcher {
@@ -92,8 +97,12 @@ impl LogWatcher {
         let mut watcher = lock(&self.inner.watcher);
         if let Some(file) = lock(&self.inner.files).get_mut(path) {
             file.n_followers += 1;
-            return Ok(self.subscription(path, file.changes.subscribe()));
+            return Ok(self.subscription(path, file.changes.subscribe(), file.file.clone()));
         }
+        let file = Arc::new(File::open(path).map_err(|source| StreamError::OpenLog {
+            path: path.to_path_buf(),
+            source,
+        })?);
         watcher
             .watch(path, RecursiveMode::NonRecursive)
             .map_err(|source| StreamError::Watch {
@@ -106,16 +115,23 @@ impl LogWatcher {
             WatchedFile {
                 changes,
                 n_followers: 1,
+                file: file.clone(),
             },
         );
-        Ok(self.subscription(path, receiver))
+        Ok(self.subscription(path, receiver, file))
     }
 
-    fn subscription(&self, path: &Path, changes: watch::Receiver<u64>) -> Subscription {
+    fn subscription(
+        &self,
+        path: &Path,
+        changes: watch::Receiver<u64>,
+        file: Arc<File>,
+    ) -> Subscription {
         Subscription {
             inner: self.inner.clone(),
             path: path.to_path_buf(),
             changes,
+            file,
         }
     }
 
