@@ -359,10 +359,30 @@ fn same_tree(from: &Path, to: &Path) -> bool {
         })
 }
 
+/// Compares two files in small chunks: this runs before every build, and reading a native
+/// module of several megabytes whole would set the executor's peak memory.
 fn same_file_content(a: &Path, b: &Path) -> bool {
-    match (fs::read(a), fs::read(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
+    use std::io::Read;
+    let (Ok(mut fa), Ok(mut fb)) = (fs::File::open(a), fs::File::open(b)) else {
+        return false;
+    };
+    match (fa.metadata(), fb.metadata()) {
+        (Ok(ma), Ok(mb)) if ma.len() == mb.len() => {}
+        _ => return false,
+    }
+    let mut ba = [0u8; 16 * 1024];
+    let mut bb = [0u8; 16 * 1024];
+    loop {
+        let n = match fa.read(&mut ba) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 {
+            return true;
+        }
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
     }
 }
 
@@ -386,6 +406,25 @@ mod tests {
         fs::write(to.join("sub/b.py"), "b").unwrap();
         fs::write(to.join("extra.py"), "x").unwrap();
         assert!(!same_tree(&from, &to));
+    }
+
+    #[test]
+    fn file_comparison_sees_equal_and_different_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&a, &big).unwrap();
+        fs::write(&b, &big).unwrap();
+        let mut other = big.clone();
+        other[99_999] ^= 1;
+        fs::write(&c, &other).unwrap();
+        assert!(same_file_content(&a, &b));
+        assert!(!same_file_content(&a, &c));
+        assert!(!same_file_content(&a, &dir.path().join("missing")));
     }
 
     #[test]
