@@ -2,6 +2,7 @@
 //! subcommand. Logic lives in the crates; this file only wires them.
 
 mod change;
+mod encrypt;
 mod job_run;
 mod quickstart;
 mod serve;
@@ -89,6 +90,8 @@ enum Command {
     Executor(serve::ServeArgs),
     /// Write a complete working setup (config, tenant, repositories, a local node) into DIR.
     Quickstart(quickstart::QuickstartArgs),
+    /// Encrypt a secret for a project and print the `secret` item to paste.
+    Encrypt(encrypt::EncryptArgs),
     /// The local review flow: approve and list changes.
     #[command(subcommand)]
     Change(change::ChangeCommand),
@@ -166,8 +169,6 @@ fn main() -> ExitCode {
             manage_ansible(&cli.global, args).map(|()| ExitCode::SUCCESS)
         }
         Command::Job(JobCommand::Run(args)) => job_run::run(&cli.global, args),
-        Command::Fingergw(args) => stream_cmd::fingergw(args),
-        Command::Web(args) => stream_cmd::web(args),
         Command::Serve(args) => {
             serve::run(&cli.global, args, serve::Role::All).map(|()| ExitCode::SUCCESS)
         }
@@ -179,6 +180,9 @@ fn main() -> ExitCode {
         }
         Command::Quickstart(args) => quickstart::run(args).map(|()| ExitCode::SUCCESS),
         Command::Change(cmd) => change::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Encrypt(args) => encrypt::run(&cli.global, args).map(|()| ExitCode::SUCCESS),
+        Command::Fingergw(args) => stream_cmd::fingergw(args),
+        Command::Web(args) => stream_cmd::web(args),
     };
     match outcome {
         Ok(code) => code,
