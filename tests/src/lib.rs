@@ -267,6 +267,27 @@ pub fn build_dir(scratch: &Path) -> Option<PathBuf> {
         .find(|p| p.is_dir())
 }
 
+/// The job-output.txt of the only build under `<scratch>/builds`, as far as it is written.
+pub fn live_output(scratch: &Path) -> String {
+    build_dir(scratch)
+        .and_then(|d| std::fs::read_to_string(d.join("work/logs/job-output.txt")).ok())
+        .unwrap_or_default()
+}
+
+/// Waits for a spawned `sluice job run` and collects it like [`run_job`].
+pub fn wait_job(mut child: Child, result: &Path) -> JobRun {
+    let (stdout, stderr) = drain(&mut child);
+    let status = child.wait().expect("wait for sluice");
+    finish(
+        Output {
+            status,
+            stdout: stdout.into_bytes(),
+            stderr: stderr.into_bytes(),
+        },
+        result,
+    )
+}
+
 /// Reads a running child's remaining output.
 pub fn drain(child: &mut Child) -> (String, String) {
     let mut out = String::new();

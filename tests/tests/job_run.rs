@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sluice_tests::{
-    build_dir, config_project, drain, finish, job_command, run_job, wait_for, GitRepo, JobRun, Node,
+    config_project, job_command, live_output, run_job, wait_for, wait_job, GitRepo, JobRun, Node,
 };
 
 /// A project whose `.zuul.yaml` holds `jobs` and whose files are `files`.
@@ -137,13 +137,9 @@ fn job_output_is_written_while_the_task_runs() {
     let (mut cmd, result) = job_command(scratch.path(), "hello", &a);
     let mut child = cmd.spawn().unwrap();
     let seen_first = wait_for(Duration::from_secs(90), || {
-        build_dir(scratch.path())
-            .and_then(|d| std::fs::read_to_string(d.join("work/logs/job-output.txt")).ok())
-            .is_some_and(|t| t.contains("| node | first"))
+        live_output(scratch.path()).contains("| node | first")
     });
-    let text = build_dir(scratch.path())
-        .and_then(|d| std::fs::read_to_string(d.join("work/logs/job-output.txt")).ok())
-        .unwrap_or_default();
+    let text = live_output(scratch.path());
     assert!(seen_first, "never saw the first line:\n{text}");
     assert!(
         !text.contains("| node | second"),
@@ -153,16 +149,7 @@ fn job_output_is_written_while_the_task_runs() {
         child.try_wait().unwrap().is_none(),
         "sluice had already exited"
     );
-    let (stdout, stderr) = drain(&mut child);
-    let status = child.wait().unwrap();
-    let run = finish(
-        std::process::Output {
-            status,
-            stdout: stdout.into_bytes(),
-            stderr: stderr.into_bytes(),
-        },
-        &result,
-    );
+    let run = wait_job(child, &result);
     assert_result(&run, "SUCCESS");
 }
 
@@ -321,11 +308,9 @@ fn sigterm_aborts_and_runs_cleanup() {
     let mut holder = Vec::new();
     let a = args(&config, &project, &node, &mut holder);
     let (mut cmd, result) = job_command(scratch.path(), "hello", &a);
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     let started = wait_for(Duration::from_secs(90), || {
-        build_dir(scratch.path())
-            .and_then(|d| std::fs::read_to_string(d.join("work/logs/job-output.txt")).ok())
-            .is_some_and(|t| t.contains("| node | started"))
+        live_output(scratch.path()).contains("| node | started")
     });
     assert!(started, "the long task never started");
     nix::sys::signal::kill(
@@ -333,16 +318,7 @@ fn sigterm_aborts_and_runs_cleanup() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let (stdout, stderr) = drain(&mut child);
-    let status = child.wait().unwrap();
-    let run = finish(
-        std::process::Output {
-            status,
-            stdout: stdout.into_bytes(),
-            stderr: stderr.into_bytes(),
-        },
-        &result,
-    );
+    let run = wait_job(child, &result);
     assert_result(&run, "ABORTED");
     assert!(
         run.job_output().contains("cleanup ran"),

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sluice_tests::{
-    build_dir, config_project, drain, finish, job_command, run_job, sluice_bin, wait_for, GitRepo,
+    build_dir, config_project, job_command, run_job, sluice_bin, wait_for, wait_job, GitRepo,
     JobRun, Node,
 };
 
@@ -200,7 +200,7 @@ fn secrets_decrypt_in_memory_only_and_are_redacted() {
     let a = args(&s);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let (mut cmd, result) = job_command(s.scratch.path(), "secretive", &a);
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     let scanning = wait_for(Duration::from_secs(120), || {
         build_dir(s.scratch.path())
             .and_then(|d| std::fs::read_to_string(d.join("work/logs/job-output.txt")).ok())
@@ -225,16 +225,7 @@ fn secrets_decrypt_in_memory_only_and_are_redacted() {
     let group_vars = build.join("ansible/playbook_0/group_vars");
     assert_eq!(std::fs::read_dir(&group_vars).unwrap().count(), 0);
 
-    let (stdout, stderr) = drain(&mut child);
-    let status = child.wait().unwrap();
-    let run = finish(
-        std::process::Output {
-            status,
-            stdout: stdout.into_bytes(),
-            stderr: stderr.into_bytes(),
-        },
-        &result,
-    );
+    let run = wait_job(child, &result);
     assert_eq!(
         run.result["result"], "SUCCESS",
         "{}\n{}",
