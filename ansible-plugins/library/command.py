@@ -50,12 +50,14 @@ class Console:
         self._lock = threading.Lock()
 
     def write(self, line: bytes | str) -> None:
-        line = to_bytes(line, errors="surrogate_or_strict")
-        if not line.endswith(b"\n"):
-            line += b"\n"
-        stamp = datetime.datetime.now().isoformat(" ", "microseconds").encode()
+        self.write_lines([to_bytes(line, errors="surrogate_or_strict")])
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Writes lines read at the same moment with one timestamp and one write call."""
+        stamp = datetime.datetime.now().isoformat(" ", "microseconds").encode() + b" | "
+        data = b"".join(stamp + (line if line.endswith(b"\n") else line + b"\n") for line in lines)
         with self._lock:
-            self._file.write(stamp + b" | " + line)
+            self._file.write(data)
 
     def close(self) -> None:
         self._file.close()
@@ -74,12 +76,30 @@ class Capture:
         self.exceeded = False
 
     def follow(self, pipe: IO[bytes], chunks: list[bytes]) -> None:
-        for line in iter(lambda: pipe.readline(MAX_LINE_BYTES), b""):
-            if self._count(len(line)):
+        """Reads whatever the pipe holds, as soon as it holds anything, and writes the complete
+        lines of each read at once: one timestamp and one write per read instead of per line,
+        which is what keeps streaming cheap for commands printing many lines quickly."""
+        fd = pipe.fileno()
+        pending = b""
+        while True:
+            data = os.read(fd, MAX_LINE_BYTES)
+            if not data:
+                break
+            if self._count(len(data)):
                 return
-            if not self._no_log:
-                chunks.append(line)
-                self._console.write(line)
+            if self._no_log:
+                continue
+            chunks.append(data)
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            # A line without a newline longer than the limit is written in pieces.
+            while len(pending) > MAX_LINE_BYTES:
+                lines.append(pending[:MAX_LINE_BYTES])
+                pending = pending[MAX_LINE_BYTES:]
+            if lines:
+                self._console.write_lines(lines)
+        if pending and not self._no_log:
+            self._console.write_lines([pending])
 
     def _count(self, n_bytes: int) -> bool:
         """Adds to the byte total; returns true (once the cap is hit, always) to stop reading."""
