@@ -261,6 +261,9 @@ struct Client {
 }
 
 /// Splits a byte stream into `\n`-terminated lines.
+/// How much one read from a node console takes at most.
+const READ_BYTES: usize = 64 * 1024;
+
 #[derive(Default)]
 struct LineReader {
     pending: Vec<u8>,
@@ -269,19 +272,22 @@ struct LineReader {
 impl LineReader {
     /// Reads once (blocking) and returns the complete lines; `None` at EOF or on error.
     fn read_lines(&mut self, sock: &mut TcpStream) -> Option<Vec<String>> {
-        let mut buf = [0u8; 4096];
+        let mut buf = vec![0u8; READ_BYTES];
         loop {
             match sock.read(&mut buf) {
                 Ok(0) => return None,
                 Ok(n) => {
                     self.pending.extend_from_slice(&buf[..n]);
+                    // One pass over the buffer, one drain at the end: splitting line by line
+                    // would copy the rest of the buffer for every line.
                     let mut lines = Vec::new();
-                    while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
-                        let rest = self.pending.split_off(pos + 1);
-                        let mut line = std::mem::replace(&mut self.pending, rest);
-                        line.pop();
-                        lines.push(decode(&line));
+                    let mut start = 0;
+                    while let Some(offset) = self.pending[start..].iter().position(|b| *b == b'\n')
+                    {
+                        lines.push(decode(&self.pending[start..start + offset]));
+                        start += offset + 1;
                     }
+                    self.pending.drain(..start);
                     return Some(lines);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -453,18 +459,29 @@ impl Client {
                 }
                 return End::Closed;
             };
-            for line in lines {
+            // The lines of one read are written together: one write call, not one per line.
+            let mut batch: Vec<&str> = Vec::with_capacity(lines.len());
+            let mut end = None;
+            for line in &lines {
                 if line.contains(EXIT_MARKER) {
-                    return End::Exit;
+                    end = Some(End::Exit);
+                    break;
                 }
                 if line.contains(NOT_FOUND) {
                     if self.shared.should_give_up() {
-                        return End::Closed;
+                        end = Some(End::Closed);
+                        break;
                     }
                     continue;
                 }
+                batch.push(line);
+            }
+            if !batch.is_empty() {
                 self.shared.set_phase(Phase::Streaming);
-                let _ = self.output.stream_line(&self.req.host, &line);
+                let _ = self.output.stream_lines(&self.req.host, &batch);
+            }
+            if let Some(end) = end {
+                return end;
             }
         }
     }

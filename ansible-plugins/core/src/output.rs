@@ -132,33 +132,67 @@ impl JobOutput {
     /// Appends one line streamed from a node's console: `<node ts> | <host> | <text>`, keeping the
     /// node's timestamp when the line carries one; then checks the failure-output regexes.
     pub fn stream_line(&self, host: &str, line: &str) -> Result<(), CallbackError> {
-        let (ts, text) = match line.split_once(" | ") {
-            Some((ts, text)) => (ts.to_string(), text),
-            None => (now_local(), line),
-        };
-        self.line_at(&ts, &format!("{host} | {text}"))?;
-        self.check_failure_output(host, text)
+        self.stream_lines(host, &[line])
     }
 
-    fn check_failure_output(&self, host: &str, text: &str) -> Result<(), CallbackError> {
-        if self.inner.failed.load(Ordering::SeqCst) {
+    /// Appends lines streamed from a node's console in one write call (with O_APPEND a single
+    /// write is never interleaved with other writers), then checks the failure-output regexes.
+    pub fn stream_lines(&self, host: &str, lines: &[&str]) -> Result<(), CallbackError> {
+        let mut bytes = String::new();
+        for line in lines {
+            let (ts, text) = match line.split_once(" | ") {
+                Some((ts, text)) => (ts.to_string(), text),
+                None => (now_local(), *line),
+            };
+            let full = format!("{host} | {text}");
+            let (msg, signal) = crate::redact::line(&full);
+            if signal {
+                self.inner.control.emit(crate::redact::CONTROL);
+            }
+            bytes.push_str(&ts);
+            bytes.push_str(" | ");
+            bytes.push_str(msg.trim_end());
+            bytes.push('\n');
+            // The early-failure line follows the line that matched, so the batch is cut there.
+            if let Some(re) = self.failure_match(text) {
+                self.write_bytes(&std::mem::take(&mut bytes))?;
+                self.signal_failure_output(host, &re)?;
+            }
+        }
+        self.write_bytes(&bytes)
+    }
+
+    fn write_bytes(&self, bytes: &str) -> Result<(), CallbackError> {
+        if bytes.is_empty() {
             return Ok(());
         }
-        let matched = match self.inner.failure_output.read() {
+        (&self.inner.file)
+            .write_all(bytes.as_bytes())
+            .map_err(|e| CallbackError::file(&self.inner.path, e))
+    }
+
+    /// The failure-output regex `text` matches, while no early failure has been signalled.
+    fn failure_match(&self, text: &str) -> Option<String> {
+        if self.inner.failed.load(Ordering::SeqCst) {
+            return None;
+        }
+        match self.inner.failure_output.read() {
             Ok(regexes) => regexes
                 .iter()
                 .find(|(_, rx)| rx.is_match(text))
                 .map(|(re, _)| re.clone()),
             Err(_) => None,
-        };
-        if let Some(re) = matched {
-            if !self.inner.failed.swap(true, Ordering::SeqCst) {
-                self.host_line(
-                    host,
-                    &format!("Early failure in job, matched regex \"{re}\""),
-                )?;
-                self.inner.control.emit("RESULT failure");
-            }
+        }
+    }
+
+    /// Logs the early failure right after the line that matched, once.
+    fn signal_failure_output(&self, host: &str, re: &str) -> Result<(), CallbackError> {
+        if !self.inner.failed.swap(true, Ordering::SeqCst) {
+            self.host_line(
+                host,
+                &format!("Early failure in job, matched regex \"{re}\""),
+            )?;
+            self.inner.control.emit("RESULT failure");
         }
         Ok(())
     }
