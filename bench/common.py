@@ -1,20 +1,20 @@
 """Shared set-up for Sluice's benchmarks: a local sshd node, git repositories for a job, and
-hyperfine runs whose medians are compared side by side.
+interleaved timed runs whose medians are compared side by side.
 
-Benchmarks print ratios against a baseline measured in the same run; the machines are shared and
-noisy, so only medians over several runs are quoted.
+Benchmarks print ratios against a baseline measured in the same run, the commands interleaved
+round by round; the machines are shared and noisy, so only medians over several runs are quoted.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,18 +86,28 @@ def git_repo(path: Path, files: dict[str, str]) -> Path:
     return path
 
 
-def hyperfine(commands: dict[str, str], runs: int, out: Path, prepare: str | None = None) -> dict[str, float]:
-    """Runs hyperfine on the named commands; returns median seconds per name."""
-    if not shutil.which("hyperfine"):
-        sys.exit("hyperfine not found: apt-get install hyperfine")
-    argv = ["hyperfine", "--runs", str(runs), "--warmup", "1", "--export-json", str(out), "--style", "basic"]
-    if prepare:
-        argv += ["--prepare", prepare]
-    for name, cmd in commands.items():
-        argv += ["--command-name", name, cmd]
-    subprocess.run(argv, check=True)
-    data = json.loads(out.read_text())
-    return {r["command"]: statistics.median(r["times"]) for r in data["results"]}
+def interleaved(commands: dict[str, str], runs: int, out: Path, prepare: str | None = None) -> dict[str, float]:
+    """Times the named shell commands round-robin (A, B, C, A, B, C, ...) after one warm-up
+    round, so that load from other work on a shared machine falls on every command alike rather
+    than on whichever ran during a busy minute. Returns median seconds per name and writes every
+    time to `out` (JSON)."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
+    for round_idx in range(runs + 1):
+        # Rotate the order so no command always runs right after the same other one.
+        order = names[round_idx % len(names):] + names[: round_idx % len(names)]
+        for name in order:
+            if prepare:
+                subprocess.run(prepare, shell=True, check=True)
+            start = time.perf_counter()
+            proc = subprocess.run(commands[name], shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elapsed = time.perf_counter() - start
+            if proc.returncode != 0:
+                sys.exit(f"{name} failed (exit {proc.returncode}): {commands[name]}")
+            if round_idx > 0:
+                times[name].append(elapsed)
+    out.write_text(json.dumps({"commands": commands, "times": times}, indent=2))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def report(title: str, medians: dict[str, float], baseline: str) -> None:
