@@ -53,6 +53,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items() if not str(k).startswith("_ansible_")}
     if isinstance(value, (list, tuple, set, frozenset)):
+        # Fast path for the common big case (stdout_lines): a list of exact str needs no walk.
+        if all(type(v) is str for v in value):
+            return list(value)
         return [plain(v) for v in value]
     try:
         return str(value)
