@@ -263,7 +263,22 @@ fn base_interpreter_prefix(venv: &Path) -> Option<PathBuf> {
     (!prefix.starts_with("/usr")).then_some(prefix)
 }
 
+/// The venv's site-packages. This runs before every build, so the usual
+/// `lib/python3.X/site-packages` layout is found on disk; only an unusual venv costs asking its
+/// interpreter.
 fn site_packages(installation: &Installation) -> Result<PathBuf, AnsibleError> {
+    let lib = installation.venv.join("lib");
+    if let Ok(entries) = fs::read_dir(&lib) {
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("python"))
+            .map(|e| e.path().join("site-packages"))
+            .filter(|p| p.is_dir())
+            .collect();
+        if found.len() == 1 {
+            return Ok(found.remove(0));
+        }
+    }
     let out = run(Command::new(installation.python()).args([
         "-c",
         "import sysconfig; print(sysconfig.get_paths()['purelib'])",
