@@ -172,14 +172,13 @@ pub fn prepare(local: &LocalJob) -> Result<BuildRequest, LocalError> {
     for p in &local.required_projects {
         repos.push(inspect(p, false, None)?);
     }
-    let under_test = inspect(&local.project, false, local.target_branch.as_deref())?;
-    // The change's own configuration is what runs (speculative configuration).
-    repos.push(RepoFacts {
-        spec: under_test.spec.clone(),
-        branch: under_test.branch.clone(),
-        head: under_test.head.clone(),
-        message: under_test.message.clone(),
-    });
+    // The change's own configuration is what runs (speculative configuration): the project
+    // under test is loaded last, from its checkout.
+    repos.push(inspect(
+        &local.project,
+        false,
+        local.target_branch.as_deref(),
+    )?);
 
     let sources: Vec<ProjectSource> = repos
         .iter()
@@ -193,6 +192,8 @@ pub fn prepare(local: &LocalJob) -> Result<BuildRequest, LocalError> {
         .collect();
     let layout = load_layout(&sources, Some("base".to_string()))
         .map_err(|errs| LocalError::Config(errs.to_string()))?;
+    // Pushed last above.
+    let under_test = &repos[repos.len() - 1];
     let cname = under_test.spec.canonical_name();
     let mut job = layout
         .freeze(&local.job, &cname, &under_test.branch)
