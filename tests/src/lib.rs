@@ -1,8 +1,12 @@
 //! Harness for Sluice's integration tests: a real sshd on loopback with a throwaway key, git
 //! repository fixtures made with the real `git`, and a runner for the `sluice` binary.
 //!
+//! [`scenario`] sets up `sluice serve` end-to-end tests (repositories, tenant, config file).
+//!
 //! Nothing here stands in for a real component: a missing tool makes the test fail with a
 //! message saying how to install it.
+
+pub mod scenario;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
