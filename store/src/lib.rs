@@ -8,6 +8,7 @@
 //!   is made inside one, so a process can die at any line and the next one resumes from a
 //!   consistent state.
 //! - `schema.rs`: the migrations, applied in order at open.
+//! - `reports.rs`: the queue of reports to code-review systems ([`ReportRow`]).
 //! - `model.rs`: the row types ([`ItemRow`], [`BuildsetRow`], [`BuildRow`], [`RequestRow`],
 //!   [`ChangeRow`], [`EventRow`]).
 //!
@@ -27,11 +28,13 @@
 
 mod errors;
 mod model;
+mod reports;
 mod schema;
 mod store;
 mod tx;
 
 pub use errors::StoreError;
 pub use model::*;
+pub use reports::{NewReport, ReportRow};
 pub use store::{now_ms, Store};
 pub use tx::Tx;

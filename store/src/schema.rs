@@ -135,4 +135,27 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
             PRIMARY KEY (tenant, pipeline, queue)
         )"],
     ),
+    // Reports to code-review systems (the GitHub driver's statuses, check runs, comments,
+    // labels): queued in the transaction that decides them, sent and retried from here.
+    (
+        4,
+        &[
+            "CREATE TABLE reports (
+            id BIGINT PRIMARY KEY,
+            connection TEXT NOT NULL,
+            item_uuid TEXT NOT NULL,
+            action TEXT NOT NULL,
+            op_json TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts BIGINT NOT NULL,
+            next_attempt BIGINT NOT NULL,
+            last_error TEXT,
+            result_json TEXT,
+            created BIGINT NOT NULL,
+            updated BIGINT NOT NULL
+        )",
+            "CREATE INDEX reports_state ON reports (state, id)",
+            "CREATE INDEX reports_item ON reports (item_uuid, id)",
+        ],
+    ),
 ];

@@ -115,6 +115,10 @@ impl Store {
         tx.commit().await.map_err(err)
     }
 
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Starts a transaction; nothing it writes is visible until [`Tx::commit`].
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let tx = self.pool.begin().await.map_err(q("begin transaction"))?;

@@ -27,6 +27,11 @@ impl Tx {
         Tx { tx }
     }
 
+    /// The connection under the transaction (for queries in other modules of this crate).
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
     /// Makes every write of this transaction durable at once.
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(q("commit"))
@@ -197,6 +202,34 @@ impl Tx {
             message: message.into(),
             status: "open".into(),
         })
+    }
+
+    /// Records a change numbered by its review system (a GitHub pull request) as it is now.
+    pub async fn put_change(&mut self, change: &ChangeRow) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM changes WHERE connection = $1 AND project = $2 AND number = $3")
+            .bind(&change.connection)
+            .bind(&change.project)
+            .bind(change.number)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("replace change"))?;
+        sqlx::query(
+            "INSERT INTO changes (connection, project, number, refname, branch, topic, patchset, message, status, updated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&change.connection)
+        .bind(&change.project)
+        .bind(change.number)
+        .bind(&change.refname)
+        .bind(&change.branch)
+        .bind(&change.topic)
+        .bind(&change.patchset)
+        .bind(&change.message)
+        .bind(&change.status)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(q("insert change"))?;
+        Ok(())
     }
 
     /// Sets a change's status (`open`, `merged`, `abandoned`).
