@@ -7,6 +7,8 @@
 //! - [`Tx`] (`tx.rs`): one transaction; every state change of the scheduler and the executors
 //!   is made inside one, so a process can die at any line and the next one resumes from a
 //!   consistent state.
+//! - `streams.rs`: where running builds' logs are streamed from (the claiming executor's finger
+//!   address and zone) and the zones' finger gateways, for `sluice fingergw` and the web.
 //! - `schema.rs`: the migrations, applied in order at open.
 //! - `reports.rs`: the queue of reports to code-review systems ([`ReportRow`]).
 //! - `model.rs`: the row types ([`ItemRow`], [`BuildsetRow`], [`BuildRow`], [`RequestRow`],
@@ -31,10 +33,12 @@ mod model;
 mod reports;
 mod schema;
 mod store;
+mod streams;
 mod tx;
 
 pub use errors::StoreError;
 pub use model::*;
 pub use reports::{NewReport, ReportRow};
 pub use store::{now_ms, Store};
+pub use streams::{BuildStage, GatewayRow, WorkerInfo};
 pub use tx::Tx;

@@ -158,4 +158,19 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX reports_item ON reports (item_uuid, id)",
         ],
     ),
+    // Live logs: where a claimed build's log is streamed (Zuul's `worker_info`: the executor's
+    // finger host and port, and its zone), and the finger gateways serving zones.
+    (
+        5,
+        &[
+            "ALTER TABLE build_requests ADD COLUMN worker_json TEXT",
+            "CREATE TABLE finger_gateways (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            port BIGINT NOT NULL,
+            zone TEXT NOT NULL,
+            heartbeat BIGINT NOT NULL
+        )",
+        ],
+    ),
 ];
