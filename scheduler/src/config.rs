@@ -88,6 +88,10 @@ pub struct ExecutorSection {
     /// Node console port when not 19885.
     #[serde(default)]
     pub console_port: Option<u16>,
+    /// The executor's zone (Zuul's `executor.zone`): gateways of other zones reach its log
+    /// streams through a gateway of this zone.
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 fn default_workers() -> usize {
@@ -109,6 +113,7 @@ impl Default for ExecutorSection {
             lease_seconds: default_lease(),
             keep_jobdir: false,
             console_port: None,
+            zone: None,
         }
     }
 }

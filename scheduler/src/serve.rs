@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub ansible_state_dir: PathBuf,
     /// Where workers register running builds (share it with a finger server to stream them).
     pub registry: BuildRegistry,
+    /// The finger server streaming them, recorded with each claim for gateways and the web.
+    pub finger: Option<sluice_store::WorkerInfo>,
 }
 
 /// Opens (creating and migrating) the configured store.
@@ -117,6 +119,7 @@ fn start_workers(
             id: format!("{}:{process_id}:{n}", executor.hostname),
             lease: Duration::from_secs(cfg.executor.lease_seconds.max(1)),
             registry: opts.registry.clone(),
+            worker_info: opts.finger.clone(),
         };
         workers.push(tokio::spawn(run_worker(ctx, stop.clone())));
     }

@@ -11,7 +11,7 @@ use serde_json::json;
 use sluice_executor::build::{run_build, BuildAbort, ExecutorConfig};
 use sluice_executor::registry::BuildRegistry;
 use sluice_executor::request::{BuildRequest, BuildResult, BuildResultKind};
-use sluice_store::{now_ms, LeaseState, Store};
+use sluice_store::{now_ms, LeaseState, Store, WorkerInfo};
 use tokio::sync::watch;
 
 use crate::nodes::{NodeProvider, NodeRequest};
@@ -31,6 +31,8 @@ pub struct WorkerContext {
     pub lease: Duration,
     /// Running builds, for live log streamers (finger, websocket).
     pub registry: BuildRegistry,
+    /// Where this process streams builds' logs (recorded with each claim), if it does.
+    pub worker_info: Option<WorkerInfo>,
 }
 
 fn failed(uuid: &str, kind: BuildResultKind, detail: String) -> BuildResult {
@@ -114,10 +116,18 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
             }
             NodeRequest::Fulfilled(a) => a,
         };
-        let claimed = ctx
-            .store
-            .claim(&candidate.uuid, &ctx.id, lease_until(ctx))
-            .await;
+        let claimed = match &ctx.worker_info {
+            Some(info) => {
+                ctx.store
+                    .claim_streaming(&candidate.uuid, &ctx.id, lease_until(ctx), info)
+                    .await
+            }
+            None => {
+                ctx.store
+                    .claim(&candidate.uuid, &ctx.id, lease_until(ctx))
+                    .await
+            }
+        };
         match claimed {
             Ok(Some(_)) => {}
             Ok(None) => {

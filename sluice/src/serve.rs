@@ -58,10 +58,17 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
     };
     let registry = sluice_executor::registry::BuildRegistry::new();
     let work_root = executor.work_root.clone();
+    // Recorded with each claim, so that gateways and the web find the build's stream.
+    let finger = args.finger_listen.map(|addr| sluice_store::WorkerInfo {
+        hostname: crate::stream_cmd::public_host(addr),
+        finger_port: addr.port(),
+        zone: cfg.executor.zone.clone(),
+    });
     let opts = ServeOptions {
         executor,
         ansible_state_dir: global.state_dir(),
         registry: registry.clone(),
+        finger,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,6 +1,7 @@
 //! `sluice fingergw` and `sluice web`: the finger gateway and the console web server of
-//! sluice-stream, over a static executors file until the scheduler's store exists; plus the
-//! shutdown signal every server shares (the first SIGINT/SIGTERM drains, a second one exits).
+//! sluice-stream, finding builds through the scheduler's store (`--config`, the `sluice serve`
+//! file) or a static executors file (`--executors`); plus the shutdown signal every server
+//! shares (the first SIGINT/SIGTERM drains, a second one exits).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use sluice_stream::{
-    ConsoleState, ExecutorsFile, FingerGateway, GatewayConfig, StreamRouter, DEFAULT_GATEWAY_PORT,
+    ConsoleState, ExecutorsFile, FingerGateway, GatewayConfig, GatewayRegistration, StoreLocator,
+    StreamRouter, DEFAULT_GATEWAY_PORT,
 };
 
 /// Arguments of `sluice fingergw`.
@@ -18,15 +20,66 @@ pub struct FingergwArgs {
     /// Address to listen on.
     #[arg(long, default_value_t = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, DEFAULT_GATEWAY_PORT)))]
     listen: SocketAddr,
-    /// The executors (and other zones' gateways), YAML: see sluice_stream::ExecutorsFile.
-    #[arg(long, value_name = "FILE")]
-    executors: PathBuf,
+    #[command(flatten)]
+    builds: BuildSource,
     /// This gateway's zone (unzoned when absent).
     #[arg(long)]
     zone: Option<String>,
     /// The most connections relayed at once.
     #[arg(long, default_value_t = 8192)]
     max_connections: usize,
+    /// Host name other zones' gateways and webs reach this one at (registered in the store
+    /// with `--zone`); default: the listen address, or the host name if that is unspecified.
+    #[arg(long)]
+    public_host: Option<String>,
+    /// Port they reach it at; default: the listen port.
+    #[arg(long)]
+    public_port: Option<u16>,
+}
+
+/// Where builds are found: the store or a static file.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct BuildSource {
+    /// The `sluice serve` configuration file: builds are found in its store.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The executors (and other zones' gateways), YAML: see sluice_stream::ExecutorsFile.
+    #[arg(long, value_name = "FILE")]
+    executors: Option<PathBuf>,
+}
+
+impl BuildSource {
+    /// The router over the store or the file, and the store if there is one.
+    async fn router(
+        &self,
+        zone: Option<String>,
+    ) -> anyhow::Result<(StreamRouter, Option<sluice_store::Store>)> {
+        if let Some(path) = &self.config {
+            let cfg = sluice_scheduler::ServeConfig::load(path)?;
+            let store = sluice_scheduler::serve::open_store(&cfg)
+                .await
+                .with_context(|| format!("cannot open the store of {}", path.display()))?;
+            let locator = std::sync::Arc::new(StoreLocator::new(store.clone()));
+            return Ok((StreamRouter::new(locator, zone, Vec::new()), Some(store)));
+        }
+        let Some(path) = &self.executors else {
+            anyhow::bail!("give --config or --executors");
+        };
+        let file = ExecutorsFile::load(path)?;
+        Ok((StreamRouter::from_file(file, zone), None))
+    }
+}
+
+/// The host others reach a server listening on `listen` at.
+pub fn public_host(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    } else {
+        listen.ip().to_string()
+    }
 }
 
 /// Arguments of `sluice web`.
@@ -35,9 +88,8 @@ pub struct WebArgs {
     /// Address to listen on.
     #[arg(long, default_value = "[::]:9000")]
     listen: SocketAddr,
-    /// The executors (and zones' gateways), YAML: see sluice_stream::ExecutorsFile.
-    #[arg(long, value_name = "FILE")]
-    executors: PathBuf,
+    #[command(flatten)]
+    builds: BuildSource,
     /// The web server's zone (unzoned when absent).
     #[arg(long)]
     zone: Option<String>,
@@ -52,32 +104,68 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs the finger gateway until SIGINT/SIGTERM.
 pub fn fingergw(args: &FingergwArgs) -> anyhow::Result<ExitCode> {
-    let file = ExecutorsFile::load(&args.executors)?;
     runtime()?.block_on(async {
+        let (router, store) = args.builds.router(args.zone.clone()).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(addr = %args.listen, "finger gateway listening");
+        // A zoned gateway tells the others, through the store, that it serves its zone.
+        let registration = match (store, &args.zone) {
+            (Some(store), Some(zone)) => {
+                let row = sluice_store::GatewayRow {
+                    id: format!("{}:{}", public_host(args.listen), std::process::id()),
+                    host: args
+                        .public_host
+                        .clone()
+                        .unwrap_or_else(|| public_host(args.listen)),
+                    port: args.public_port.unwrap_or(args.listen.port()),
+                    zone: zone.clone(),
+                };
+                Some(
+                    GatewayRegistration::register(store, row)
+                        .await
+                        .context("cannot register the gateway in the store")?,
+                )
+            }
+            _ => None,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let keeper = registration.map(|r| {
+            let mut stop_rx = stop_rx.clone();
+            tokio::spawn(r.keep_until(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            }))
+        });
         let gateway = FingerGateway::new(
             GatewayConfig {
                 max_connections: args.max_connections,
             },
-            StreamRouter::from_file(file, args.zone.clone()),
+            router,
         );
-        gateway.run(listener, shutdown_signal()).await;
+        gateway
+            .run(listener, async {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        let _ = stop_tx.send(true);
+        if let Some(keeper) = keeper {
+            let _ = keeper.await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
 
 /// Runs the console web server until SIGINT/SIGTERM.
 pub fn web(args: &WebArgs) -> anyhow::Result<ExitCode> {
-    let file = ExecutorsFile::load(&args.executors)?;
     runtime()?.block_on(async {
+        let (router, _store) = args.builds.router(args.zone.clone()).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(addr = %args.listen, "web listening");
-        let state = ConsoleState::new(StreamRouter::from_file(file, args.zone.clone()));
+        let state = ConsoleState::new(router);
         sluice_stream::web::serve(listener, state, shutdown_signal())
             .await
             .context("web server")?;

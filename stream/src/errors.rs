@@ -106,7 +106,10 @@ pub enum FollowError {
     Write(#[source] io::Error),
     /// The log could not be watched.
     #[error(transparent)]
-    Watch(#[from] StreamError),
+    Watch(std::sync::Arc<StreamError>),
+    /// The log's follower failed (it logged why).
+    #[error("the follower of {0} failed")]
+    Follower(PathBuf),
 }
 
 impl FollowError {

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::follow::{send_log, FollowEnd};
+use crate::follow::{send_log, FollowEnd, LogFeeds};
 use crate::request::{read_request, Request};
 use crate::shutdown::Token;
 use crate::watcher::LogWatcher;
@@ -71,7 +71,7 @@ impl BuildStatus {
 pub struct FingerServer {
     config: FingerConfig,
     registry: BuildRegistry,
-    watcher: LogWatcher,
+    feeds: LogFeeds,
     /// Open connections.
     active: Arc<watch::Sender<usize>>,
 }
@@ -91,7 +91,7 @@ impl FingerServer {
         Self {
             config,
             registry,
-            watcher,
+            feeds: LogFeeds::new(watcher),
             active: Arc::new(watch::channel(0).0),
         }
     }
@@ -195,7 +195,7 @@ impl FingerServer {
             }
         };
         tokio::pin!(stop);
-        match send_log(log, running, &self.watcher, writer, stop).await {
+        match send_log(log, running, &self.feeds, writer, stop).await {
             Ok(FollowEnd::Complete | FollowEnd::Stopped) => String::new(),
             Err(e) if e.is_internal() => {
                 tracing::error!(build = uuid, error = %e, "finger stream");

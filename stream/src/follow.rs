@@ -1,24 +1,30 @@
 //! Sending a build's log to one watcher: the whole file from its first byte, then what is
 //! appended, until the build ends.
 //!
-//! The file on disk is the only buffer. Each watcher keeps just its offset and reads from there
-//! in whole lines when the [`LogWatcher`] says the file changed, so a watcher that falls behind
-//! catches up from the file by construction: nothing is queued for it, nothing is dropped, and a
-//! stalled watcher costs the build and the other watchers nothing. Memory per watcher is one
-//! chunk while it sends and none while it waits.
+//! A running build's log has one follower ([`LogFeeds`]): woken by the [`LogWatcher`], it reads
+//! the new whole lines once and publishes them in the build's [`Feed`], which every watcher of
+//! the build reads with its own [`Cursor`]. The file on disk stays the real buffer: the feed
+//! keeps only recent chunks, and a watcher that joins late or falls behind reads what it lacks
+//! from the file ([`FileCatchUp`]) before taking chunks again, so nothing is queued for a slow
+//! watcher, nothing is dropped or reordered, and a stalled watcher costs the build and the other
+//! watchers nothing.
 
 use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 pub use crate::errors::FollowError;
-use crate::watcher::LogWatcher;
+use crate::errors::StreamError;
+use crate::fanout::{CatchUp, Cursor, CursorError, Feed, FeedEnd, Hub, Started};
+use crate::watcher::{LogWatcher, Subscription};
 
 /// The most bytes read and sent at once.
 pub const CHUNK: usize = 16 * 1024;
@@ -32,14 +38,38 @@ pub enum FollowEnd {
     Stopped,
 }
 
+type FileHub = Hub<PathBuf, Arc<File>, Arc<StreamError>>;
+
+/// The followers of the running builds' logs: one per followed file, shared by its watchers.
+#[derive(Debug, Clone)]
+pub struct LogFeeds {
+    watcher: LogWatcher,
+    hub: Arc<FileHub>,
+}
+
+impl LogFeeds {
+    /// Followers woken by `watcher`.
+    pub fn new(watcher: LogWatcher) -> Self {
+        Self {
+            watcher,
+            hub: Hub::new(),
+        }
+    }
+
+    /// How many logs are followed (for tests and metrics).
+    pub fn n_followed(&self) -> usize {
+        self.hub.n_feeds()
+    }
+}
+
 /// Sends `log` to `out`. With `running` (the registry's flag of a running build) it follows the
 /// file until the build has ended and the file is read to its end; without, it sends what the
 /// file holds. `stop` resolves when the watcher is gone or the server shuts down; the log is
 /// then left at a line boundary unless a write was in progress.
 pub async fn send_log<W, S>(
     log: &Path,
-    mut running: Option<watch::Receiver<bool>>,
-    watcher: &LogWatcher,
+    running: Option<watch::Receiver<bool>>,
+    feeds: &LogFeeds,
     out: &mut W,
     mut stop: Pin<&mut S>,
 ) -> Result<FollowEnd, FollowError>
@@ -47,56 +77,180 @@ where
     W: AsyncWrite + Unpin,
     S: Future<Output = ()>,
 {
-    // Subscribe before the first read: a write after this point always wakes us.
-    // Followers of a running build share the watcher's handle on the log (one fd per build).
-    let (mut subscription, file) = match running {
-        Some(_) => {
-            let subscription = watcher.subscribe(log)?;
-            let file = subscription.file.clone();
-            (Some(subscription), file)
-        }
-        None => {
-            let file = File::open(log).map_err(|source| FollowError::Open {
-                path: log.to_path_buf(),
-                source,
-            })?;
-            (None, std::sync::Arc::new(file))
-        }
+    let Some(running) = running else {
+        return send_whole(log, out, stop).await;
     };
+    let (_membership, feed, file) = feeds
+        .hub
+        .join(log.to_path_buf(), || async {
+            start_follower(&feeds.watcher, log, running)
+        })
+        .await
+        .map_err(FollowError::Watch)?;
+    let mut cursor = Cursor::new(feed, FileCatchUp { file });
+    loop {
+        let next = tokio::select! {
+            next = cursor.next() => next,
+            () = stop.as_mut() => return Ok(FollowEnd::Stopped),
+        };
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
+                out.flush().await.map_err(FollowError::Write)?;
+                return Ok(FollowEnd::Complete);
+            }
+            Err(CursorError::SourceFailed) => return Err(FollowError::Follower(log.to_path_buf())),
+            Err(CursorError::CatchUp { source, .. }) => {
+                return Err(FollowError::Read {
+                    path: log.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        tokio::select! {
+            res = out.write_all(&chunk) => res.map_err(FollowError::Write)?,
+            () = stop.as_mut() => return Ok(FollowEnd::Stopped),
+        }
+    }
+}
+
+/// Sends a finished build's log as the file holds it.
+async fn send_whole<W, S>(
+    log: &Path,
+    out: &mut W,
+    mut stop: Pin<&mut S>,
+) -> Result<FollowEnd, FollowError>
+where
+    W: AsyncWrite + Unpin,
+    S: Future<Output = ()>,
+{
+    let file = File::open(log).map_err(|source| FollowError::Open {
+        path: log.to_path_buf(),
+        source,
+    })?;
     let mut offset = 0u64;
+    loop {
+        let chunk = read_lines(&file, offset, true).map_err(|source| FollowError::Read {
+            path: log.to_path_buf(),
+            source,
+        })?;
+        if chunk.is_empty() {
+            out.flush().await.map_err(FollowError::Write)?;
+            return Ok(FollowEnd::Complete);
+        }
+        tokio::select! {
+            res = out.write_all(&chunk) => res.map_err(FollowError::Write)?,
+            () = stop.as_mut() => return Ok(FollowEnd::Stopped),
+        }
+        offset += chunk.len() as u64;
+    }
+}
+
+/// Starts the follower of a running build's log. Its feed begins after the file's last whole
+/// line: watchers read what comes before from the file.
+fn start_follower(
+    watcher: &LogWatcher,
+    log: &Path,
+    running: watch::Receiver<bool>,
+) -> Result<Started<Arc<File>>, Arc<StreamError>> {
+    // Subscribe before measuring the file: a write after this point always wakes the follower.
+    let subscription = watcher.subscribe(log).map_err(Arc::new)?;
+    let file = subscription.file.clone();
+    let start = last_line_end(&file).map_err(|source| {
+        Arc::new(StreamError::OpenLog {
+            path: log.to_path_buf(),
+            source,
+        })
+    })?;
+    let feed = Feed::new(start);
+    let task = tokio::spawn(follow_file(
+        subscription,
+        running,
+        feed.clone(),
+        start,
+        log.to_path_buf(),
+    ));
+    Ok(Started {
+        feed,
+        source: task.abort_handle(),
+        extra: file,
+    })
+}
+
+/// The offset just past the file's last newline (found in its last [`CHUNK`]; a file whose
+/// tail holds none starts at that tail).
+fn last_line_end(file: &File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let tail_start = len.saturating_sub(CHUNK as u64);
+    let mut tail = vec![0u8; (len - tail_start) as usize];
+    file.read_exact_at(&mut tail, tail_start)?;
+    Ok(tail_start
+        + tail
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i as u64 + 1))
+}
+
+/// The one follower of a log: publishes its new whole lines until the build ends, then the rest.
+async fn follow_file(
+    mut subscription: Subscription,
+    mut running: watch::Receiver<bool>,
+    feed: Arc<Feed>,
+    mut offset: u64,
+    path: PathBuf,
+) {
     loop {
         // Read the end flag before the file: whatever was written before the build ended is
         // then in the file when we read it.
-        let ended = running
-            .as_ref()
-            .is_none_or(|r| !*r.borrow() || r.has_changed().is_err());
+        let ended = !*running.borrow_and_update() || running.has_changed().is_err();
         loop {
-            let chunk = read_lines(&file, offset, ended).map_err(|source| FollowError::Read {
-                path: log.to_path_buf(),
-                source,
-            })?;
-            if chunk.is_empty() {
-                break;
+            match read_lines(&subscription.file, offset, ended) {
+                Ok(chunk) if chunk.is_empty() => break,
+                Ok(chunk) => {
+                    offset += chunk.len() as u64;
+                    feed.publish(Bytes::from(chunk));
+                    // A build writing without pause must not keep this worker thread.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "reading a followed log");
+                    feed.finish(FeedEnd::Failed);
+                    return;
+                }
             }
-            tokio::select! {
-                res = out.write_all(&chunk) => res.map_err(FollowError::Write)?,
-                () = stop.as_mut() => return Ok(FollowEnd::Stopped),
-            }
-            offset += chunk.len() as u64;
         }
-        out.flush().await.map_err(FollowError::Write)?;
         if ended {
-            return Ok(FollowEnd::Complete);
+            feed.finish(FeedEnd::Complete);
+            return;
         }
-        let (Some(sub), Some(run)) = (subscription.as_mut(), running.as_mut()) else {
-            return Ok(FollowEnd::Complete);
-        };
         tokio::select! {
-            _ = sub.changes.changed() => {}
+            _ = subscription.changes.changed() => {}
             // Also an error once the build's sender is gone: the next round sees the end.
-            _ = run.changed() => {}
-            () = stop.as_mut() => return Ok(FollowEnd::Stopped),
+            _ = running.changed() => {}
         }
+    }
+}
+
+/// Catching up from the log file itself (one handle shared by the build's watchers).
+pub struct FileCatchUp {
+    file: Arc<File>,
+}
+
+impl CatchUp for FileCatchUp {
+    async fn read_at(&mut self, offset: u64, max: u64) -> io::Result<Bytes> {
+        let want = usize::try_from(max).unwrap_or(CHUNK).min(CHUNK);
+        let mut buf = vec![0u8; want];
+        let mut n = 0;
+        while n < want {
+            match self.file.read_at(&mut buf[n..], offset + n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(n);
+        Ok(Bytes::from(buf))
     }
 }
 
@@ -163,15 +317,16 @@ mod tests {
         let mut f = File::create(&path).unwrap();
         f.write_all(b"first\n").unwrap();
         let watcher = LogWatcher::new().unwrap();
+        let feeds = LogFeeds::new(watcher.clone());
         let (running_tx, running_rx) = watch::channel(true);
         let (mut client, mut server) = tokio::io::duplex(64);
         let follower = {
-            let watcher = watcher.clone();
+            let feeds = feeds.clone();
             let path = path.clone();
             tokio::spawn(async move {
                 let stop = std::future::pending::<()>();
                 tokio::pin!(stop);
-                send_log(&path, Some(running_rx), &watcher, &mut server, stop).await
+                send_log(&path, Some(running_rx), &feeds, &mut server, stop).await
             })
         };
         let writer = tokio::task::spawn_blocking(move || {
@@ -191,6 +346,7 @@ mod tests {
             expected.push_str(&format!("line {i}\n"));
         }
         assert_eq!(String::from_utf8(got).unwrap(), expected);
+        assert_eq!(feeds.n_followed(), 0);
         assert_eq!(watcher.n_watched(), 0);
     }
 }

@@ -5,20 +5,19 @@
 
 use std::future::Future;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::errors::LocateError;
+use crate::fanout::Cursor;
 use crate::finger::discard_input;
 use crate::locate::StreamRouter;
 use crate::request::{read_request, Request};
 use crate::shutdown::Token;
+use crate::upstream::{UpstreamCatchUp, UpstreamFeeds};
 
 /// Zuul's finger gateway port.
 pub const DEFAULT_GATEWAY_PORT: u16 = 79;
-
-/// Relay buffer size per connection (Zuul relays 1024-byte reads; lines are short).
-const RELAY_CHUNK: usize = 4 * 1024;
 
 /// The gateway's settings.
 #[derive(Debug, Clone)]
@@ -31,13 +30,16 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone)]
 pub struct FingerGateway {
     config: GatewayConfig,
-    router: StreamRouter,
+    feeds: UpstreamFeeds,
 }
 
 impl FingerGateway {
     /// A gateway that reaches builds through `router`.
     pub fn new(config: GatewayConfig, router: StreamRouter) -> Self {
-        Self { config, router }
+        Self {
+            config,
+            feeds: UpstreamFeeds::new(router),
+        }
     }
 
     /// Serves until `shutdown` resolves, then closes every relay and returns once all are gone.
@@ -67,12 +69,12 @@ impl FingerGateway {
                 return;
             }
         };
-        let upstream = tokio::select! {
-            res = self.router.open(&uuid) => res,
+        let watch = tokio::select! {
+            res = self.feeds.watch(&uuid, None) => res,
             () = token.requested() => return,
         };
-        match upstream {
-            Ok((upstream, _)) => {
+        match watch {
+            Ok(mut watch) => {
                 let (mut reader, mut writer) = client.split();
                 let stop = async {
                     tokio::select! {
@@ -81,7 +83,7 @@ impl FingerGateway {
                     }
                 };
                 tokio::pin!(stop);
-                if let Err(e) = relay(upstream, &mut writer, stop).await {
+                if let Err(e) = relay(&mut watch.cursor, &mut writer, stop).await {
                     tracing::debug!(build = %uuid, error = %e, "relay ended");
                 }
                 let _ = writer.shutdown().await;
@@ -97,28 +99,26 @@ impl FingerGateway {
     }
 }
 
-/// Copies `upstream` to `out` until upstream EOF or `stop`.
-pub(crate) async fn relay<R, W, S>(
-    mut upstream: R,
+/// Copies the build's stream to `out` until its end or `stop`.
+async fn relay<W, S>(
+    cursor: &mut Cursor<UpstreamCatchUp>,
     out: &mut W,
     mut stop: std::pin::Pin<&mut S>,
 ) -> std::io::Result<()>
 where
-    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     S: Future<Output = ()>,
 {
-    let mut buf = vec![0u8; RELAY_CHUNK];
     loop {
-        let n = tokio::select! {
-            res = upstream.read(&mut buf) => res?,
+        let next = tokio::select! {
+            next = cursor.next() => next,
             () = stop.as_mut() => return Ok(()),
         };
-        if n == 0 {
+        let Some(chunk) = next.map_err(std::io::Error::other)? else {
             return Ok(());
-        }
+        };
         tokio::select! {
-            res = out.write_all(&buf[..n]) => res?,
+            res = out.write_all(&chunk) => res?,
             () = stop.as_mut() => return Ok(()),
         }
     }

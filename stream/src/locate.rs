@@ -1,8 +1,9 @@
 //! Finding which executor runs a build, and connecting to its stream with Zuul's zone routing.
 //!
-//! Until the scheduler's store exists, executors come from a static file ([`ExecutorsFile`])
-//! and [`StaticExecutors`] asks each of them with the finger status query (`?<uuid>`). The
-//! [`BuildLocator`] trait is the seam where the store plugs in.
+//! With the scheduler's store, [`crate::StoreLocator`] reads where the claiming executor streams
+//! the build and the zones' registered gateways. Without one (`sluice fingergw --executors`),
+//! executors come from a static file ([`ExecutorsFile`]) and [`StaticExecutors`] asks each of
+//! them with the finger status query (`?<uuid>`). [`BuildLocator`] is the seam between them.
 
 use std::future::Future;
 use std::path::Path;
@@ -107,6 +108,8 @@ pub struct BuildLocation {
     pub executor: Executor,
     /// Whether it still runs (else it has finished and its log is whole).
     pub running: bool,
+    /// Gateways serving the executor's zone, known to the locator (besides the router's own).
+    pub zone_gateways: Vec<Gateway>,
 }
 
 /// A boxed future, so that [`BuildLocator`] stays object safe.
@@ -115,8 +118,9 @@ pub type LocateFuture<'a> =
 
 /// Finds the executor of a build: the store implements it; [`StaticExecutors`] stands in.
 pub trait BuildLocator: Send + Sync + 'static {
-    /// The build's executor, or why there is none.
-    fn locate<'a>(&'a self, uuid: &'a str) -> LocateFuture<'a>;
+    /// The build's executor, or why there is none. With `tenant`, a build of another tenant is
+    /// not found (as Zuul's web).
+    fn locate<'a>(&'a self, uuid: &'a str, tenant: Option<&'a str>) -> LocateFuture<'a>;
 }
 
 /// Asks every executor of a static list, concurrently, with the status query.
@@ -133,7 +137,8 @@ impl StaticExecutors {
 }
 
 impl BuildLocator for StaticExecutors {
-    fn locate<'a>(&'a self, uuid: &'a str) -> LocateFuture<'a> {
+    fn locate<'a>(&'a self, uuid: &'a str, _tenant: Option<&'a str>) -> LocateFuture<'a> {
+        // The executors' status query knows no tenants.
         Box::pin(async move {
             let answers = futures_util::future::join_all(
                 self.executors
@@ -149,12 +154,14 @@ impl BuildLocator for StaticExecutors {
                         return Ok(BuildLocation {
                             executor: executor.clone(),
                             running: true,
+                            zone_gateways: Vec::new(),
                         })
                     }
                     Ok(BuildStatus::Finished) => {
                         return Ok(BuildLocation {
                             executor: executor.clone(),
                             running: false,
+                            zone_gateways: Vec::new(),
                         })
                     }
                     Ok(BuildStatus::Pending) => pending = true,
@@ -240,17 +247,25 @@ impl StreamRouter {
         )
     }
 
-    /// Where the build runs.
-    pub async fn locate(&self, uuid: &str) -> Result<BuildLocation, LocateError> {
-        self.locator.locate(uuid).await
+    /// Where the build runs (`tenant`: only a build of that tenant).
+    pub async fn locate(
+        &self,
+        uuid: &str,
+        tenant: Option<&str>,
+    ) -> Result<BuildLocation, LocateError> {
+        self.locator.locate(uuid, tenant).await
     }
 
     /// The host and port a stream of a build at `location` is read from.
     pub fn target(&self, uuid: &str, location: &BuildLocation) -> (String, u16) {
         if let Some(zone) = &location.executor.zone {
             if self.zone.as_ref() != Some(zone) {
-                let in_zone: Vec<&Gateway> =
-                    self.gateways.iter().filter(|g| &g.zone == zone).collect();
+                let in_zone: Vec<&Gateway> = self
+                    .gateways
+                    .iter()
+                    .chain(&location.zone_gateways)
+                    .filter(|g| &g.zone == zone)
+                    .collect();
                 if !in_zone.is_empty() {
                     // Zuul picks a random gateway of the zone; a hash of the uuid spreads builds
                     // the same way without a random number generator.
@@ -268,9 +283,14 @@ impl StreamRouter {
         )
     }
 
-    /// Locates the build and opens its stream (the request line already sent).
-    pub async fn open(&self, uuid: &str) -> Result<(TcpStream, BuildLocation), LocateError> {
-        let location = self.locate(uuid).await?;
+    /// Locates the build (of `tenant`, if given) and opens its stream (the request line
+    /// already sent).
+    pub async fn open(
+        &self,
+        uuid: &str,
+        tenant: Option<&str>,
+    ) -> Result<(TcpStream, BuildLocation), LocateError> {
+        let location = self.locate(uuid, tenant).await?;
         let (host, port) = self.target(uuid, &location);
         let mut stream = connect(&host, port)
             .await
@@ -298,12 +318,24 @@ mod tests {
         let location = |i: usize| BuildLocation {
             executor: file.executors[i].clone(),
             running: true,
+            zone_gateways: Vec::new(),
         };
         let unzoned = StreamRouter::from_file(file.clone(), None);
         assert_eq!(unzoned.target("ab", &location(0)), ("h1".into(), 7900));
         assert_eq!(unzoned.target("ab", &location(1)), ("gw-east".into(), 79));
         let east = StreamRouter::from_file(file.clone(), Some("east".into()));
         assert_eq!(east.target("ab", &location(1)), ("h2".into(), 7901));
+        // Gateways the locator knows (registered in the store) count as the file's.
+        let mut west = location(1);
+        west.executor.zone = Some("west".into());
+        assert_eq!(east.target("ab", &west), ("h2".into(), 7901));
+        west.zone_gateways.push(Gateway {
+            name: "fg-west".into(),
+            host: "gw-west".into(),
+            port: 7979,
+            zone: "west".into(),
+        });
+        assert_eq!(east.target("ab", &west), ("gw-west".into(), 7979));
         assert!(serde_yaml_ng::from_str::<ExecutorsFile>("executors: [{name: a}]").is_err());
     }
 }

@@ -16,20 +16,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::errors::LocateError;
+use crate::fanout::Cursor;
 use crate::locate::StreamRouter;
 use crate::request::is_build_id;
+use crate::upstream::{UpstreamCatchUp, UpstreamFeeds};
 
 /// How often a ping goes to each websocket client.
 pub const HEARTBEAT: Duration = Duration::from_secs(20);
@@ -47,7 +49,7 @@ const CLIENT_MAX_MESSAGE: usize = 64 * 1024;
 /// that shutdown can close them: upgraded connections outlive axum's graceful shutdown).
 #[derive(Debug, Clone)]
 pub struct ConsoleState {
-    router: StreamRouter,
+    feeds: UpstreamFeeds,
     sessions: Arc<Sessions>,
 }
 
@@ -72,7 +74,7 @@ impl ConsoleState {
     /// State reaching builds through `router`.
     pub fn new(router: StreamRouter) -> Self {
         Self {
-            router,
+            feeds: UpstreamFeeds::new(router),
             sessions: Arc::new(Sessions {
                 notice: watch::channel(false).0,
                 count: watch::channel(0).0,
@@ -149,7 +151,7 @@ async fn console_stream(
     ws.on_upgrade(move |socket: WebSocket| async move {
         let (guard, notice) = state.session();
         let (sink, stream) = socket.split();
-        console_session(&state.router, &tenant, sink, stream, notice).await;
+        console_session(&state.feeds, &tenant, sink, stream, notice).await;
         drop(guard);
     })
 }
@@ -217,7 +219,7 @@ fn locate_close(error: &LocateError) -> Close {
 
 /// One websocket session, generic over the socket halves so that it can run on channels.
 async fn console_session<K, S, E>(
-    router: &StreamRouter,
+    feeds: &UpstreamFeeds,
     tenant: &str,
     mut sink: K,
     mut stream: S,
@@ -243,15 +245,15 @@ async fn console_session<K, S, E>(
             return;
         }
     };
-    let upstream = tokio::select! {
-        res = router.open(&uuid) => res,
+    let watch = tokio::select! {
+        res = feeds.watch(&uuid, Some(tenant)) => res,
         () = stopped(&mut notice) => {
             close(&mut sink, GOING_AWAY).await;
             return;
         }
     };
-    let upstream = match upstream {
-        Ok((upstream, _)) => upstream,
+    let mut watch = match watch {
+        Ok(watch) => watch,
         Err(e) => {
             if let LocateError::Internal(detail) = &e {
                 tracing::warn!(tenant, build = %uuid, detail = %detail, "console stream");
@@ -260,7 +262,7 @@ async fn console_session<K, S, E>(
             return;
         }
     };
-    let end = pump(upstream, &mut sink, &mut stream, &mut notice).await;
+    let end = pump(&mut watch.cursor, &mut sink, &mut stream, &mut notice).await;
     if let Some(frame) = end {
         close(&mut sink, frame).await;
     }
@@ -280,15 +282,15 @@ where
     }
 }
 
-/// Relays `upstream` as text frames; returns the close frame to send (`None`: the client left).
-async fn pump<R, K, S, E>(
-    mut upstream: R,
+/// Relays the build's stream as text frames; returns the close frame to send (`None`: the
+/// client left).
+async fn pump<K, S, E>(
+    cursor: &mut Cursor<UpstreamCatchUp>,
     sink: &mut K,
     stream: &mut S,
     notice: &mut watch::Receiver<bool>,
 ) -> Option<Close>
 where
-    R: AsyncRead + Unpin,
     K: Sink<Message> + Unpin,
     S: Stream<Item = Result<Message, E>> + Unpin,
 {
@@ -296,26 +298,25 @@ where
     let mut decoder = Utf8Decoder::default();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
-    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         tokio::select! {
-            res = upstream.read(&mut buf) => {
+            res = cursor.next() => {
                 let text = match res {
-                    Ok(0) => {
+                    Ok(None) => {
                         let rest = decoder.finish();
                         if !rest.is_empty() && sink.send(Message::Text(rest.into())).await.is_err() {
                             return None;
                         }
                         return Some(NO_MORE_DATA);
                     }
-                    Ok(n) => decoder.decode(&buf[..n]),
+                    Ok(Some(bytes)) => decoder.decode_bytes(bytes),
                     Err(_) => return Some(REMOTE_ERROR),
                 };
                 if !text.is_empty() {
-                    // Back-pressure: until the client takes this frame, nothing more is read
-                    // from the executor, whose follower then simply waits on the file.
+                    // Back-pressure: until the client takes this frame, this watcher takes
+                    // nothing more; if the build's feed moves on meanwhile, it catches up.
                     tokio::select! {
-                        res = sink.send(Message::Text(text.into())) => if res.is_err() { return None },
+                        res = sink.send(Message::Text(text)) => if res.is_err() { return None },
                         () = stopped(&mut send_notice) => return Some(GOING_AWAY),
                     }
                 }
@@ -358,6 +359,17 @@ pub struct Utf8Decoder {
 }
 
 impl Utf8Decoder {
+    /// Like [`Utf8Decoder::decode`], without copying when `bytes` is whole UTF-8 by itself (the
+    /// usual case: streams carry whole lines).
+    pub fn decode_bytes(&mut self, bytes: Bytes) -> Utf8Bytes {
+        if self.pending.is_empty() {
+            if let Ok(text) = Utf8Bytes::try_from(bytes.clone()) {
+                return text;
+            }
+        }
+        self.decode(&bytes).into()
+    }
+
     /// Decodes what can be decoded of `pending + bytes`.
     pub fn decode(&mut self, bytes: &[u8]) -> String {
         self.pending.extend_from_slice(bytes);
@@ -399,13 +411,13 @@ impl Utf8Decoder {
 
 async fn build_log(
     State(state): State<ConsoleState>,
-    Path((_tenant, uuid)): Path<(String, String)>,
+    Path((tenant, uuid)): Path<(String, String)>,
 ) -> Response {
     let text = |status: StatusCode, body: &'static str| (status, body).into_response();
     if !is_build_id(&uuid) {
         return text(StatusCode::NOT_FOUND, "Build not found");
     }
-    match state.router.locate(&uuid).await {
+    match state.feeds.router().locate(&uuid, Some(&tenant)).await {
         Err(LocateError::NotFound) => text(StatusCode::NOT_FOUND, "Build not found"),
         Err(LocateError::NotStarted) => text(StatusCode::CONFLICT, "Build did not start yet"),
         Err(LocateError::Internal(detail)) => {
@@ -416,7 +428,7 @@ async fn build_log(
             StatusCode::CONFLICT,
             "Build is running: follow it with the console stream",
         ),
-        Ok(_) => match state.router.open(&uuid).await {
+        Ok(_) => match state.feeds.router().open(&uuid, Some(&tenant)).await {
             Ok((upstream, _)) => {
                 let body = futures_util::stream::unfold(upstream, |mut upstream| async move {
                     let mut buf = vec![0u8; READ_CHUNK];

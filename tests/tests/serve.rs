@@ -537,52 +537,133 @@ fn a_killed_executor_process_build_is_retried_on_the_other() {
 }
 
 #[test]
-fn serve_streams_a_running_build_over_finger() {
+fn serve_streams_a_running_build_over_finger_and_through_zone_gateways() {
     use std::io::{Read, Write};
     let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n";
+    // The task runs until the test creates the go file (at most 120 s).
+    let go_dir = tempfile::tempdir().unwrap();
+    let go = go_dir.path().join("go");
+    let until_go = format!(
+        "- hosts: all\n  tasks:\n    - name: Take a while\n      shell: for i in $(seq 1 1200); do [ -e {} ] && break; sleep 0.1; done\n",
+        go.display()
+    );
     let setup = Setup::new(
         CHECK,
         &[(
             "org/app",
-            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
+            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", &until_go)],
         )],
         30,
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
+    // The executor is in zone z (the executor section ends the file).
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str("  zone: z\n");
+    std::fs::write(&setup.config, config).unwrap();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
     let serve = setup.start_with("serve", "serve-finger", &["--finger-listen", &addr]);
+    // Two gateways sharing the store: one of zone z, one unzoned that must go through it.
+    let zoned = format!("127.0.0.1:{}", free_port());
+    let unzoned = format!("127.0.0.1:{}", free_port());
+    let gw_z = setup.start_with(
+        "fingergw",
+        "fingergw-z",
+        &["--listen", &zoned, "--zone", "z"],
+    );
+    let gw = setup.start_with("fingergw", "fingergw", &["--listen", &unzoned]);
+    for a in [&zoned, &unzoned] {
+        assert!(
+            wait_for(Duration::from_secs(30), || std::net::TcpStream::connect(a)
+                .is_ok()),
+            "no gateway on {a}:\n{}\n{}",
+            gw_z.output(),
+            gw.output()
+        );
+    }
+    let finger = |addr: &str, uuid: &str| {
+        let mut stream = std::net::TcpStream::connect(addr).expect("finger port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        stream.write_all(format!("{uuid}\r\n").as_bytes()).unwrap();
+        stream
+    };
+    let mut text = String::new();
+    let _ = finger(&unzoned, "0123abcd").read_to_string(&mut text);
+    assert_eq!(text, "Build not found", "{}", gw.output());
+
     setup.push_change("org/app", "slow", "Slow change", &[("x.txt", "x\n")]);
     let mut uuid = String::new();
-    let started = wait_for(Duration::from_secs(60), || {
+    let log = |uuid: &str| {
+        std::fs::read_to_string(
+            setup
+                .root()
+                .join("state/builds")
+                .join(uuid)
+                .join("work/logs/job-output.txt"),
+        )
+        .unwrap_or_default()
+    };
+    let started = wait_for(Duration::from_secs(120), || {
         let h = setup.history();
         uuid = h["builds"][0]["uuid"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        !uuid.is_empty()
-            && setup
-                .root()
-                .join("state/builds")
-                .join(&uuid)
-                .join("work/logs/job-output.txt")
-                .is_file()
+        !uuid.is_empty() && log(&uuid).contains("TASK [Take a while]")
     });
     assert!(started, "{}", serve.output());
-    let mut stream = std::net::TcpStream::connect(&addr).expect("finger port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    stream.write_all(format!("{uuid}\r\n").as_bytes()).unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
+    // Read through the unzoned gateway (→ gateway of zone z → executor) and directly.
+    let through = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let mut stream = finger(&unzoned, &uuid);
+        let through = through.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                through
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    // The running task's line arrives while the task still runs (until the go file).
     assert!(
-        text.contains("TASK [Take a while]") && text.contains("RUN END"),
-        "finger gave:\n{text}\n{}",
+        wait_for(Duration::from_secs(30), || through
+            .lock()
+            .unwrap()
+            .contains("TASK [Take a while]")),
+        "nothing through the gateways:\n{}\n{}\n{}",
+        gw.output(),
+        gw_z.output(),
         serve.output()
     );
+    assert!(
+        !log(&uuid).contains("| RUN END"),
+        "the stream came only after the task"
+    );
+    let mut direct_stream = finger(&addr, &uuid);
+    std::fs::write(&go, "go").unwrap();
+    let mut direct = String::new();
+    let _ = direct_stream.read_to_string(&mut direct);
+    reader.join().unwrap();
+    let through = through.lock().unwrap().clone();
+    assert!(
+        direct.contains("TASK [Take a while]") && direct.contains("| RUN END"),
+        "finger gave:\n{direct}\n{}",
+        serve.output()
+    );
+    // The whole log, through two gateways, as the executor has it.
+    assert_eq!(through, direct, "{}", gw.output());
 }
 
 #[test]

@@ -400,5 +400,15 @@ fn report_json(sessions: &[Session], expect_marks: u64) -> serde_json::Value {
         "latency_ms_max": latencies.last().copied().unwrap_or(f64::NAN),
         "latency_samples": latencies.len(),
         "closes": closes,
+        "cpu_ticks": own_cpu_ticks(),
     })
+}
+
+/// This process's user + system CPU time in clock ticks, from `/proc/self/stat`.
+fn own_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
