@@ -547,18 +547,16 @@ fn serve_streams_a_running_build_over_finger_and_through_zone_gateways() {
         "- hosts: all\n  tasks:\n    - name: Take a while\n      shell: for i in $(seq 1 1200); do [ -e {} ] && break; sleep 0.1; done\n",
         go.display()
     );
-    let setup = Setup::new(
+    // The executor is in zone z.
+    let setup = Setup::with_executor(
         CHECK,
         &[(
             "org/app",
             &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", &until_go)],
         )],
         30,
+        "  zone: z\n",
     );
-    // The executor is in zone z (the executor section ends the file).
-    let mut config = std::fs::read_to_string(&setup.config).unwrap();
-    config.push_str("  zone: z\n");
-    std::fs::write(&setup.config, config).unwrap();
     let free_port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
