@@ -5,7 +5,9 @@
 //! pay for them one after the other.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -150,11 +152,29 @@ impl BuildAbort {
 /// Outcome of a build attempt before retries are counted: `None` means "retry".
 type Outcome = (Option<BuildResultKind>, Option<String>);
 
+/// What the caller does when a build pauses: a job whose run phase succeeded and that returned
+/// `zuul.pause: true` (`zuul_return`) waits, before its post-run playbooks, until the future
+/// this returns (given the data returned so far) resolves. The future should also resolve
+/// once the build's abort is requested.
+pub type PauseHook<'a> =
+    &'a (dyn Fn(Value) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync);
+
 /// Runs one build to its result. Never panics on bad input: every failure becomes a result.
+/// A job asking to pause goes on at once (nobody waits for it): see [`run_build_pausable`].
 pub async fn run_build(
     cfg: &ExecutorConfig,
     req: &BuildRequest,
     abort: &BuildAbort,
+) -> BuildResult {
+    run_build_pausable(cfg, req, abort, None).await
+}
+
+/// [`run_build`], with `pause` called when the job pauses after its run phase.
+pub async fn run_build_pausable(
+    cfg: &ExecutorConfig,
+    req: &BuildRequest,
+    abort: &BuildAbort,
+    pause: Option<PauseHook<'_>>,
 ) -> BuildResult {
     let start_time = chrono::Utc::now();
     let mut log_dir = cfg.work_root.join(&req.uuid).join("work/logs");
@@ -200,6 +220,7 @@ pub async fn run_build(
                         redact: Vec::new(),
                         secret_exposed: false,
                         cgroup_procs,
+                        pause,
                     };
                     let (mut kind, mut detail) = match &cgroup {
                         Ok(_) => build.execute().await,
@@ -261,6 +282,8 @@ struct Build<'a> {
     secret_exposed: bool,
     /// `cgroup.procs` files every sandboxed child joins (pids/memory limits).
     cgroup_procs: Vec<PathBuf>,
+    /// Called when the job pauses after its run phase.
+    pause: Option<PauseHook<'a>>,
 }
 
 impl Build<'_> {
@@ -601,6 +624,24 @@ impl Build<'_> {
             }
             if result == Some(BuildResultKind::Success) && self.early_failure {
                 result = Some(BuildResultKind::Failure);
+            }
+        }
+
+        // `zuul.pause`: after a successful run phase the job waits here while the jobs that
+        // depend on it run; its post-run playbooks run once it is resumed.
+        if result == Some(BuildResultKind::Success) && !self.aborted() {
+            if let Some(pause) = self.pause {
+                let data = self.returned_data();
+                let wants_pause = data
+                    .get("zuul")
+                    .and_then(|z| z.get("pause"))
+                    .and_then(Value::as_bool)
+                    == Some(true);
+                if wants_pause {
+                    tracing::info!(build = %self.req.uuid, "build paused");
+                    pause(data).await;
+                    tracing::info!(build = %self.req.uuid, "build resumed");
+                }
             }
         }
 

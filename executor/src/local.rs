@@ -213,6 +213,7 @@ pub fn prepare(local: &LocalJob) -> Result<BuildRequest, LocalError> {
         message: under_test.message.clone(),
         topic: None,
         change_url: format!("file://{}", under_test.spec.source.display()),
+        ..Default::default()
     };
     Ok(BuildRequest {
         uuid: local.uuid.clone(),
@@ -227,6 +228,7 @@ pub fn prepare(local: &LocalJob) -> Result<BuildRequest, LocalError> {
         parent_data: Default::default(),
         child_jobs: vec![],
         artifacts: vec![],
+        post_review: false,
     })
 }
 

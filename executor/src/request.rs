@@ -36,6 +36,9 @@ pub struct BuildRequest {
     pub child_jobs: Vec<String>,
     /// Artifacts returned by parent jobs.
     pub artifacts: Vec<Value>,
+    /// The pipeline is post-review (`zuul.post_review`).
+    #[serde(default)]
+    pub post_review: bool,
 }
 
 /// A repository known to the build.
@@ -65,8 +68,9 @@ impl ProjectSpec {
     }
 }
 
-/// A change to merge speculatively.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A change to merge speculatively, or a ref (periodic and post items: `change` is empty and
+/// `refname` is set) whose branch or tag is checked out as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChangeItem {
     /// Canonical name of its project.
     pub project: String,
@@ -86,6 +90,27 @@ pub struct ChangeItem {
     pub topic: Option<String>,
     /// Where a person can see the change.
     pub change_url: String,
+    /// A ref item's ref (`refs/heads/<branch>`, `refs/tags/<tag>`); `None` for changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refname: Option<String>,
+    /// A ref item's previous commit (`zuul.oldrev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldrev: Option<String>,
+    /// A ref item's new commit (`zuul.newrev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newrev: Option<String>,
+}
+
+impl ChangeItem {
+    /// True for a change, false for a ref item.
+    pub fn is_change(&self) -> bool {
+        self.refname.is_none()
+    }
+
+    /// The tag of a `refs/tags/<tag>` ref item.
+    pub fn tag(&self) -> Option<&str> {
+        self.refname.as_deref()?.strip_prefix("refs/tags/")
+    }
 }
 
 /// Zuul's build results.

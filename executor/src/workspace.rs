@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use sluice_config::PlaybookRef;
 use sluice_merger::{
-    checkout_playbook_repo, prepare_workspace, Change, MergeIdentity, MergeMode, ProjectRepo,
-    WorkspaceRequest, WorkspaceScheme,
+    checkout_playbook_repo, prepare_workspace, Change, ItemRef, MergeIdentity, MergeMode,
+    ProjectRepo, WorkspaceRequest, WorkspaceScheme,
 };
 
 use crate::jobdir::JobDir;
@@ -79,7 +79,8 @@ pub fn prepare(req: &BuildRequest, jobdir: &JobDir) -> Result<Vec<RepoCheckout>,
         );
     }
     let mut changes = Vec::new();
-    for item in &req.items {
+    // Ref items (periodic, post) are checked out as they are, never merged.
+    for item in req.items.iter().filter(|i| i.is_change()) {
         let merge_mode: MergeMode = item
             .merge_mode
             .parse()
@@ -106,8 +107,18 @@ pub fn prepare(req: &BuildRequest, jobdir: &JobDir) -> Result<Vec<RepoCheckout>,
         changes,
         job_override_checkout: job.override_checkout.clone(),
         job_override_branch: job.override_branch.clone(),
-        zuul_branch: req.items.last().map(|i| i.branch.clone()),
-        zuul_ref: None,
+        zuul_branch: req
+            .items
+            .last()
+            .filter(|i| i.tag().is_none())
+            .map(|i| i.branch.clone()),
+        zuul_ref: req.items.last().and_then(|i| {
+            let reference = i.refname.clone().filter(|_| i.tag().is_some())?;
+            let project = find_project(req, &i.project)
+                .map(ProjectSpec::canonical_name)
+                .unwrap_or_else(|| i.project.clone());
+            Some(ItemRef { project, reference })
+        }),
         merge_identity: MergeIdentity {
             name: "Sluice Merger".into(),
             email: "sluice-merger@localhost".into(),

@@ -48,6 +48,22 @@ fn item_fields(
     if let Some(p) = project {
         m.insert("project".into(), project_fields(p, src_dir));
     }
+    if let Some(refname) = &item.refname {
+        // A ref item (periodic, post): no change fields, Zuul's ref fields instead.
+        if let Some(tag) = item.tag() {
+            m.insert("tag".into(), json!(tag));
+        } else {
+            m.insert("branch".into(), json!(item.branch));
+        }
+        m.insert("ref".into(), json!(refname));
+        for (key, rev) in [("oldrev", &item.oldrev), ("newrev", &item.newrev)] {
+            if let Some(rev) = rev.as_deref().filter(|r| !is_null_sha(r)) {
+                m.insert(key.into(), json!(rev));
+            }
+        }
+        m.insert("commit_id".into(), json!(item.commit));
+        return m;
+    }
     m.insert("branch".into(), json!(item.branch));
     m.insert("change".into(), json!(item.change));
     m.insert("patchset".into(), json!(item.patchset));
@@ -56,6 +72,11 @@ fn item_fields(
     m.insert("change_message".into(), json!(item.message));
     m.insert("topic".into(), json!(item.topic));
     m
+}
+
+/// Git's forty zeros (a created or deleted ref's missing side).
+fn is_null_sha(rev: &str) -> bool {
+    !rev.is_empty() && rev.bytes().all(|b| b == b'0')
 }
 
 /// Builds the `zuul` dict.
@@ -72,7 +93,10 @@ pub fn zuul_vars(
     zuul.insert("build".into(), json!(req.uuid));
     zuul.insert("buildset".into(), json!(req.buildset_uuid));
     zuul.insert("pipeline".into(), json!(req.pipeline));
-    zuul.insert("post_review".into(), json!(job.post_review));
+    zuul.insert(
+        "post_review".into(),
+        json!(req.post_review || job.post_review),
+    );
     zuul.insert("job".into(), json!(job.name));
     zuul.insert("voting".into(), json!(job.voting));
     zuul.insert("tenant".into(), json!(req.tenant));
@@ -96,12 +120,17 @@ pub fn zuul_vars(
     if let Some(item) = req.items.last() {
         zuul.insert(
             "ref".into(),
-            json!(format!("refs/changes/{}/{}", item.change, item.patchset)),
+            json!(item
+                .refname
+                .clone()
+                .unwrap_or_else(|| format!("refs/changes/{}/{}", item.change, item.patchset))),
         );
-        zuul.insert(
-            "message".into(),
-            json!(base64::engine::general_purpose::STANDARD.encode(&item.message)),
-        );
+        if item.is_change() {
+            zuul.insert(
+                "message".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(&item.message)),
+            );
+        }
         for (k, v) in item_fields(item, find(&item.project), repos) {
             zuul.insert(k, v);
         }

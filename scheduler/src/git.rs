@@ -5,15 +5,19 @@
 //!   a new patchset (the tip sha). Changes are numbered per project on first sight.
 //! - [`GitDriver::poll`] compares the refs on disk with the snapshot in the store and, in one
 //!   transaction per project, records `patchset-created` (review branch created or moved),
-//!   `change-abandoned` (review branch deleted) and `ref-updated` (any other branch) events.
+//!   `change-abandoned` (review branch deleted) and `ref-updated` (any other branch or tag
+//!   created, moved or deleted; Zuul's `oldrev`/`newrev` with forty zeros for the missing
+//!   side) events. [`RepoWatcher`] wakes the scheduler when a local repository's refs change,
+//!   so a push is seen at once; the scan interval stays as the fallback.
 //! - `Depends-On: <url>` footers name other changes by URL: `[scheme://]<canonical-hostname>/
 //!   <org>/<repo>/review/<branch>/<topic>` (the form [`change_url`] produces).
 //! - Reports are git notes on the patchset commit under `refs/notes/sluice-<pipeline>`; a
 //!   successful gate item is merged by updating the target branch (compare-and-set on the
 //!   old tip) to the commit the scheduler's merger produced with the project's merge mode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use sluice_store::{ChangeRow, Store};
@@ -298,17 +302,70 @@ impl GitDriver {
         Ok(())
     }
 
+    /// Every tag (`refs/tags/...`) and the commit it points at.
+    pub fn tags(&self, project: &str) -> Result<BTreeMap<String, String>, SchedulerError> {
+        let repo = self.open(project)?;
+        let mut out = BTreeMap::new();
+        let refs = repo
+            .references_glob("refs/tags/*")
+            .map_err(git_err(project, "list tags"))?;
+        for r in refs.flatten() {
+            if let (Some(name), Ok(commit)) = (r.name(), r.peel_to_commit()) {
+                out.insert(name.to_string(), commit.id().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Files changed between two commits (a ref update's `oldrev..newrev`).
+    pub fn changed_files_between(
+        &self,
+        project: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<Vec<String>, SchedulerError> {
+        let repo = self.open(project)?;
+        let tree = |sha: &str| -> Result<git2::Tree<'_>, SchedulerError> {
+            let oid = git2::Oid::from_str(sha).map_err(git_err(project, "parse sha"))?;
+            repo.find_commit(oid)
+                .and_then(|c| c.tree())
+                .map_err(git_err(project, "read tree"))
+        };
+        let (old_tree, new_tree) = (tree(old)?, tree(new)?);
+        let diff = repo
+            .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
+            .map_err(git_err(project, "diff"))?;
+        let mut files = Vec::new();
+        for delta in diff.deltas() {
+            for path in [delta.old_file().path(), delta.new_file().path()]
+                .into_iter()
+                .flatten()
+            {
+                let path = path.display().to_string();
+                if !files.contains(&path) {
+                    files.push(path);
+                }
+            }
+        }
+        Ok(files)
+    }
+
     /// Scans `project` and records what changed since the last scan as events, in one
-    /// transaction. A project seen for the first time records its branches without events
-    /// (review branches still make `patchset-created`).
+    /// transaction. A project seen for the first time records its branches and tags without
+    /// events (review branches still make `patchset-created`).
     pub async fn poll(&self, store: &Store, project: &str) -> Result<usize, SchedulerError> {
-        let current = self.refs(project)?;
+        let mut current = self.refs(project)?;
+        let tags = self.tags(project)?;
         let stored: BTreeMap<String, String> = store
             .git_refs(&self.name, project)
             .await?
             .into_iter()
             .collect();
         let first = stored.is_empty();
+        // Tags were not scanned before this marker existed: seed them quietly once.
+        let first_tags = !stored.contains_key(TAGS_SEEDED);
+        current.extend(tags);
+        current.insert(TAGS_SEEDED.into(), NULL_SHA.into());
         let mut n_events = 0;
         let mut tx = store.begin().await?;
         for (refname, sha) in &current {
@@ -318,6 +375,9 @@ impl GitDriver {
             }
             tx.set_git_ref(&self.name, project, refname, Some(sha))
                 .await?;
+            if refname == TAGS_SEEDED {
+                continue;
+            }
             if let Some((branch, topic)) = parse_review_ref(refname) {
                 let message = self.change_message(project, &branch, sha)?;
                 let change: ChangeRow = tx
@@ -330,12 +390,16 @@ impl GitDriver {
                 )
                 .await?;
                 n_events += 1;
-            } else if !first {
-                let branch = refname.strip_prefix("refs/heads/").unwrap_or(refname);
+            } else {
+                // A first scan (of the project, or of its tags) only records what is there.
+                let seeding = first || (first_tags && refname.starts_with("refs/tags/"));
+                if seeding {
+                    continue;
+                }
                 tx.insert_event(
                     &self.name,
                     "ref-updated",
-                    &json!({"project": project, "ref": refname, "branch": branch, "oldrev": old, "newrev": sha}),
+                    &ref_event(project, refname, old.map_or(NULL_SHA, String::as_str), sha),
                 )
                 .await?;
                 n_events += 1;
@@ -362,7 +426,7 @@ impl GitDriver {
                 tx.insert_event(
                     &self.name,
                     "ref-updated",
-                    &json!({"project": project, "ref": refname, "oldrev": sha, "newrev": null}),
+                    &ref_event(project, refname, sha, NULL_SHA),
                 )
                 .await?;
                 n_events += 1;
@@ -371,6 +435,129 @@ impl GitDriver {
         tx.commit().await?;
         Ok(n_events)
     }
+}
+
+/// Watches local repositories' refs with inotify (the `notify` crate) and remembers which
+/// projects changed, so the scheduler scans them at once instead of at the next interval.
+/// A repository that cannot be watched (no inotify, too many watches, a filesystem that does
+/// not report changes) is simply left to the interval scan.
+pub struct RepoWatcher {
+    // Kept alive for its watches; `None` when inotify could not be started.
+    _watcher: Option<notify::RecommendedWatcher>,
+    dirty: Arc<Mutex<BTreeSet<(String, String)>>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for RepoWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoWatcher").finish_non_exhaustive()
+    }
+}
+
+impl RepoWatcher {
+    /// Watches every `(driver, project)` repository; `wake` is notified on each change.
+    pub fn start(repos: &[(&GitDriver, &str)], wake: Arc<tokio::sync::Notify>) -> RepoWatcher {
+        let dirty: Arc<Mutex<BTreeSet<(String, String)>>> = Arc::default();
+        // (git dir, connection, project)
+        let mut dirs: Vec<(PathBuf, String, String)> = Vec::new();
+        for (driver, project) in repos {
+            let path = driver.repo_path(project);
+            let git_dir = if path.join(".git").is_dir() {
+                path.join(".git")
+            } else {
+                path
+            };
+            let git_dir = std::fs::canonicalize(&git_dir).unwrap_or(git_dir);
+            dirs.push((git_dir, driver.name.clone(), project.to_string()));
+        }
+        let handler_dirs = dirs.clone();
+        let handler_dirty = dirty.clone();
+        let handler_wake = wake.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let mut changed = false;
+            if let Ok(mut set) = handler_dirty.lock() {
+                match event {
+                    // Reads (our own scans open the refs) change nothing: only writes count,
+                    // else every scan would wake the next one.
+                    Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
+                    Ok(event) => {
+                        for path in &event.paths {
+                            for (dir, connection, project) in &handler_dirs {
+                                if path.starts_with(dir) {
+                                    changed |= set.insert((connection.clone(), project.clone()));
+                                }
+                            }
+                        }
+                    }
+                    // Events were lost: scan everything.
+                    Err(_) => {
+                        for (_, connection, project) in &handler_dirs {
+                            changed |= set.insert((connection.clone(), project.clone()));
+                        }
+                    }
+                }
+            }
+            if changed {
+                handler_wake.notify_one();
+            }
+        });
+        let watcher = match watcher {
+            Ok(mut w) => {
+                use notify::Watcher;
+                for (dir, _, project) in &dirs {
+                    // The directory itself (packed-refs, HEAD) and every ref below refs/.
+                    let watched =
+                        w.watch(dir, notify::RecursiveMode::NonRecursive)
+                            .and_then(|()| {
+                                w.watch(&dir.join("refs"), notify::RecursiveMode::Recursive)
+                            });
+                    if let Err(e) = watched {
+                        tracing::warn!(project = %project, error = %e, "cannot watch the repository; its refs are scanned at the interval only");
+                    }
+                }
+                Some(w)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the repository watcher; refs are scanned at the interval only");
+                None
+            }
+        };
+        RepoWatcher {
+            _watcher: watcher,
+            dirty,
+            wake,
+        }
+    }
+
+    /// The `(connection, project)` pairs changed since the last call.
+    pub fn take_changed(&self) -> BTreeSet<(String, String)> {
+        self.dirty
+            .lock()
+            .map(|mut set| std::mem::take(&mut *set))
+            .unwrap_or_default()
+    }
+
+    /// What is notified when a repository changes.
+    pub fn wake(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+}
+
+/// Git's forty zeros: the missing side of a created or deleted ref.
+pub const NULL_SHA: &str = "0000000000000000000000000000000000000000";
+
+/// A `git_refs` row saying the project's tags have been scanned once.
+const TAGS_SEEDED: &str = "refs/sluice/tags-seeded";
+
+/// A `ref-updated` event payload, Zuul's way: `oldrev` zeros for a created ref, `newrev`
+/// zeros for a deleted one; `branch` for `refs/heads/` refs.
+fn ref_event(project: &str, refname: &str, oldrev: &str, newrev: &str) -> serde_json::Value {
+    let mut payload =
+        json!({"project": project, "ref": refname, "oldrev": oldrev, "newrev": newrev});
+    if let Some(branch) = refname.strip_prefix("refs/heads/") {
+        payload["branch"] = json!(branch);
+    }
+    payload
 }
 
 #[cfg(test)]

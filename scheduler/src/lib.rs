@@ -9,11 +9,13 @@
 //!   the one configuration loader (`sluice-config`).
 //! - `pipeline.rs`: [`Pipeline`] (manager, triggers, reporters) from `pipeline` items.
 //! - `git.rs`: [`GitDriver`]: ref polling into events, review changes, `Depends-On`, merging
-//!   and report notes.
+//!   and report notes; the repository watcher that wakes the scheduler on a push.
+//! - `timer.rs`: the timer trigger's cron-style time specs.
 //! - `scheduler.rs`: [`Scheduler`], one pass over the store: poll, layouts, finished builds,
 //!   leases, events.
 //! - `manager.rs`: independent and dependent pipeline processing (resets, speculative merges,
 //!   job freezing, reporting).
+//! - `job_graph.rs`: a buildset's job dependencies, `zuul.child_jobs`, paused builds.
 //! - `nodes.rs`: the [`NodeProvider`] trait and the [`StaticProvider`].
 //! - `worker.rs`: [`run_worker`], an executor loop claiming build requests.
 //! - `serve.rs`: [`serve`], everything in one process.
@@ -31,6 +33,7 @@
 pub mod config;
 pub mod errors;
 pub mod git;
+mod job_graph;
 pub mod layout;
 mod manager;
 pub mod nodes;
@@ -40,6 +43,7 @@ pub mod records;
 pub mod scheduler;
 pub mod serve;
 pub mod tenant;
+pub mod timer;
 pub mod worker;
 
 pub use config::ServeConfig;

@@ -21,6 +21,8 @@ use sluice_merger::{
 use sluice_store::{now_ms, BuildDependency, BuildRow, BuildsetRow, ChangeRef, ItemRow, NewBuild};
 
 use crate::errors::SchedulerError;
+use crate::git::NULL_SHA;
+use crate::job_graph::JobGraph;
 use crate::layout::{Override, TenantLayout};
 use crate::pipeline::{Manager, Pipeline};
 use crate::scheduler::{cancel_builds, Scheduler};
@@ -360,12 +362,15 @@ impl Scheduler {
                     repo_state: Default::default(),
                 });
             }
-            merges.push(Change {
-                project: p.canonical.clone(),
-                branch: c.branch.clone(),
-                commit: c.patchset.clone(),
-                merge_mode: Self::merge_mode(tl, &p.canonical),
-            });
+            // A ref item is its branch as it is: nothing to merge.
+            if c.is_change() {
+                merges.push(Change {
+                    project: p.canonical.clone(),
+                    branch: c.branch.clone(),
+                    commit: c.patchset.clone(),
+                    merge_mode: Self::merge_mode(tl, &p.canonical),
+                });
+            }
         }
         let request = WorkspaceRequest {
             src_root: dir.clone(),
@@ -374,7 +379,7 @@ impl Scheduler {
             changes: merges,
             job_override_checkout: None,
             job_override_branch: None,
-            zuul_branch: Some(branch.to_string()),
+            zuul_branch: (!branch.is_empty()).then(|| branch.to_string()),
             zuul_ref: None,
             merge_identity: MergeIdentity {
                 name: "Sluice Merger".into(),
@@ -408,10 +413,15 @@ impl Scheduler {
             }
         };
         let tl = &self.tenants[t];
+        // Changes bring their own configuration; ref items use the branch's as loaded.
         let overrides: Vec<Override> = state
             .repos
             .iter()
-            .filter(|r| bs.refs.iter().any(|c| c.project == r.canonical_name))
+            .filter(|r| {
+                bs.refs
+                    .iter()
+                    .any(|c| c.is_change() && c.project == r.canonical_name)
+            })
             .map(|r| Override {
                 project: r.canonical_name.clone(),
                 branch: item.change.branch.clone(),
@@ -425,7 +435,11 @@ impl Scheduler {
             return Ok(Prepared::Early("CONFIG_ERROR", text.join("\n")));
         }
         let project = &item.change.project;
-        let branch = &item.change.branch;
+        // A tag has no branch: its project's default branch selects the jobs.
+        let branch = match tl.project(project) {
+            Some(p) if item.change.branch.is_empty() => &p.default_branch,
+            _ => &item.change.branch,
+        };
         let jobs = layout.project_jobs(project, &pipeline.name, branch);
         if jobs.is_empty() {
             return Ok(Prepared::Early("NO_JOBS", String::new()));
@@ -434,16 +448,34 @@ impl Scheduler {
         let change_items: Vec<ChangeItem> = bs
             .refs
             .iter()
-            .map(|c| ChangeItem {
-                project: c.project.clone(),
-                branch: c.branch.clone(),
-                commit: c.patchset.clone(),
-                merge_mode: Self::merge_mode(tl, &c.project).to_string(),
-                change: c.number.to_string(),
-                patchset: c.patchset.clone(),
-                message: c.message.clone(),
-                topic: Some(c.topic.clone()),
-                change_url: c.url.clone(),
+            .map(|c| {
+                let merge_mode = Self::merge_mode(tl, &c.project).to_string();
+                if c.is_change() {
+                    ChangeItem {
+                        project: c.project.clone(),
+                        branch: c.branch.clone(),
+                        commit: c.patchset.clone(),
+                        merge_mode,
+                        change: c.number.to_string(),
+                        patchset: c.patchset.clone(),
+                        message: c.message.clone(),
+                        topic: Some(c.topic.clone()),
+                        change_url: c.url.clone(),
+                        ..Default::default()
+                    }
+                } else {
+                    ChangeItem {
+                        project: c.project.clone(),
+                        branch: c.branch.clone(),
+                        commit: c.patchset.clone(),
+                        merge_mode,
+                        change_url: c.url.clone(),
+                        refname: Some(c.refname.clone()),
+                        oldrev: c.oldrev.clone(),
+                        newrev: c.newrev.clone(),
+                        ..Default::default()
+                    }
+                }
             })
             .collect();
         let mut frozen = Vec::new();
@@ -468,9 +500,21 @@ impl Scheduler {
                     .project(&item.change.project)
                     .map(|p| p.entry.name.clone())
                     .unwrap_or_default();
-                driver
-                    .changed_files(&short, &item.change.branch, &item.change.patchset)
-                    .unwrap_or_default()
+                let c = &item.change;
+                if c.is_change() {
+                    driver
+                        .changed_files(&short, &c.branch, &c.patchset)
+                        .unwrap_or_default()
+                } else {
+                    // A ref update touches what changed between its old and new commits; a
+                    // created or deleted ref, or a timer item, runs every job.
+                    match (c.oldrev.as_deref(), c.newrev.as_deref()) {
+                        (Some(old), Some(new)) if old != NULL_SHA && new != NULL_SHA => driver
+                            .changed_files_between(&short, old, new)
+                            .unwrap_or_default(),
+                        _ => Vec::new(),
+                    }
+                }
             }
             None => Vec::new(),
         };
@@ -503,7 +547,18 @@ impl Scheduler {
             Ok(graph) => graph,
             Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", e)),
         };
-        for (details, dependencies) in frozen.into_iter().zip(graph) {
+        let frozen_names: Vec<String> = frozen.iter().map(|d| d.job.name.clone()).collect();
+        let children = |name: &str| -> Vec<String> {
+            frozen_names
+                .iter()
+                .zip(&graph)
+                .filter(|(_, deps)| deps.iter().any(|d| d.name == name))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let child_jobs: Vec<Vec<String>> =
+            frozen_names.iter().map(|n| children(n.as_str())).collect();
+        for ((details, dependencies), child_jobs) in frozen.into_iter().zip(graph).zip(child_jobs) {
             let job = details.job.name.clone();
             let uuid = uuid::Uuid::new_v4().simple().to_string();
             let voting = details.job.voting;
@@ -519,8 +574,9 @@ impl Scheduler {
                 items: change_items.clone(),
                 attempt: 1,
                 parent_data: Default::default(),
-                child_jobs: vec![],
+                child_jobs,
                 artifacts: vec![],
+                post_review: pipeline.post_review,
             };
             let request = serde_json::to_value(&request).map_err(|e| SchedulerError::Invalid {
                 path: PathBuf::from(&job),
@@ -630,6 +686,7 @@ impl Scheduler {
         if result == "SUCCESS"
             && pipeline.merge_on_success
             && pipeline.manager == Manager::Dependent
+            && item.change.is_change()
         {
             match self.merge_change(t, item).await {
                 Ok(()) => merged = true,
@@ -857,52 +914,37 @@ fn job_graph(jobs: &[FrozenJobDetails]) -> Result<Vec<Vec<BuildDependency>>, Str
 }
 
 impl Scheduler {
-    /// Requests waiting builds whose dependencies all succeeded (with their returned data as
-    /// `parent_data`) and skips those with a dependency that did not; says whether any moved.
+    /// Advances the buildset's job graph (`job_graph.rs`): skips waiting builds whose
+    /// dependencies failed or were deselected by `zuul.child_jobs`, requests those whose
+    /// dependencies all succeeded or paused (with their returned data as `parent_data`), and
+    /// resumes paused builds whose dependents are all done. Says whether anything moved.
     async fn release_waiting(
         &self,
         pipeline: &Pipeline,
         builds: &[BuildRow],
     ) -> Result<bool, SchedulerError> {
-        let final_of = |name: &str| builds.iter().find(|b| b.job_name == name && b.final_);
-        let mut tx = None;
-        for b in builds.iter().filter(|b| b.result.is_none()) {
+        let decisions = JobGraph::new(builds).decide();
+        if decisions == Default::default() {
+            return Ok(false);
+        }
+        let mut tx = self.store.begin().await?;
+        for (uuid, reason) in &decisions.skip {
+            tx.record_build_result(uuid, "SKIPPED", true, Some(reason), None, None, None, None)
+                .await?;
+        }
+        for (uuid, parent_data) in &decisions.release {
+            let Some(b) = builds.iter().find(|b| &b.uuid == uuid) else {
+                continue;
+            };
             let Some(pending) = &b.pending_request else {
                 continue;
             };
-            let parents: Vec<Option<&BuildRow>> =
-                b.dependencies.iter().map(|d| final_of(&d.name)).collect();
-            if parents.iter().any(|p| p.is_none()) {
-                continue;
-            }
-            let parents: Vec<&BuildRow> = parents.into_iter().flatten().collect();
-            let tx = match &mut tx {
-                Some(tx) => tx,
-                None => tx.insert(self.store.begin().await?),
-            };
-            if parents
-                .iter()
-                .any(|p| !matches!(p.result.as_deref(), Some("SUCCESS")))
-            {
-                tx.record_build_result(
-                    &b.uuid,
-                    "SKIPPED",
-                    true,
-                    Some("Skipped due to failed job"),
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-                .await?;
-                continue;
-            }
             let mut request: BuildRequest = match serde_json::from_value(pending.clone()) {
                 Ok(r) => r,
                 Err(e) => {
                     let detail = format!("unreadable build request: {e}");
                     tx.record_build_result(
-                        &b.uuid,
+                        uuid,
                         "ERROR",
                         true,
                         Some(&detail),
@@ -915,22 +957,15 @@ impl Scheduler {
                     continue;
                 }
             };
-            for p in &parents {
-                if let Some(serde_json::Value::Object(data)) = &p.data {
-                    let mut data = data.clone();
-                    data.remove("zuul");
-                    sluice_config::deep_merge(&mut request.parent_data, &data);
-                }
-            }
+            request.parent_data = parent_data.clone();
             let doc = serde_json::to_value(&request).unwrap_or_else(|_| pending.clone());
             tx.release_build(b, pipeline.precedence, &doc).await?;
         }
-        match tx {
-            Some(tx) => {
-                tx.commit().await?;
-                Ok(true)
-            }
-            None => Ok(false),
+        for uuid in &decisions.resume {
+            tx.resume_build(uuid).await?;
+            tracing::info!(build = %uuid, "resuming paused build");
         }
+        tx.commit().await?;
+        Ok(true)
     }
 }

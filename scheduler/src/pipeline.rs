@@ -1,10 +1,12 @@
 //! Pipelines as the scheduler uses them, read from the layout's `pipeline` items: manager,
-//! trigger filters per connection, the `merge` flag of success reporters, precedence and the
+//! trigger filters per connection (git events, the timer trigger), the `merge` flag of success reporters, precedence and the
 //! report messages.
 
 use regex::Regex;
 use serde_json::Value;
 use sluice_config::PipelineDef;
+
+use crate::timer::CronSpec;
 
 /// How a pipeline's items relate to each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,25 +62,59 @@ impl Window {
     }
 }
 
-/// One trigger filter.
+/// One trigger filter. Lists within a key are ORed, different keys ANDed.
 #[derive(Debug, Clone)]
 pub struct TriggerFilter {
-    /// The connection it listens to.
+    /// The connection it listens to (`timer` for the timer trigger).
     pub connection: String,
-    /// Event kinds (`patchset-created`, `change-approved`, `ref-updated`).
+    /// Event kinds (`patchset-created`, `change-approved`, `change-abandoned`,
+    /// `ref-updated`; `timer` for the timer trigger).
     pub events: Vec<String>,
-    /// Target branch regexes (empty: any).
+    /// Target branch regexes, matched at the start (empty: any).
     pub branches: Vec<Regex>,
+    /// Full ref regexes, matched against the whole ref (empty: any).
+    pub refs: Vec<Regex>,
+    /// `ignore-deletes` (default true): a deleted ref does not match.
+    pub ignore_deletes: bool,
+    /// Timer trigger: the `time` specs.
+    pub timespecs: Vec<CronSpec>,
+    /// Timer trigger: `dereference` (items carry the branch head as `newrev`).
+    pub dereference: bool,
 }
 
 impl TriggerFilter {
-    /// Whether an event of `kind` on `branch` from `connection` matches.
+    /// Whether a review event of `kind` on target `branch` from `connection` matches.
     pub fn matches(&self, connection: &str, kind: &str, branch: &str) -> bool {
         self.connection == connection
             && self.events.iter().any(|e| e == kind)
             && (self.branches.is_empty() || self.branches.iter().any(|r| r.is_match(branch)))
     }
+
+    /// Whether a `ref-updated` event on `refname` (`branch`: its branch, `None` for tags)
+    /// matches; `deleted` when the ref is gone.
+    pub fn matches_ref(
+        &self,
+        connection: &str,
+        refname: &str,
+        branch: Option<&str>,
+        deleted: bool,
+    ) -> bool {
+        self.connection == connection
+            && self.events.iter().any(|e| e == "ref-updated")
+            && (self.refs.is_empty() || self.refs.iter().any(|r| r.is_match(refname)))
+            && (self.branches.is_empty()
+                || branch.is_some_and(|b| self.branches.iter().any(|r| r.is_match(b))))
+            && !(deleted && self.ignore_deletes)
+    }
+
+    /// True for a timer trigger's filter.
+    pub fn is_timer(&self) -> bool {
+        self.connection == TIMER
+    }
 }
+
+/// The timer trigger's connection name (Zuul's timer driver).
+pub const TIMER: &str = "timer";
 
 /// A pipeline.
 #[derive(Debug, Clone)]
@@ -99,6 +135,8 @@ pub struct Pipeline {
     pub failure_message: String,
     /// Window rules (dependent pipelines).
     pub window: Window,
+    /// `post-review`: jobs see `zuul.post_review` true (and post-review jobs may run).
+    pub post_review: bool,
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -111,6 +149,52 @@ fn strings(v: &Value) -> Vec<String> {
             .collect(),
         _ => vec![],
     }
+}
+
+fn parse_filter(connection: &str, f: &Value) -> Result<TriggerFilter, String> {
+    let regexes = |key: &str, whole: bool| -> Result<Vec<Regex>, String> {
+        f.get(key)
+            .map(strings)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let anchored = if whole {
+                    format!("^(?:{r})$")
+                } else {
+                    format!("^(?:{r})")
+                };
+                Regex::new(&anchored).map_err(|e| format!("trigger {key} regex {r:?}: {e}"))
+            })
+            .collect()
+    };
+    if connection == TIMER {
+        let times = f.get("time").map(strings).unwrap_or_default();
+        if times.is_empty() {
+            return Err("a timer trigger needs `time`".into());
+        }
+        let timespecs = times
+            .iter()
+            .map(|t| CronSpec::parse(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(TriggerFilter {
+            connection: connection.to_string(),
+            events: vec![TIMER.into()],
+            branches: Vec::new(),
+            refs: Vec::new(),
+            ignore_deletes: true,
+            timespecs,
+            dereference: f.get("dereference").and_then(Value::as_bool) == Some(true),
+        });
+    }
+    Ok(TriggerFilter {
+        connection: connection.to_string(),
+        events: f.get("event").map(strings).unwrap_or_default(),
+        branches: regexes("branch", false)?,
+        refs: regexes("ref", true)?,
+        ignore_deletes: f.get("ignore-deletes").and_then(Value::as_bool) != Some(false),
+        timespecs: Vec::new(),
+        dereference: false,
+    })
 }
 
 /// Reads a pipeline item; `Err` says why it cannot be used (unsupported manager, bad regex).
@@ -132,17 +216,7 @@ pub fn parse_pipeline(def: &PipelineDef) -> Result<Pipeline, String> {
                 other => vec![other.clone()],
             };
             for f in filters {
-                let mut branches = Vec::new();
-                for b in f.get("branch").map(strings).unwrap_or_default() {
-                    let re = Regex::new(&format!("^(?:{b})"))
-                        .map_err(|e| format!("trigger branch regex {b:?}: {e}"))?;
-                    branches.push(re);
-                }
-                triggers.push(TriggerFilter {
-                    connection: connection.clone(),
-                    events: f.get("event").map(strings).unwrap_or_default(),
-                    branches,
-                });
+                triggers.push(parse_filter(connection, &f)?);
             }
         }
     }
@@ -182,6 +256,7 @@ pub fn parse_pipeline(def: &PipelineDef) -> Result<Pipeline, String> {
     };
     Ok(Pipeline {
         window,
+        post_review: raw.get("post-review").and_then(Value::as_bool) == Some(true),
         name: def.name.clone(),
         manager,
         triggers,

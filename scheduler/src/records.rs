@@ -6,17 +6,17 @@
 use serde_json::{json, Value};
 use sluice_store::{BuildRow, BuildsetRow, ChangeRef, ItemRow, Store, StoreError};
 
-/// Zuul's `ref` object for a change.
+/// Zuul's `ref` object for a change or a ref (no change number or patchset).
 pub fn ref_json(c: &ChangeRef) -> Value {
     json!({
         "project": c.project.split_once('/').map_or(c.project.as_str(), |(_, p)| p),
         "project_canonical": c.project,
         "branch": c.branch,
-        "change": c.number,
-        "patchset": c.patchset,
+        "change": c.is_change().then_some(c.number),
+        "patchset": c.is_change().then_some(&c.patchset),
         "ref": c.refname,
-        "oldrev": null,
-        "newrev": null,
+        "oldrev": c.oldrev,
+        "newrev": c.newrev,
         "ref_url": c.url,
     })
 }

@@ -6,17 +6,19 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Local};
 use serde_json::Value;
 use sluice_executor::request::{BuildRequest, BuildResult};
 use sluice_store::{now_ms, ChangeRef, ChangeRow, ItemRow, NewBuild, Store};
 
 use crate::config::ServeConfig;
 use crate::errors::SchedulerError;
-use crate::git::{change_url, depends_on, parse_change_url, GitDriver};
+use crate::git::{change_url, depends_on, parse_change_url, GitDriver, RepoWatcher, NULL_SHA};
 use crate::layout::TenantLayout;
-use crate::pipeline::Manager;
+use crate::pipeline::{Manager, Pipeline, TIMER};
 use crate::tenant::{load_tenants, TenantConfig};
 
 /// The scheduler's state between passes (all of it can be rebuilt from the store and repos).
@@ -27,6 +29,9 @@ pub struct Scheduler {
     pub(crate) tenants: Vec<TenantLayout>,
     tenant_configs: Vec<TenantConfig>,
     last_poll: HashMap<String, Instant>,
+    watcher: RepoWatcher,
+    /// Next fire time per timer spec and project-branch (`None`: never).
+    timers: HashMap<String, Option<DateTime<Local>>>,
 }
 
 impl Scheduler {
@@ -34,6 +39,20 @@ impl Scheduler {
     pub async fn new(cfg: ServeConfig, store: Store) -> Result<Scheduler, SchedulerError> {
         let tenant_configs = load_tenants(&cfg.tenant_config)?;
         let drivers: Vec<GitDriver> = cfg.connections.iter().map(GitDriver::new).collect();
+        let mut repos: Vec<(&GitDriver, &str)> = Vec::new();
+        for tenant in &tenant_configs {
+            for p in &tenant.projects {
+                if let Some(d) = drivers.iter().find(|d| d.name == p.connection) {
+                    if !repos
+                        .iter()
+                        .any(|(rd, rp)| rd.name == d.name && *rp == p.name)
+                    {
+                        repos.push((d, p.name.as_str()));
+                    }
+                }
+            }
+        }
+        let watcher = RepoWatcher::start(&repos, Arc::new(tokio::sync::Notify::new()));
         let mut s = Scheduler {
             cfg,
             store,
@@ -41,9 +60,16 @@ impl Scheduler {
             tenants: Vec::new(),
             tenant_configs,
             last_poll: HashMap::new(),
+            watcher,
+            timers: HashMap::new(),
         };
         s.refresh_layouts()?;
         Ok(s)
+    }
+
+    /// Notified when a watched repository changed: the scheduler loop runs a pass at once.
+    pub fn wake(&self) -> Arc<tokio::sync::Notify> {
+        self.watcher.wake()
     }
 
     pub(crate) fn work_dir(&self) -> PathBuf {
@@ -59,7 +85,9 @@ impl Scheduler {
             tracing::error!(error = %e, "cannot reload layouts");
         }
         busy |= self.record_finished_builds().await? > 0;
+        busy |= self.record_paused_builds().await? > 0;
         busy |= self.store.expire_leases(now_ms()).await? > 0;
+        busy |= self.fire_timers().await? > 0;
         busy |= self.process_events().await? > 0;
         for t in 0..self.tenants.len() {
             for p in 0..self.tenants[t].pipelines.len() {
@@ -78,7 +106,10 @@ impl Scheduler {
         Ok(busy)
     }
 
+    /// Scans the projects whose repositories changed, and every project whose scan interval
+    /// passed.
     async fn poll(&mut self) -> Result<usize, SchedulerError> {
+        let changed = self.watcher.take_changed();
         let mut seen = BTreeSet::new();
         let mut n = 0;
         for tenant in &self.tenant_configs {
@@ -95,10 +126,12 @@ impl Scheduler {
                     .map(|c| c.poll_seconds)
                     .unwrap_or(1.0);
                 let key = format!("{}\0{}", driver.name, p.name);
-                if self
-                    .last_poll
-                    .get(&key)
-                    .is_some_and(|t| t.elapsed() < Duration::from_secs_f64(interval))
+                let touched = changed.contains(&(driver.name.clone(), p.name.clone()));
+                if !touched
+                    && self
+                        .last_poll
+                        .get(&key)
+                        .is_some_and(|t| t.elapsed() < Duration::from_secs_f64(interval))
                 {
                     continue;
                 }
@@ -146,6 +179,22 @@ impl Scheduler {
         }
         self.tenants = out;
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Marks builds that paused at their executors (`zuul.pause`) paused, with the data they
+    /// returned, so their children can start.
+    async fn record_paused_builds(&self) -> Result<usize, SchedulerError> {
+        let paused = self.store.newly_paused().await?;
+        if paused.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.store.begin().await?;
+        for p in &paused {
+            tx.mark_build_paused(&p.uuid, &p.data).await?;
+            tracing::info!(build = %p.uuid, "build paused");
+        }
+        tx.commit().await?;
+        Ok(paused.len())
     }
 
     /// Turns finished requests into build records; RETRY results get a new try.
@@ -254,6 +303,8 @@ impl Scheduler {
             topic: c.topic.clone(),
             message: c.message.clone(),
             url: change_url(&driver.hostname, &c.project, &c.refname),
+            oldrev: None,
+            newrev: None,
         }
     }
 
@@ -316,148 +367,354 @@ impl Scheduler {
     /// Enqueues (and dequeues) what one event asks for, in one transaction with marking it
     /// processed.
     async fn process_event(&mut self, ev: &sluice_store::EventRow) -> Result<(), SchedulerError> {
-        {
-            let project = ev
-                .payload
-                .get("project")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let refname = ev.payload.get("ref").and_then(Value::as_str).unwrap_or("");
-            let mut new_items: Vec<ItemRow> = Vec::new();
-            let mut dequeue: Vec<ItemRow> = Vec::new();
-            let driver = self
-                .drivers
-                .iter()
-                .find(|d| d.name == ev.connection)
-                .cloned();
-            let change = match &driver {
-                Some(d) => self.store.change_by_ref(&d.name, project, refname).await?,
-                None => None,
-            };
-            if let (Some(driver), Some(change)) = (&driver, &change) {
-                let cref = self.change_ref(driver, change);
-                for t in &self.tenants {
-                    if t.project(&cref.project).is_none() {
+        let (new_items, dequeue) = if ev.connection == TIMER || ev.kind == "ref-updated" {
+            self.ref_event_items(ev).await?
+        } else {
+            self.change_event_items(ev).await?
+        };
+        let mut to_cancel = Vec::new();
+        for item in &dequeue {
+            if let Some(bs) = &item.buildset_uuid {
+                to_cancel.extend(self.store.builds_of_buildset(bs).await?);
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        cancel_builds(&mut tx, &to_cancel).await?;
+        for item in &dequeue {
+            if let Some(bs) = &item.buildset_uuid {
+                tx.finish_buildset(bs, "DEQUEUED", "Build canceled.")
+                    .await?;
+            }
+            tx.finish_item(&item.uuid, "DEQUEUED").await?;
+        }
+        for item in &new_items {
+            tx.insert_item(item).await?;
+            tracing::info!(pipeline = %item.pipeline, change = %item.change.url, "enqueued");
+        }
+        tx.mark_event_processed(ev.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The queue a new item of `pipeline` joins. A supercedent queue keeps its running head:
+    /// the waiting items after it are superseded (added to `dequeue`, or dropped from
+    /// `new_items`).
+    fn queue_for(
+        t: &TenantLayout,
+        pipeline: &Pipeline,
+        cref: &ChangeRef,
+        uuid: &str,
+        active: &[ItemRow],
+        new_items: &mut Vec<ItemRow>,
+        dequeue: &mut Vec<ItemRow>,
+    ) -> String {
+        match pipeline.manager {
+            Manager::Independent => uuid.to_string(),
+            Manager::Serial | Manager::Dependent => t
+                .layout
+                .project_queue(&cref.project)
+                .unwrap_or_else(|| cref.project.clone()),
+            Manager::Supercedent => {
+                // One queue per project and branch (per project and ref for ref items).
+                let key = if cref.is_change() {
+                    &cref.branch
+                } else {
+                    &cref.refname
+                };
+                let queue = format!("{}\0{key}", cref.project);
+                let in_queue: Vec<&ItemRow> = active.iter().filter(|i| i.queue == queue).collect();
+                for waiting in in_queue.iter().skip(1) {
+                    if !dequeue.iter().any(|d| d.uuid == waiting.uuid) {
+                        dequeue.push((*waiting).clone());
+                    }
+                }
+                new_items.retain(|i| i.queue != queue || in_queue.is_empty());
+                queue
+            }
+        }
+    }
+
+    /// Items for a review event (new patchset, approval, abandon) and the items it dequeues.
+    async fn change_event_items(
+        &self,
+        ev: &sluice_store::EventRow,
+    ) -> Result<(Vec<ItemRow>, Vec<ItemRow>), SchedulerError> {
+        let project = ev
+            .payload
+            .get("project")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let refname = ev.payload.get("ref").and_then(Value::as_str).unwrap_or("");
+        let mut new_items: Vec<ItemRow> = Vec::new();
+        let mut dequeue: Vec<ItemRow> = Vec::new();
+        let Some(driver) = self.drivers.iter().find(|d| d.name == ev.connection) else {
+            return Ok((new_items, dequeue));
+        };
+        let Some(change) = self
+            .store
+            .change_by_ref(&driver.name, project, refname)
+            .await?
+        else {
+            return Ok((new_items, dequeue));
+        };
+        let cref = self.change_ref(driver, &change);
+        for t in &self.tenants {
+            if t.project(&cref.project).is_none() {
+                continue;
+            }
+            let configured = t.layout.project_pipelines(&cref.project, &cref.branch);
+            for p in &t.pipelines {
+                let active = self.store.active_items(&t.tenant.name, &p.name).await?;
+                // Older patchsets leave the pipeline when a new one arrives; an
+                // abandoned change leaves every pipeline.
+                for item in &active {
+                    let same_change = item.change.is_change()
+                        && item.change.project == cref.project
+                        && item.change.number == cref.number;
+                    if same_change
+                        && ((ev.kind == "patchset-created"
+                            && item.change.patchset != cref.patchset)
+                            || ev.kind == "change-abandoned")
+                    {
+                        dequeue.push(item.clone());
+                    }
+                }
+                if change.status != "open"
+                    || !p
+                        .triggers
+                        .iter()
+                        .any(|f| f.matches(&ev.connection, &ev.kind, &cref.branch))
+                    || !configured.contains(&p.name)
+                {
+                    continue;
+                }
+                if active.iter().any(|i| i.change == cref) {
+                    continue;
+                }
+                let needed = self.needed_changes(&cref.message, &mut Vec::new()).await?;
+                if p.manager == Manager::Dependent {
+                    let queue = t
+                        .layout
+                        .project_queue(&cref.project)
+                        .unwrap_or_else(|| cref.project.clone());
+                    let missing = needed.iter().find(|n| {
+                        !active.iter().chain(new_items.iter()).any(|i| {
+                            i.queue == queue
+                                && i.change.project == n.project
+                                && i.change.number == n.number
+                        })
+                    });
+                    if let Some(m) = missing {
+                        tracing::warn!(
+                            change = %cref.url, needed = %m.url, pipeline = %p.name,
+                            "not enqueued: a needed change is not merged and not ahead in this change queue"
+                        );
                         continue;
                     }
-                    let configured = t.layout.project_pipelines(&cref.project, &cref.branch);
-                    for p in &t.pipelines {
-                        let active = self.store.active_items(&t.tenant.name, &p.name).await?;
-                        // Older patchsets leave the pipeline when a new one arrives; an
-                        // abandoned change leaves every pipeline.
-                        for item in &active {
-                            let same_change = item.change.project == cref.project
-                                && item.change.number == cref.number;
-                            if same_change
-                                && ((ev.kind == "patchset-created"
-                                    && item.change.patchset != cref.patchset)
-                                    || ev.kind == "change-abandoned")
-                            {
-                                dequeue.push(item.clone());
-                            }
-                        }
-                        if change.status != "open"
-                            || !p
-                                .triggers
-                                .iter()
-                                .any(|f| f.matches(&ev.connection, &ev.kind, &cref.branch))
-                            || !configured.contains(&p.name)
-                        {
-                            continue;
-                        }
-                        if active.iter().any(|i| i.change == cref) {
-                            continue;
-                        }
-                        let needed = self.needed_changes(&cref.message, &mut Vec::new()).await?;
-                        let uuid = uuid::Uuid::new_v4().simple().to_string();
-                        let (queue, deps) = match p.manager {
-                            Manager::Independent => (uuid.clone(), needed),
-                            Manager::Serial => (
-                                t.layout
-                                    .project_queue(&cref.project)
-                                    .unwrap_or_else(|| cref.project.clone()),
-                                Vec::new(),
-                            ),
-                            Manager::Supercedent => {
-                                let queue = format!("{}\0{}", cref.project, cref.branch);
-                                // Keep the running head; newer items supersede waiting ones.
-                                let in_queue: Vec<&ItemRow> =
-                                    active.iter().filter(|i| i.queue == queue).collect();
-                                for waiting in in_queue.iter().skip(1) {
-                                    if !dequeue.iter().any(|d| d.uuid == waiting.uuid) {
-                                        dequeue.push((*waiting).clone());
-                                    }
-                                }
-                                new_items.retain(|i| i.queue != queue || in_queue.is_empty());
-                                (queue, Vec::new())
-                            }
-                            Manager::Dependent => {
-                                let queue = t
-                                    .layout
-                                    .project_queue(&cref.project)
-                                    .unwrap_or_else(|| cref.project.clone());
-                                let missing: Vec<&ChangeRef> = needed
+                }
+                let uuid = uuid::Uuid::new_v4().simple().to_string();
+                let queue =
+                    Self::queue_for(t, p, &cref, &uuid, &active, &mut new_items, &mut dequeue);
+                let deps = match p.manager {
+                    // Merged underneath (independent) or kept to dequeue the item if one of
+                    // them fails (dependent).
+                    Manager::Independent | Manager::Dependent => needed,
+                    Manager::Serial | Manager::Supercedent => Vec::new(),
+                };
+                new_items.push(new_item(t, p, uuid, queue, cref.clone(), deps, ev.id));
+            }
+        }
+        Ok((new_items, dequeue))
+    }
+
+    /// Items for a `ref-updated` or timer event: ref items (no change), one per matching
+    /// pipeline. A timer event names its tenant and pipeline.
+    async fn ref_event_items(
+        &self,
+        ev: &sluice_store::EventRow,
+    ) -> Result<(Vec<ItemRow>, Vec<ItemRow>), SchedulerError> {
+        let text = |key: &str| ev.payload.get(key).and_then(Value::as_str);
+        let timer = ev.connection == TIMER;
+        let connection = if timer {
+            text("connection").unwrap_or("")
+        } else {
+            ev.connection.as_str()
+        };
+        let project = text("project").unwrap_or("");
+        let refname = text("ref").unwrap_or("");
+        let branch = refname.strip_prefix("refs/heads/");
+        let oldrev = text("oldrev").map(str::to_string);
+        let newrev = text("newrev").map(str::to_string);
+        let deleted = !timer && newrev.as_deref().is_none_or(|r| r == NULL_SHA);
+        // The commit the item is about: the new tip, the old one for a deletion, the tip at
+        // fire time for a timer.
+        let commit = if timer {
+            text("commit").map(str::to_string)
+        } else if deleted {
+            oldrev.clone()
+        } else {
+            newrev.clone()
+        };
+        let mut new_items: Vec<ItemRow> = Vec::new();
+        let mut dequeue: Vec<ItemRow> = Vec::new();
+        let (Some(driver), Some(commit)) =
+            (self.drivers.iter().find(|d| d.name == connection), commit)
+        else {
+            return Ok((new_items, dequeue));
+        };
+        let canonical = driver.canonical(project);
+        for t in &self.tenants {
+            if timer && text("tenant") != Some(t.tenant.name.as_str()) {
+                continue;
+            }
+            let Some(resolved) = t.project(&canonical) else {
+                continue;
+            };
+            // A tag has no branch: its project's default branch selects the configuration.
+            let layout_branch = branch.unwrap_or(&resolved.default_branch);
+            let configured = t.layout.project_pipelines(&canonical, layout_branch);
+            for p in &t.pipelines {
+                let matched = if timer {
+                    text("pipeline") == Some(p.name.as_str())
+                        && p.triggers.iter().any(|f| {
+                            f.is_timer()
+                                && f.timespecs
                                     .iter()
-                                    .filter(|n| {
-                                        !active.iter().chain(new_items.iter()).any(|i| {
-                                            i.queue == queue
-                                                && i.change.project == n.project
-                                                && i.change.number == n.number
-                                        })
-                                    })
-                                    .collect();
-                                if let Some(m) = missing.first() {
-                                    tracing::warn!(
-                                        change = %cref.url, needed = %m.url, pipeline = %p.name,
-                                        "not enqueued: a needed change is not merged and not ahead in this change queue"
-                                    );
-                                    continue;
-                                }
-                                // Kept to dequeue the item if one of them fails.
-                                (queue, needed)
+                                    .any(|s| Some(s.text.as_str()) == text("timespec"))
+                        })
+                } else {
+                    p.triggers
+                        .iter()
+                        .any(|f| f.matches_ref(connection, refname, branch, deleted))
+                };
+                if !matched || !configured.contains(&p.name) {
+                    continue;
+                }
+                let active = self.store.active_items(&t.tenant.name, &p.name).await?;
+                let cref = ChangeRef {
+                    connection: driver.name.clone(),
+                    project: canonical.clone(),
+                    number: 0,
+                    patchset: commit.clone(),
+                    refname: refname.to_string(),
+                    branch: branch.unwrap_or_default().to_string(),
+                    url: change_url(&driver.hostname, project, refname),
+                    oldrev: oldrev.clone(),
+                    newrev: newrev.clone(),
+                    ..Default::default()
+                };
+                // The same ref at the same commit is already in the pipeline.
+                if active.iter().chain(new_items.iter()).any(|i| {
+                    i.pipeline == p.name
+                        && !i.change.is_change()
+                        && i.change.project == cref.project
+                        && i.change.refname == cref.refname
+                        && i.change.patchset == cref.patchset
+                }) {
+                    continue;
+                }
+                let uuid = uuid::Uuid::new_v4().simple().to_string();
+                let queue =
+                    Self::queue_for(t, p, &cref, &uuid, &active, &mut new_items, &mut dequeue);
+                new_items.push(new_item(t, p, uuid, queue, cref, Vec::new(), ev.id));
+            }
+        }
+        Ok((new_items, dequeue))
+    }
+
+    /// Records a timer event for every project-branch whose configuration runs jobs in a
+    /// pipeline with a timer trigger, when that trigger's time comes (plus the project-branch's
+    /// jitter). Times missed while the scheduler was busy fire once, late.
+    async fn fire_timers(&mut self) -> Result<usize, SchedulerError> {
+        let now = Local::now();
+        let mut events = Vec::new();
+        let mut seen = BTreeSet::new();
+        for tl in &self.tenants {
+            for p in &tl.pipelines {
+                for f in p.triggers.iter().filter(|f| f.is_timer()) {
+                    for spec in &f.timespecs {
+                        for (project, branch, sha) in &tl.fingerprint {
+                            if !tl
+                                .layout
+                                .project_pipelines(project, branch)
+                                .contains(&p.name)
+                            {
+                                continue;
                             }
-                        };
-                        new_items.push(ItemRow {
-                            uuid,
-                            tenant: t.tenant.name.clone(),
-                            pipeline: p.name.clone(),
-                            queue,
-                            seq: 0,
-                            state: "active".into(),
-                            live: true,
-                            change: cref.clone(),
-                            deps,
-                            event_id: ev.id.to_string(),
-                            enqueue_time: now_ms(),
-                            buildset_uuid: None,
-                            result: None,
-                        });
+                            let Some(resolved) = tl.project(project) else {
+                                continue;
+                            };
+                            let key = format!(
+                                "{}\0{}\0{}\0{project}\0{branch}",
+                                tl.tenant.name, p.name, spec.text
+                            );
+                            seen.insert(key.clone());
+                            let jitter = spec.jitter_for(&tl.tenant.name, project, branch);
+                            let due = *self
+                                .timers
+                                .entry(key.clone())
+                                .or_insert_with(|| spec.next_after(now).map(|d| d + jitter));
+                            if due.is_some_and(|d| d <= now) {
+                                self.timers
+                                    .insert(key, spec.next_after(now).map(|d| d + jitter));
+                                let mut payload = serde_json::json!({
+                                    "tenant": tl.tenant.name,
+                                    "pipeline": p.name,
+                                    "connection": resolved.entry.connection,
+                                    "project": resolved.entry.name,
+                                    "branch": branch,
+                                    "ref": format!("refs/heads/{branch}"),
+                                    "timespec": spec.text,
+                                    "commit": sha,
+                                });
+                                if f.dereference {
+                                    payload["newrev"] = serde_json::json!(sha);
+                                }
+                                events.push(payload);
+                            }
+                        }
                     }
                 }
             }
-            let mut to_cancel = Vec::new();
-            for item in &dequeue {
-                if let Some(bs) = &item.buildset_uuid {
-                    to_cancel.extend(self.store.builds_of_buildset(bs).await?);
-                }
-            }
-            let mut tx = self.store.begin().await?;
-            cancel_builds(&mut tx, &to_cancel).await?;
-            for item in &dequeue {
-                if let Some(bs) = &item.buildset_uuid {
-                    tx.finish_buildset(bs, "DEQUEUED", "Build canceled.")
-                        .await?;
-                }
-                tx.finish_item(&item.uuid, "DEQUEUED").await?;
-            }
-            for item in &new_items {
-                tx.insert_item(item).await?;
-                tracing::info!(pipeline = %item.pipeline, change = %item.change.url, "enqueued");
-            }
-            tx.mark_event_processed(ev.id).await?;
-            tx.commit().await?;
         }
-        Ok(())
+        self.timers.retain(|k, _| seen.contains(k));
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.store.begin().await?;
+        for payload in &events {
+            tx.insert_event(TIMER, TIMER, payload).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(events = events.len(), "timer fired");
+        Ok(events.len())
+    }
+}
+
+/// A new live item.
+fn new_item(
+    t: &TenantLayout,
+    p: &Pipeline,
+    uuid: String,
+    queue: String,
+    change: ChangeRef,
+    deps: Vec<ChangeRef>,
+    event_id: i64,
+) -> ItemRow {
+    ItemRow {
+        uuid,
+        tenant: t.tenant.name.clone(),
+        pipeline: p.name.clone(),
+        queue,
+        seq: 0,
+        state: "active".into(),
+        live: true,
+        change,
+        deps,
+        event_id: event_id.to_string(),
+        enqueue_time: now_ms(),
+        buildset_uuid: None,
+        result: None,
     }
 }
 

@@ -142,6 +142,7 @@ async fn run_scheduler_loop(
 ) -> Result<(), SchedulerError> {
     let tick = Duration::from_secs_f64(cfg.tick_seconds.clamp(0.05, 10.0));
     let mut scheduler = Scheduler::new(cfg, store).await?;
+    let wake = scheduler.wake();
     tracing::info!("sluice scheduler running");
     tokio::pin!(shutdown);
     loop {
@@ -160,6 +161,8 @@ async fn run_scheduler_loop(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(pause) => {}
+            // A repository changed: scan it now rather than at the next tick.
+            _ = wake.notified() => {}
         }
     }
     tracing::info!("scheduler stopped");

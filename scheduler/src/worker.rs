@@ -1,14 +1,17 @@
 //! In-process executor workers: each claims build requests from the store (precedence, then
 //! age), reserves nodes from the node provider, runs the build with
-//! `sluice_executor::build::run_build` while a heartbeat renews the lease (and turns a cancel
-//! request into an abort), then records the result. It knows nothing of pipelines, so the same
+//! `sluice_executor::build::run_build_pausable` while a heartbeat renews the lease (and turns a
+//! cancel request into an abort), then records the result. A build that pauses
+//! (`zuul.pause`) records its data in the store and waits for the scheduler to resume it. It knows nothing of pipelines, so the same
 //! loop can run in a separate `sluice executor` process.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_executor::build::{run_build, BuildAbort, ExecutorConfig};
+use sluice_executor::build::{run_build_pausable, BuildAbort, ExecutorConfig};
 use sluice_executor::registry::BuildRegistry;
 use sluice_executor::request::{BuildRequest, BuildResult, BuildResultKind};
 use sluice_store::{now_ms, LeaseState, Store, WorkerInfo};
@@ -155,7 +158,8 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
             .join(&req.uuid)
             .join("work/logs/job-output.txt");
         let registered = ctx.registry.register(&req.uuid, log);
-        let result = run_build(&cfg, &req, &abort).await;
+        let pause = pause_hook(ctx, &req.uuid, &abort);
+        let result = run_build_pausable(&cfg, &req, &abort, Some(&pause)).await;
         drop(registered);
         let _ = stop_tx.send(true);
         let _ = heartbeat.await;
@@ -168,6 +172,47 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
         return Ok(true);
     }
     Ok(false)
+}
+
+/// A paused build (`zuul.pause`) records the data it returned so far, then waits until the
+/// scheduler resumes it (its dependent jobs are done) or the build is aborted.
+fn pause_hook(
+    ctx: &WorkerContext,
+    uuid: &str,
+    abort: &BuildAbort,
+) -> impl Fn(serde_json::Value) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync {
+    let (store, executor, uuid, abort) = (
+        ctx.store.clone(),
+        ctx.id.clone(),
+        uuid.to_string(),
+        abort.clone(),
+    );
+    move |data| {
+        let (store, executor, uuid, abort) =
+            (store.clone(), executor.clone(), uuid.clone(), abort.clone());
+        Box::pin(async move {
+            match store.pause(&uuid, &executor, &data).await {
+                Ok(true) => {}
+                // The lease is gone: the build is being aborted anyway.
+                Ok(false) => return,
+                Err(e) => {
+                    // Nobody could learn of the pause, so nobody would resume it.
+                    tracing::warn!(build = %uuid, error = %e, "cannot record the pause; going on");
+                    return;
+                }
+            }
+            while !abort.is_requested() {
+                match store.resume_wanted(&uuid).await {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(build = %uuid, error = %e, "cannot read the resume flag")
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    }
 }
 
 fn to_value(result: &BuildResult) -> serde_json::Value {

@@ -3,20 +3,22 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One change (a review branch at one patchset) as queue items and buildsets record it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a queue item or buildset is about: a change (a review branch at one patchset), or a
+/// ref (a branch or tag at one commit: periodic and post items), which has `number` 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeRef {
     /// Connection name.
     pub connection: String,
     /// Canonical project name (`host/org/repo`).
     pub project: String,
-    /// Change number.
+    /// Change number; 0 for a ref.
     pub number: i64,
-    /// Patchset: the tested commit's sha.
+    /// Patchset: the tested commit's sha (for a ref, the commit the ref pointed at).
     pub patchset: String,
-    /// The review ref (`refs/heads/review/<branch>/<topic>`).
+    /// The review ref (`refs/heads/review/<branch>/<topic>`), or the ref itself
+    /// (`refs/heads/<branch>`, `refs/tags/<tag>`).
     pub refname: String,
-    /// Target branch.
+    /// Target branch (for a ref: its branch; empty for a tag).
     pub branch: String,
     /// Topic.
     pub topic: String,
@@ -24,9 +26,21 @@ pub struct ChangeRef {
     pub message: String,
     /// Where a person can see the change.
     pub url: String,
+    /// A ref's previous commit (`ref-updated` events), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldrev: Option<String>,
+    /// A ref's new commit as the event reported it (`ref-updated`; timer events with
+    /// `dereference`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newrev: Option<String>,
 }
 
 impl ChangeRef {
+    /// True for a change, false for a ref.
+    pub fn is_change(&self) -> bool {
+        self.number > 0
+    }
+
     /// Zuul's `<number>,<patchset>` id.
     pub fn id(&self) -> String {
         format!("{},{}", self.number, self.patchset)
@@ -178,6 +192,9 @@ pub struct BuildRow {
     pub dependencies: Vec<BuildDependency>,
     /// The request document while the build waits for its dependencies (no request yet).
     pub pending_request: Option<serde_json::Value>,
+    /// Paused after its run phase (`zuul.pause`): its children may start; `data` holds what
+    /// it returned at the pause.
+    pub paused: bool,
 }
 
 /// A job dependency of a build.
@@ -252,6 +269,15 @@ pub struct Claimed {
     pub uuid: String,
     /// The `BuildRequest` document.
     pub request: serde_json::Value,
+}
+
+/// A build that paused at its executor and is not marked paused yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PausedRequest {
+    /// The build's uuid.
+    pub uuid: String,
+    /// What the build returned (`zuul_return`) at the pause.
+    pub data: serde_json::Value,
 }
 
 /// What a lease renewal learned.

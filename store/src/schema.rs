@@ -173,4 +173,14 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    // Paused builds (`zuul_return` `zuul.pause`): the executor records the data returned at
+    // the pause and waits for `resume`; the scheduler marks the build paused for its children.
+    (
+        6,
+        &[
+            "ALTER TABLE build_requests ADD COLUMN paused_json TEXT",
+            "ALTER TABLE build_requests ADD COLUMN resume BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE builds ADD COLUMN paused BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
 ];

@@ -28,7 +28,7 @@ pub struct Store {
 
 const ITEM_COLUMNS: &str = "uuid, tenant, pipeline, queue, seq, state, live, change_json, deps_json, event_id, enqueue_time, buildset_uuid, result";
 const BUILDSET_COLUMNS: &str = "uuid, id, tenant, pipeline, item_uuid, context_json, refs_json, state, result, message, event_id, event_timestamp, created, first_build_start_time, last_build_end_time";
-const BUILD_COLUMNS: &str = "uuid, id, buildset_uuid, item_uuid, tenant, pipeline, job_name, voting, attempt, nodeset, result, final, error_detail, log_url, start_time, end_time, data_json, dependencies_json, pending_request_json";
+const BUILD_COLUMNS: &str = "uuid, id, buildset_uuid, item_uuid, tenant, pipeline, job_name, voting, attempt, nodeset, result, final, error_detail, log_url, start_time, end_time, data_json, dependencies_json, pending_request_json, paused";
 const REQUEST_COLUMNS: &str = "uuid, tenant, pipeline, precedence, state, executor, lease_expires, cancel, request_json, result_json";
 const CHANGE_COLUMNS: &str =
     "connection, project, number, refname, branch, topic, patchset, message, status";
@@ -422,6 +422,58 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Records that a held build paused after its run phase with `data` returned so far;
+    /// false if the lease was lost.
+    pub async fn pause(
+        &self,
+        uuid: &str,
+        executor: &str,
+        data: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let text = serde_json::to_string(data).map_err(j("paused build data"))?;
+        let done = sqlx::query(
+            "UPDATE build_requests SET paused_json = $1 WHERE uuid = $2 AND executor = $3 AND state = 'running'",
+        )
+        .bind(text)
+        .bind(uuid)
+        .bind(executor)
+        .execute(&self.pool)
+        .await
+        .map_err(q("pause build request"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether the scheduler resumed a paused build.
+    pub async fn resume_wanted(&self, uuid: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT resume FROM build_requests WHERE uuid = $1")
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("read resume flag"))?;
+        Ok(match row {
+            Some(r) => get::<i64>(&r, "resume")? != 0,
+            None => false,
+        })
+    }
+
+    /// Builds paused at their executors that the scheduler has not marked paused yet.
+    pub async fn newly_paused(&self) -> Result<Vec<PausedRequest>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.uuid AS uuid, r.paused_json AS paused_json FROM build_requests r JOIN builds b ON b.uuid = r.uuid WHERE r.state = 'running' AND r.paused_json IS NOT NULL AND r.resume = 0 AND b.paused = 0",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read paused requests"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(PausedRequest {
+                    uuid: get(r, "uuid")?,
+                    data: get_json(r, "paused_json")?,
+                })
+            })
+            .collect()
+    }
+
     /// Hands back requests whose lease ran out: they complete with no result, which the
     /// scheduler turns into RETRY. Returns how many.
     pub async fn expire_leases(&self, now: i64) -> Result<u64, StoreError> {
@@ -556,6 +608,7 @@ pub(crate) fn build_row(r: &AnyRow) -> Result<BuildRow, StoreError> {
         data: get_opt_json(r, "data_json")?,
         dependencies: get_opt_json(r, "dependencies_json")?.unwrap_or_default(),
         pending_request: get_opt_json(r, "pending_request_json")?,
+        paused: get::<i64>(r, "paused")? != 0,
     })
 }
 

@@ -491,7 +491,7 @@ impl Tx {
     ) -> Result<(), StoreError> {
         let data = data.map(|d| to_json(d, "build data")).transpose()?;
         sqlx::query(
-            "UPDATE builds SET result = $1, final = $2, error_detail = $3, log_url = $4, start_time = $5, end_time = $6, data_json = $7, pending_request_json = NULL WHERE uuid = $8",
+            "UPDATE builds SET result = $1, final = $2, error_detail = $3, log_url = $4, start_time = $5, end_time = $6, data_json = $7, pending_request_json = NULL, paused = 0 WHERE uuid = $8",
         )
         .bind(result)
         .bind(i64::from(final_))
@@ -548,6 +548,36 @@ impl Tx {
             .execute(&mut *self.tx)
             .await
             .map_err(q("flag request canceled"))?;
+        Ok(())
+    }
+
+    /// Marks a build paused, with the data it returned at the pause (what its children get).
+    pub async fn mark_build_paused(
+        &mut self,
+        uuid: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE builds SET paused = 1, data_json = $1 WHERE uuid = $2")
+            .bind(to_json(data, "paused build data")?)
+            .bind(uuid)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("mark build paused"))?;
+        Ok(())
+    }
+
+    /// Lets a paused build go on (its post-run playbooks run next).
+    pub async fn resume_build(&mut self, uuid: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE build_requests SET resume = 1 WHERE uuid = $1")
+            .bind(uuid)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("resume build request"))?;
+        sqlx::query("UPDATE builds SET paused = 0 WHERE uuid = $1")
+            .bind(uuid)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("resume build"))?;
         Ok(())
     }
 

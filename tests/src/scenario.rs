@@ -187,6 +187,18 @@ impl Setup {
         serde_json::from_str(&self.sluice(&["change", "history", "--tenant", "t"])).unwrap()
     }
 
+    /// `sluice change history` as JSON, or `Null` while the store does not exist yet.
+    pub fn try_history(&self) -> Value {
+        Command::new(sluice_bin())
+            .args(["change", "history", "--tenant", "t", "--config"])
+            .arg(&self.config)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| serde_json::from_slice(&out.stdout).ok())
+            .unwrap_or(Value::Null)
+    }
+
     /// Waits until every item with `topic` in `pipeline` is reported; returns the history.
     pub fn wait_reported(
         &self,
@@ -261,7 +273,7 @@ impl Setup {
     ) -> Value {
         let mut last = Value::Null;
         let done = wait_for(limit, || {
-            last = self.history();
+            last = self.try_history();
             pred(&last)
         });
         assert!(
