@@ -229,6 +229,7 @@ pub fn prepare(local: &LocalJob) -> Result<BuildRequest, LocalError> {
         child_jobs: vec![],
         artifacts: vec![],
         post_review: false,
+        semaphores: vec![],
     })
 }
 

@@ -39,6 +39,9 @@ pub struct BuildRequest {
     /// The pipeline is post-review (`zuul.post_review`).
     #[serde(default)]
     pub post_review: bool,
+    /// Semaphores the scheduler holds for the build while it runs (job `semaphores`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub semaphores: Vec<String>,
 }
 
 /// A repository known to the build.

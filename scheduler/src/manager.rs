@@ -560,6 +560,8 @@ impl Scheduler {
             frozen_names.iter().map(|n| children(n.as_str())).collect();
         for ((details, dependencies), child_jobs) in frozen.into_iter().zip(graph).zip(child_jobs) {
             let job = details.job.name.clone();
+            let semaphores: Vec<String> =
+                details.semaphores.iter().map(|s| s.name.clone()).collect();
             let uuid = uuid::Uuid::new_v4().simple().to_string();
             let voting = details.job.voting;
             let nodeset = details.job.nodeset.name.clone().unwrap_or_default();
@@ -577,6 +579,7 @@ impl Scheduler {
                 child_jobs,
                 artifacts: vec![],
                 post_review: pipeline.post_review,
+                semaphores: semaphores.clone(),
             };
             let request = serde_json::to_value(&request).map_err(|e| SchedulerError::Invalid {
                 path: PathBuf::from(&job),
@@ -594,7 +597,8 @@ impl Scheduler {
                 nodeset,
                 precedence: pipeline.precedence,
                 request,
-                ready: dependencies.is_empty(),
+                // Builds with dependencies or semaphores wait for the scheduler to release them.
+                ready: dependencies.is_empty() && semaphores.is_empty(),
                 dependencies,
             });
         }
@@ -928,6 +932,7 @@ impl Scheduler {
             return Ok(false);
         }
         let mut tx = self.store.begin().await?;
+        let mut released = 0;
         for (uuid, reason) in &decisions.skip {
             tx.record_build_result(uuid, "SKIPPED", true, Some(reason), None, None, None, None)
                 .await?;
@@ -957,15 +962,55 @@ impl Scheduler {
                     continue;
                 }
             };
+            if !self
+                .acquire_semaphores(&mut tx, b, &request.semaphores)
+                .await?
+            {
+                // Another build holds one of them: wait for the next pass.
+                continue;
+            }
             request.parent_data = parent_data.clone();
             let doc = serde_json::to_value(&request).unwrap_or_else(|_| pending.clone());
             tx.release_build(b, pipeline.precedence, &doc).await?;
+            released += 1;
         }
         for uuid in &decisions.resume {
             tx.resume_build(uuid).await?;
             tracing::info!(build = %uuid, "resuming paused build");
         }
         tx.commit().await?;
+        // Builds only waiting for a semaphore change nothing.
+        Ok(released > 0 || !decisions.skip.is_empty() || !decisions.resume.is_empty())
+    }
+
+    /// Takes every one of `names` for build `b` if each has room (all or nothing), inside
+    /// `tx`. A semaphore's `max` comes from the tenant's layout of the branch tips (semaphores
+    /// are not changed speculatively); an undefined one allows one holder.
+    async fn acquire_semaphores(
+        &self,
+        tx: &mut sluice_store::Tx,
+        b: &BuildRow,
+        names: &[String],
+    ) -> Result<bool, SchedulerError> {
+        let layout = self.tenants.iter().find(|t| t.tenant.name == b.tenant);
+        for name in names {
+            let max = layout
+                .and_then(|t| t.layout.semaphore(name))
+                .map_or(1, |s| s.max);
+            let holders = tx.semaphore_holders(&b.tenant, name).await?;
+            if !holders.contains(&b.uuid) && holders.len() as u64 >= max {
+                return Ok(false);
+            }
+        }
+        for name in names {
+            if !tx
+                .semaphore_holders(&b.tenant, name)
+                .await?
+                .contains(&b.uuid)
+            {
+                tx.acquire_semaphore(&b.tenant, name, &b.uuid).await?;
+            }
+        }
         Ok(true)
     }
 }

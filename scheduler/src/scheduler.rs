@@ -262,6 +262,8 @@ impl Scheduler {
             .await?;
             tx.touch_buildset_times(&build.buildset_uuid, start.as_deref(), end.as_deref())
                 .await?;
+            // A finished try gives its semaphores back; a new try takes them again.
+            tx.release_semaphores(&r.uuid).await?;
             if retry {
                 if let Some(mut req) = req {
                     req.uuid = uuid::Uuid::new_v4().simple().to_string();
@@ -280,7 +282,7 @@ impl Scheduler {
                         precedence: r.precedence,
                         request,
                         dependencies: build.dependencies.clone(),
-                        ready: true,
+                        ready: req.semaphores.is_empty(),
                     })
                     .await?;
                 }

@@ -183,4 +183,14 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE builds ADD COLUMN paused BIGINT NOT NULL DEFAULT 0",
         ],
     ),
+    // Semaphores: one row per build holding one of a tenant's semaphores.
+    (
+        7,
+        &["CREATE TABLE semaphore_holders (
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            PRIMARY KEY (tenant, name, holder)
+        )"],
+    ),
 ];

@@ -581,6 +581,50 @@ impl Tx {
         Ok(())
     }
 
+    /// The builds holding a tenant's semaphore, read inside this transaction.
+    pub async fn semaphore_holders(
+        &mut self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT holder FROM semaphore_holders WHERE tenant = $1 AND name = $2 ORDER BY holder",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(q("read semaphore holders"))?;
+        rows.iter().map(|r| get(r, "holder")).collect()
+    }
+
+    /// Records that build `holder` holds a tenant's semaphore.
+    pub async fn acquire_semaphore(
+        &mut self,
+        tenant: &str,
+        name: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO semaphore_holders (tenant, name, holder) VALUES ($1, $2, $3)")
+            .bind(tenant)
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("acquire semaphore"))?;
+        Ok(())
+    }
+
+    /// Releases every semaphore build `holder` holds.
+    pub async fn release_semaphores(&mut self, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM semaphore_holders WHERE holder = $1")
+            .bind(holder)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("release semaphores"))?;
+        Ok(())
+    }
+
     /// Marks a finished request's result as recorded.
     pub async fn mark_request_processed(&mut self, uuid: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE build_requests SET processed = 1 WHERE uuid = $1")
