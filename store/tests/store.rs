@@ -266,3 +266,49 @@ async fn processes_opening_a_new_database_at_once_all_succeed() {
         assert!(store.pending_events(1).await.unwrap().is_empty());
     }
 }
+
+#[tokio::test]
+async fn a_paused_build_is_seen_once_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_build(&new_build("p", 200)).await.unwrap();
+    tx.commit().await.unwrap();
+    let until = now_ms() + 60_000;
+    assert!(store.claim("p", "e1", until).await.unwrap().is_some());
+    assert!(!store.pause("p", "e2", &json!({"x": 1})).await.unwrap());
+    assert!(store.pause("p", "e1", &json!({"x": 1})).await.unwrap());
+    let paused = store.newly_paused().await.unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0].data, json!({"x": 1}));
+    let mut tx = store.begin().await.unwrap();
+    tx.mark_build_paused("p", &paused[0].data).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.newly_paused().await.unwrap().is_empty());
+    let build = store.build("p").await.unwrap().unwrap();
+    assert!(build.paused);
+    assert_eq!(build.data, Some(json!({"x": 1})));
+    assert!(!store.resume_wanted("p").await.unwrap());
+    let mut tx = store.begin().await.unwrap();
+    tx.resume_build("p").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.resume_wanted("p").await.unwrap());
+    assert!(!store.build("p").await.unwrap().unwrap().paused);
+}
+
+#[tokio::test]
+async fn semaphore_holders_are_per_tenant_and_released_by_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.acquire_semaphore("t", "s", "b1").await.unwrap();
+    tx.acquire_semaphore("t", "s", "b2").await.unwrap();
+    tx.acquire_semaphore("other", "s", "b3").await.unwrap();
+    assert_eq!(tx.semaphore_holders("t", "s").await.unwrap(), ["b1", "b2"]);
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.release_semaphores("b1").await.unwrap();
+    assert_eq!(tx.semaphore_holders("t", "s").await.unwrap(), ["b2"]);
+    assert_eq!(tx.semaphore_holders("other", "s").await.unwrap(), ["b3"]);
+    tx.commit().await.unwrap();
+}
