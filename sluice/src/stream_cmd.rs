@@ -35,6 +35,33 @@ pub struct FingergwArgs {
     /// Port they reach it at; default: the listen port.
     #[arg(long)]
     public_port: Option<u16>,
+    /// When started as root (to listen on port 79), run as this user once listening and the
+    /// store is open, as Zuul's `user`.
+    #[arg(long)]
+    user: Option<String>,
+}
+
+/// Drops root privileges to `name` (its group, no supplementary groups); a no-op unless the
+/// process runs as root. Called once the privileged port is bound.
+fn drop_privileges(name: &str) -> anyhow::Result<()> {
+    use nix::unistd::{setgid, setgroups, setuid, Uid, User};
+    if !Uid::effective().is_root() {
+        tracing::info!(
+            user = name,
+            "not running as root: --user has nothing to drop"
+        );
+        return Ok(());
+    }
+    let user = User::from_name(name)
+        .with_context(|| format!("cannot look up user {name}"))?
+        .with_context(|| format!("no user {name}"))?;
+    // Groups first: once the uid changes, the process may no longer change them.
+    setgroups(&[user.gid])
+        .with_context(|| format!("cannot drop supplementary groups for {name}"))?;
+    setgid(user.gid).with_context(|| format!("cannot switch to group {}", user.gid))?;
+    setuid(user.uid).with_context(|| format!("cannot switch to user {name}"))?;
+    tracing::info!(user = name, uid = %user.uid, "dropped root privileges");
+    Ok(())
 }
 
 /// Where builds are found: the store or a static file.
@@ -130,6 +157,9 @@ pub fn fingergw(args: &FingergwArgs) -> anyhow::Result<ExitCode> {
             }
             _ => None,
         };
+        if let Some(user) = &args.user {
+            drop_privileges(user)?;
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let keeper = registration.map(|r| {
             let mut stop_rx = stop_rx.clone();

@@ -554,3 +554,124 @@ fn executor_gone_mid_stream_closes_the_websocket_and_the_gateway_stream() {
         "{close}"
     );
 }
+
+/// A store with builds at each stage a stream can meet, as the scheduler and executors leave
+/// them: `0a` waiting for an executor, `0b` claimed by an executor without a finger server,
+/// `0c` claimed by one whose finger server is gone; all of tenant `t`.
+fn store_with_builds(dir: &Path) -> PathBuf {
+    use sluice_store::{now_ms, NewBuild, Store, WorkerInfo};
+    let config = dir.join("sluice.yaml");
+    std::fs::write(
+        &config,
+        "tenant-config: main.yaml\nstate-dir: state\nconnections: []\n",
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let store = Store::open_sqlite(&dir.join("state/sluice.db"))
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        for uuid in ["0a", "0b", "0c"] {
+            tx.insert_build(&NewBuild {
+                uuid: uuid.into(),
+                buildset_uuid: "bs".into(),
+                item_uuid: "item".into(),
+                tenant: "t".into(),
+                pipeline: "check".into(),
+                job_name: "job".into(),
+                voting: true,
+                attempt: 1,
+                nodeset: String::new(),
+                precedence: 200,
+                request: serde_json::json!({"uuid": uuid}),
+                dependencies: vec![],
+                ready: true,
+            })
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let lease = now_ms() + 600_000;
+        store.claim("0b", "ze01:p:0", lease).await.unwrap();
+        let gone = WorkerInfo {
+            hostname: "127.0.0.1".into(),
+            finger_port: free_port(),
+            zone: None,
+        };
+        store
+            .claim_streaming("0c", "ze02:p:0", lease, &gone)
+            .await
+            .unwrap();
+    });
+    config
+}
+
+#[test]
+fn builds_not_started_or_unreachable_through_the_store_get_zuul_errors() {
+    let scratch = tempfile::tempdir().unwrap();
+    let config = store_with_builds(scratch.path());
+    let gateway_port = free_port();
+    // Started as root (the tests run as root, as CI), the gateway drops to `nobody`.
+    let gw = Proc(
+        Command::new(sluice_bin())
+            .args(["fingergw", "--listen", &format!("127.0.0.1:{gateway_port}")])
+            .arg("--config")
+            .arg(&config)
+            .args(["--user", "nobody"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sluice fingergw"),
+    );
+    wait_port(gateway_port);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.0.id())).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uids.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"; 4],
+        "the gateway still runs as root: {uids}"
+    );
+    assert_eq!(
+        finger_request(gateway_port, "0a\n"),
+        "Build did not start yet"
+    );
+    assert_eq!(
+        finger_request(gateway_port, "0b\n"),
+        "Internal streaming error"
+    );
+    assert_eq!(
+        finger_request(gateway_port, "0c\n"),
+        "Internal streaming error"
+    );
+    assert_eq!(finger_request(gateway_port, "0d\n"), "Build not found");
+
+    let web_port = free_port();
+    let _web = Proc(
+        Command::new(sluice_bin())
+            .args(["web", "--listen", &format!("127.0.0.1:{web_port}")])
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sluice web"),
+    );
+    wait_port(web_port);
+    let url = format!("ws://127.0.0.1:{web_port}/api/tenant/t/console-stream");
+    let close = |uuid: &str, url: &str| {
+        let out = Command::new(client_bin())
+            .args(["ws", url, uuid])
+            .output()
+            .expect("run the websocket client");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        err.lines()
+            .find_map(|l| l.strip_prefix("close: "))
+            .unwrap_or_else(|| panic!("no close in {err}"))
+            .to_string()
+    };
+    assert_eq!(close("0a", &url), "4011 Build did not start yet");
+    assert_eq!(close("0c", &url), "4011 Unknown error");
+    assert_eq!(close("0d", &url), "4011 Build not found");
+    // A build of another tenant is not found, as Zuul.
+    assert_eq!(close("0a", &ws_url(web_port)), "4011 Build not found");
+}
