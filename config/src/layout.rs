@@ -482,6 +482,11 @@ impl Layout {
         self.semaphores.get(name)
     }
 
+    /// Every semaphore, in load order.
+    pub fn semaphores(&self) -> impl Iterator<Item = &SemaphoreDef> {
+        self.semaphores.values()
+    }
+
     /// A queue.
     pub fn queue(&self, name: &str) -> Option<&QueueDef> {
         self.queues.get(name)

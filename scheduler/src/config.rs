@@ -27,6 +27,54 @@ pub struct ServeConfig {
     /// Seconds between scheduler passes when nothing happens.
     #[serde(default = "default_tick")]
     pub tick_seconds: f64,
+    /// The web server (`sluice serve --web-listen`, `sluice web`).
+    #[serde(default)]
+    pub web: WebSection,
+}
+
+/// The web server's settings (docs/web.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WebSection {
+    /// Bearer-token authenticators for admin routes (Zuul's `[auth <name>]` sections).
+    #[serde(default)]
+    pub authenticators: Vec<AuthenticatorConfig>,
+    /// Accept admin calls without a token from loopback clients when no authenticator is
+    /// configured.
+    #[serde(default)]
+    pub local_admin: bool,
+}
+
+/// One JWT authenticator (Zuul's `[auth <name>]`: `driver=HS256|RS256`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AuthenticatorConfig {
+    /// Its name (the realm when `realm` is not set).
+    pub name: String,
+    /// `HS256` or `RS256`.
+    pub driver: String,
+    /// HS256: the shared secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// RS256: the PEM public key file.
+    #[serde(default)]
+    pub public_key: Option<PathBuf>,
+    /// The `iss` claim tokens must carry.
+    pub issuer_id: String,
+    /// The `aud` claim tokens must carry.
+    pub client_id: String,
+    /// The realm (default: the name).
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// The claim naming the user (default `sub`).
+    #[serde(default)]
+    pub uid_claim: Option<String>,
+    /// Longest accepted token life in seconds (`exp - iat`), if set.
+    #[serde(default)]
+    pub max_validity_time: Option<u64>,
+    /// The realm `zuul-client` is pointed at.
+    #[serde(default)]
+    pub default: bool,
 }
 
 fn default_tick() -> f64 {
@@ -147,6 +195,11 @@ impl ServeConfig {
                         c.name, c.driver
                     ),
                 });
+            }
+        }
+        for a in &mut cfg.web.authenticators {
+            if let Some(p) = &mut a.public_key {
+                abs(p);
             }
         }
         for p in [

@@ -5,7 +5,9 @@
 //! Checkouts of branch tips are cached on disk by commit (`<state>/config-cache/`), written to a
 //! temporary directory and renamed, so a crash never leaves a half checkout in the cache.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use sluice_config::{load_project_lenient, ConfigError, Layout, ProjectConfig, ProjectSource};
 use sluice_executor::request::ProjectSpec;
@@ -49,6 +51,8 @@ pub struct TenantLayout {
     pub pipelines: Vec<Pipeline>,
     /// `(project, branch, sha)` of every tip loaded: the layout is reloaded when it changes.
     pub fingerprint: Vec<(String, String, String)>,
+    /// Configuration errors of the branch tips (the items in error are left out of `layout`).
+    pub errors: Vec<ConfigError>,
     loaded: Vec<LoadedConfig>,
 }
 
@@ -149,6 +153,7 @@ impl TenantLayout {
             layout,
             pipelines,
             fingerprint,
+            errors,
             loaded,
         })
     }
@@ -233,6 +238,73 @@ impl TenantLayout {
         }
         (layout, found)
     }
+}
+
+/// Every tenant's current layout, shared read-only with readers in the same process (the
+/// web server): the scheduler publishes each reload; a reader takes a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct SharedLayouts(Arc<RwLock<Vec<Arc<TenantLayout>>>>);
+
+impl SharedLayouts {
+    /// The layouts as last published.
+    pub fn snapshot(&self) -> Vec<Arc<TenantLayout>> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// One tenant's layout.
+    pub fn tenant(&self, name: &str) -> Option<Arc<TenantLayout>> {
+        self.snapshot().into_iter().find(|t| t.tenant.name == name)
+    }
+
+    /// Replaces the layouts.
+    pub fn publish(&self, layouts: Vec<Arc<TenantLayout>>) {
+        match self.0.write() {
+            Ok(mut g) => *g = layouts,
+            Err(poisoned) => *poisoned.into_inner() = layouts,
+        }
+    }
+}
+
+/// Reloads the layouts of `tenants` whose branch tips moved, keeping the others from `old`.
+/// A tenant whose reload fails keeps its previous layout; the first error is returned with
+/// the new list, after every tenant was tried.
+pub fn refresh_layouts(
+    tenants: &[TenantConfig],
+    drivers: &[GitDriver],
+    cache_dir: &Path,
+    old: Vec<Arc<TenantLayout>>,
+) -> (Vec<Arc<TenantLayout>>, Option<SchedulerError>) {
+    let mut out = Vec::new();
+    let mut old: HashMap<String, Arc<TenantLayout>> = old
+        .into_iter()
+        .map(|t| (t.tenant.name.clone(), t))
+        .collect();
+    let mut first_error = None;
+    for tc in tenants {
+        let previous = old.remove(&tc.name);
+        let reloaded = match TenantLayout::fingerprint_of(tc, drivers) {
+            Ok(fp) if previous.as_ref().is_some_and(|t| t.fingerprint == fp) => {
+                out.extend(previous);
+                continue;
+            }
+            Ok(_) => {
+                tracing::info!(tenant = %tc.name, "loading layout");
+                TenantLayout::load(tc, drivers, cache_dir)
+            }
+            Err(e) => Err(e),
+        };
+        match reloaded {
+            Ok(t) => out.push(Arc::new(t)),
+            Err(e) => {
+                out.extend(previous);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    (out, first_error)
 }
 
 fn replace_config(loaded: &mut Vec<LoadedConfig>, entry: LoadedConfig) {

@@ -20,7 +20,6 @@
 //! - `worker.rs`: [`run_worker`], an executor loop claiming build requests.
 //! - `serve.rs`: [`serve`], everything in one process.
 //! - `quickstart.rs`: the files and repositories `sluice quickstart` writes.
-//! - `records.rs`: build and buildset records in Zuul's JSON shapes.
 //!
 //! # Why it is built this way
 //!
@@ -39,7 +38,6 @@ mod manager;
 pub mod nodes;
 pub mod pipeline;
 pub mod quickstart;
-pub mod records;
 pub mod scheduler;
 pub mod serve;
 pub mod tenant;
@@ -49,7 +47,7 @@ pub mod worker;
 pub use config::ServeConfig;
 pub use errors::SchedulerError;
 pub use git::GitDriver;
-pub use layout::TenantLayout;
+pub use layout::{refresh_layouts, SharedLayouts, TenantLayout};
 pub use nodes::{NodeProvider, StaticProvider};
 pub use pipeline::Pipeline;
 pub use scheduler::{approve_change, Scheduler};

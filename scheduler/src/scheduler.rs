@@ -17,7 +17,7 @@ use sluice_store::{now_ms, ChangeRef, ChangeRow, ItemRow, NewBuild, Store};
 use crate::config::ServeConfig;
 use crate::errors::SchedulerError;
 use crate::git::{change_url, depends_on, parse_change_url, GitDriver, RepoWatcher, NULL_SHA};
-use crate::layout::TenantLayout;
+use crate::layout::{refresh_layouts, SharedLayouts, TenantLayout};
 use crate::pipeline::{Manager, Pipeline, TIMER};
 use crate::tenant::{load_tenants, TenantConfig};
 
@@ -26,7 +26,8 @@ pub struct Scheduler {
     pub(crate) cfg: ServeConfig,
     pub(crate) store: Store,
     pub(crate) drivers: Vec<GitDriver>,
-    pub(crate) tenants: Vec<TenantLayout>,
+    pub(crate) tenants: Vec<Arc<TenantLayout>>,
+    shared: SharedLayouts,
     tenant_configs: Vec<TenantConfig>,
     last_poll: HashMap<String, Instant>,
     watcher: RepoWatcher,
@@ -58,6 +59,7 @@ impl Scheduler {
             store,
             drivers,
             tenants: Vec::new(),
+            shared: SharedLayouts::default(),
             tenant_configs,
             last_poll: HashMap::new(),
             watcher,
@@ -145,40 +147,26 @@ impl Scheduler {
         Ok(n)
     }
 
-    /// Reloads the layouts whose branch tips moved. A tenant whose reload fails keeps its
-    /// previous layout (the error is returned after every tenant was tried).
+    /// Reloads the layouts whose branch tips moved (see [`refresh_layouts`]) and publishes
+    /// them to the [`SharedLayouts`] readers.
     fn refresh_layouts(&mut self) -> Result<(), SchedulerError> {
         let cache = self.work_dir().join("config-cache");
-        let mut out = Vec::new();
         let old = std::mem::take(&mut self.tenants);
-        let mut old: HashMap<String, TenantLayout> = old
-            .into_iter()
-            .map(|t| (t.tenant.name.clone(), t))
-            .collect();
-        let mut first_error = None;
-        for tc in &self.tenant_configs {
-            let previous = old.remove(&tc.name);
-            let reloaded = match TenantLayout::fingerprint_of(tc, &self.drivers) {
-                Ok(fp) if previous.as_ref().is_some_and(|t| t.fingerprint == fp) => {
-                    out.extend(previous);
-                    continue;
-                }
-                Ok(_) => {
-                    tracing::info!(tenant = %tc.name, "loading layout");
-                    TenantLayout::load(tc, &self.drivers, &cache)
-                }
-                Err(e) => Err(e),
-            };
-            match reloaded {
-                Ok(t) => out.push(t),
-                Err(e) => {
-                    out.extend(previous);
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        self.tenants = out;
-        first_error.map_or(Ok(()), Err)
+        let (tenants, error) = refresh_layouts(&self.tenant_configs, &self.drivers, &cache, old);
+        self.tenants = tenants;
+        self.shared.publish(self.tenants.clone());
+        error.map_or(Ok(()), Err)
+    }
+
+    /// The handle on which every reload is published (for readers such as the web server).
+    pub fn layouts(&self) -> SharedLayouts {
+        self.shared.clone()
+    }
+
+    /// Publishes reloads on `shared` from now on (created by whoever reads them).
+    pub fn share_layouts(&mut self, shared: SharedLayouts) {
+        shared.publish(self.tenants.clone());
+        self.shared = shared;
     }
 
     /// Marks builds that paused at their executors (`zuul.pause`) paused, with the data they

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::ServeConfig;
 use crate::errors::SchedulerError;
+use crate::layout::SharedLayouts;
 use crate::nodes::StaticProvider;
 use crate::scheduler::Scheduler;
 use crate::worker::{run_worker, WorkerContext};
@@ -31,6 +32,8 @@ pub struct ServeOptions {
     pub registry: BuildRegistry,
     /// The finger server streaming them, recorded with each claim for gateways and the web.
     pub finger: Option<sluice_store::WorkerInfo>,
+    /// Where the scheduler publishes its tenant layouts (share it with the web server).
+    pub layouts: SharedLayouts,
 }
 
 /// Opens (creating and migrating) the configured store.
@@ -51,18 +54,20 @@ pub async fn serve(
     let store = open_store(&cfg).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let executor = start_workers(&cfg, &opts, &store, stop_rx)?;
-    let outcome = run_scheduler_loop(cfg, store, shutdown).await;
+    let outcome = run_scheduler_loop(cfg, store, opts.layouts.clone(), shutdown).await;
     stop_workers(stop_tx, executor).await;
     outcome
 }
 
-/// Runs only the scheduler (no builds) until `shutdown` resolves.
+/// Runs only the scheduler (no builds) until `shutdown` resolves, publishing its layouts on
+/// `layouts`.
 pub async fn run_scheduler(
     cfg: ServeConfig,
+    layouts: SharedLayouts,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
     let store = open_store(&cfg).await?;
-    run_scheduler_loop(cfg, store, shutdown).await
+    run_scheduler_loop(cfg, store, layouts, shutdown).await
 }
 
 /// Runs only executor workers until `shutdown` resolves.
@@ -138,11 +143,13 @@ async fn stop_workers(stop: watch::Sender<bool>, workers: Vec<tokio::task::JoinH
 async fn run_scheduler_loop(
     cfg: ServeConfig,
     store: Store,
+    layouts: SharedLayouts,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
     let tick = Duration::from_secs_f64(cfg.tick_seconds.clamp(0.05, 10.0));
     let mut scheduler = Scheduler::new(cfg, store).await?;
     let wake = scheduler.wake();
+    scheduler.share_layouts(layouts);
     tracing::info!("sluice scheduler running");
     tokio::pin!(shutdown);
     loop {

@@ -115,7 +115,7 @@ async fn list(args: &ListArgs) -> anyhow::Result<()> {
 async fn history(args: &HistoryArgs) -> anyhow::Result<()> {
     let cfg = ServeConfig::load(&args.config)?;
     let store = Store::open(&cfg.database_url()).await?;
-    let doc = sluice_scheduler::records::tenant_history(&store, &args.tenant).await?;
+    let doc = sluice_web::records::tenant_history(&store, &args.tenant).await?;
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }

@@ -80,7 +80,7 @@ enum Command {
     ManageAnsible(ManageAnsibleArgs),
     /// Finger gateway: relays a build's live log from the executor running it.
     Fingergw(stream_cmd::FingergwArgs),
-    /// Web server (for now: the websocket console stream and build logs).
+    /// Web server: Zuul's REST API over a `sluice serve` store, and the console stream.
     Web(stream_cmd::WebArgs),
     /// Run the scheduler, executor workers and store in one process.
     Serve(serve::ServeArgs),
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
         Command::Change(cmd) => change::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Encrypt(args) => encrypt::run(&cli.global, args).map(|()| ExitCode::SUCCESS),
         Command::Fingergw(args) => stream_cmd::fingergw(args),
-        Command::Web(args) => stream_cmd::web(args),
+        Command::Web(args) => stream_cmd::web(&cli.global, args),
     };
     match outcome {
         Ok(code) => code,

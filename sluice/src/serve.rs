@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use sluice_executor::build::ExecutorConfig;
 use sluice_scheduler::serve::ServeOptions;
-use sluice_scheduler::ServeConfig;
+use sluice_scheduler::{ServeConfig, SharedLayouts};
 
 use crate::GlobalArgs;
 
@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// ignored by `sluice scheduler`.
     #[arg(long, value_name = "ADDR")]
     finger_listen: Option<std::net::SocketAddr>,
+    /// Serve the web server (Zuul's REST API and console stream, docs/web.md) on this address;
+    /// ignored by `sluice executor`.
+    #[arg(long, value_name = "ADDR")]
+    web_listen: Option<std::net::SocketAddr>,
 }
 
 /// Which side(s) to run.
@@ -58,49 +62,117 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
     };
     let registry = sluice_executor::registry::BuildRegistry::new();
     let work_root = executor.work_root.clone();
-    // Recorded with each claim, so that gateways and the web find the build's stream.
-    let finger = args.finger_listen.map(|addr| sluice_store::WorkerInfo {
-        hostname: crate::stream_cmd::public_host(addr),
-        finger_port: addr.port(),
-        zone: cfg.executor.zone.clone(),
-    });
+    let keys_dir = executor.keys_dir.clone();
+    let layouts = SharedLayouts::default();
+    let zone = cfg.executor.zone.clone();
     let opts = ServeOptions {
         executor,
         ansible_state_dir: global.state_dir(),
         registry: registry.clone(),
-        finger,
+        // Set below, once the finger server is bound.
+        finger: None,
+        layouts: layouts.clone(),
     };
+    let mut opts = opts;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        if let (Some(addr), false) = (args.finger_listen, matches!(role, Role::Scheduler)) {
-            start_finger(addr, work_root, registry).await?;
-        }
-        match role {
-            Role::All => sluice_scheduler::serve(cfg, opts, shutdown_signal())
+        let runs_builds = !matches!(role, Role::Scheduler);
+        // The web's console stream reaches running builds through their executor's finger
+        // server (recorded with each claim): with --web-listen and no --finger-listen, this
+        // process serves its builds on a loopback port.
+        let finger = match (args.finger_listen, args.web_listen, runs_builds) {
+            (Some(addr), _, true) => Some((addr, start_finger(addr, work_root, registry).await?)),
+            (None, Some(_), true) => {
+                let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                Some((loopback, start_finger(loopback, work_root, registry).await?))
+            }
+            _ => None,
+        };
+        opts.finger = finger.map(|(asked, bound)| sluice_store::WorkerInfo {
+            hostname: crate::stream_cmd::public_host(asked),
+            finger_port: bound.port(),
+            zone,
+        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let web = match (args.web_listen, role) {
+            (Some(addr), Role::All | Role::Scheduler) => {
+                Some(start_web(addr, &cfg, layouts, keys_dir, stop_rx).await?)
+            }
+            _ => None,
+        };
+        let shutdown = async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        };
+        let outcome = match role {
+            Role::All => sluice_scheduler::serve(cfg, opts, shutdown)
                 .await
                 .context("sluice serve"),
-            Role::Scheduler => sluice_scheduler::serve::run_scheduler(cfg, shutdown_signal())
+            Role::Scheduler => sluice_scheduler::serve::run_scheduler(cfg, opts.layouts, shutdown)
                 .await
                 .context("sluice scheduler"),
-            Role::Executor => sluice_scheduler::serve::run_executor(cfg, opts, shutdown_signal())
+            Role::Executor => sluice_scheduler::serve::run_executor(cfg, opts, shutdown)
                 .await
                 .context("sluice executor"),
+        };
+        if let Some(web) = web {
+            // Websocket watchers get a moment to receive their close frames.
+            let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
         }
+        outcome
     })
 }
 
-/// Serves the registered builds' logs over finger for as long as the process runs.
+/// Starts the web server on `addr` over the configured store, reading the layouts the
+/// scheduler publishes; builds stream from where their claims say (the store locator).
+async fn start_web(
+    addr: std::net::SocketAddr,
+    cfg: &ServeConfig,
+    layouts: SharedLayouts,
+    keys_dir: PathBuf,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the web server"))?;
+    // Its own connection: the web only reads (and records approvals as events).
+    let store = sluice_scheduler::serve::open_store(cfg).await?;
+    let config = sluice_web::WebConfig::from_serve_config(cfg, keys_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let locator = std::sync::Arc::new(sluice_stream::StoreLocator::new(store.clone()));
+    let console = sluice_stream::ConsoleState::new(sluice_stream::StreamRouter::new(
+        locator,
+        None,
+        Vec::new(),
+    ));
+    let state = sluice_web::WebState::new(store, layouts, config);
+    tracing::info!(%addr, "web server listening");
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = sluice_web::serve(listener, Some(state), console, shutdown).await {
+            tracing::error!(error = %e, "web server failed");
+        }
+    }))
+}
+
+/// Serves the registered builds' logs over finger for as long as the process runs; returns
+/// the address it listens on.
 async fn start_finger(
     addr: std::net::SocketAddr,
     work_root: PathBuf,
     registry: sluice_executor::registry::BuildRegistry,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for finger"))?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("finger listener on {addr}"))?;
     let server = sluice_stream::FingerServer::new(
         sluice_stream::FingerConfig {
             work_root,
@@ -110,7 +182,7 @@ async fn start_finger(
         sluice_stream::LogWatcher::new()?,
     );
     tokio::spawn(server.run(listener, std::future::pending::<()>()));
-    Ok(())
+    Ok(bound)
 }
 
 async fn shutdown_signal() {

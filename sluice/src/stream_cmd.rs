@@ -111,6 +111,7 @@ pub fn public_host(listen: SocketAddr) -> String {
 
 /// Arguments of `sluice web`.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(true).args(["config", "executors"]))]
 pub struct WebArgs {
     /// Address to listen on.
     #[arg(long, default_value = "[::]:9000")]
@@ -187,16 +188,29 @@ pub fn fingergw(args: &FingergwArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs the console web server until SIGINT/SIGTERM.
-pub fn web(args: &WebArgs) -> anyhow::Result<ExitCode> {
+/// Runs the web server until SIGINT/SIGTERM: the console stream, and with `--config` Zuul's
+/// REST API over the store and the tenants of that file (docs/web.md).
+pub fn web(global: &crate::GlobalArgs, args: &WebArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let (router, _store) = args.builds.router(args.zone.clone()).await?;
+        let (router, store) = args.builds.router(args.zone.clone()).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let state = match (&args.builds.config, store) {
+            (Some(path), Some(store)) => {
+                let cfg = sluice_scheduler::ServeConfig::load(path)?;
+                let config =
+                    sluice_web::WebConfig::from_serve_config(&cfg, global.state_dir().join("keys"))
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let layouts = sluice_scheduler::SharedLayouts::default();
+                tokio::spawn(sluice_web::follow_layouts(cfg, layouts.clone()));
+                Some(sluice_web::WebState::new(store, layouts, config))
+            }
+            _ => None,
+        };
         tracing::info!(addr = %args.listen, "web listening");
-        let state = ConsoleState::new(router);
-        sluice_stream::web::serve(listener, state, shutdown_signal())
+        let console = ConsoleState::new(router);
+        sluice_web::serve(listener, state, console, shutdown_signal())
             .await
             .context("web server")?;
         Ok(ExitCode::SUCCESS)

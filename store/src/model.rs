@@ -290,3 +290,72 @@ pub enum LeaseState {
     /// Not ours any more (expired and handed back): stop and drop the result.
     Lost,
 }
+
+/// A build of an active item's current buildset, with its request's progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveBuild {
+    /// The build record.
+    pub build: BuildRow,
+    /// `requested`, `running`, `completed` or `canceled`; `None` while it waits for its
+    /// dependencies.
+    pub request_state: Option<String>,
+    /// When an executor claimed it, milliseconds since the epoch.
+    pub claimed: Option<i64>,
+}
+
+/// Filters of a build history query: Zuul's `/builds` parameters that are build columns.
+/// Empty lists and `None` do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct BuildQuery {
+    /// Tenant.
+    pub tenant: String,
+    /// Any of these pipelines.
+    pub pipelines: Vec<String>,
+    /// Any of these job names.
+    pub job_names: Vec<String>,
+    /// Any of these uuids.
+    pub uuids: Vec<String>,
+    /// Any of these results.
+    pub results: Vec<String>,
+    /// None of these results (unfinished builds are kept).
+    pub exclude_results: Vec<String>,
+    /// Any of these nodesets.
+    pub nodesets: Vec<String>,
+    /// Voting or not.
+    pub voting: Option<bool>,
+    /// Final tries or retried ones.
+    pub final_: Option<bool>,
+    /// Finished (a result) or not.
+    pub complete: Option<bool>,
+    /// Smallest `_id`.
+    pub idx_min: Option<i64>,
+    /// Largest `_id`.
+    pub idx_max: Option<i64>,
+    /// At most this many (`None`: all).
+    pub limit: Option<i64>,
+    /// Skip this many first (with `limit`).
+    pub skip: i64,
+}
+
+/// Filters of a buildset history query (as [`BuildQuery`]).
+#[derive(Debug, Clone, Default)]
+pub struct BuildsetQuery {
+    /// Tenant.
+    pub tenant: String,
+    /// Any of these pipelines.
+    pub pipelines: Vec<String>,
+    /// Any of these uuids.
+    pub uuids: Vec<String>,
+    /// Any of these results.
+    pub results: Vec<String>,
+    /// Finished (a result) or not.
+    pub complete: Option<bool>,
+    /// Smallest `_id`.
+    pub idx_min: Option<i64>,
+    /// Largest `_id`.
+    pub idx_max: Option<i64>,
+    /// At most this many (`None`: all).
+    pub limit: Option<i64>,
+    /// Skip this many first (with `limit`).
+    pub skip: i64,
+}

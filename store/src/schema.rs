@@ -193,4 +193,6 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
             PRIMARY KEY (tenant, name, holder)
         )"],
     ),
+    // The web's status: when an executor claimed a build (its start while it runs).
+    (8, &["ALTER TABLE build_requests ADD COLUMN claimed BIGINT"]),
 ];

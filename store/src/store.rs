@@ -350,10 +350,11 @@ impl Store {
         lease_until: i64,
     ) -> Result<Option<Claimed>, StoreError> {
         let done = sqlx::query(
-            "UPDATE build_requests SET state = 'running', executor = $1, lease_expires = $2 WHERE uuid = $3 AND state = 'requested'",
+            "UPDATE build_requests SET state = 'running', executor = $1, lease_expires = $2, claimed = $3 WHERE uuid = $4 AND state = 'requested'",
         )
         .bind(executor)
         .bind(lease_until)
+        .bind(now_ms())
         .bind(uuid)
         .execute(&self.pool)
         .await
@@ -498,6 +499,272 @@ impl Store {
         .await
         .map_err(q("release executor requests"))?;
         Ok(done.rows_affected())
+    }
+
+    /// Active items of every pipeline of a tenant, by position.
+    pub async fn active_items_of_tenant(&self, tenant: &str) -> Result<Vec<ItemRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ITEM_COLUMNS} FROM queue_items WHERE tenant = $1 AND state = 'active' ORDER BY seq"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read active items of tenant"))?;
+        rows.iter().map(item_row).collect()
+    }
+
+    /// The builds of the current buildsets of a tenant's active items, oldest first, each with
+    /// its request's state and claim time (`None` while it waits for its dependencies).
+    pub async fn live_builds(&self, tenant: &str) -> Result<Vec<LiveBuild>, StoreError> {
+        let columns: Vec<String> = BUILD_COLUMNS
+            .split(", ")
+            .map(|c| format!("b.{c}"))
+            .collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {}, r.state AS request_state, r.claimed AS request_claimed FROM builds b JOIN queue_items i ON i.buildset_uuid = b.buildset_uuid LEFT JOIN build_requests r ON r.uuid = b.uuid WHERE i.tenant = $1 AND i.state = 'active' ORDER BY b.id",
+            columns.join(", ")
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read live builds"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(LiveBuild {
+                    build: build_row(r)?,
+                    request_state: get(r, "request_state")?,
+                    claimed: get(r, "request_claimed")?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many trigger events wait for the scheduler.
+    pub async fn pending_event_count(&self) -> Result<i64, StoreError> {
+        sqlx::query("SELECT COUNT(*) AS n FROM events WHERE processed IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get::<i64, _>("n"))
+            .map_err(q("count pending events"))
+    }
+
+    /// Builds of a tenant matching `query`, newest first.
+    pub async fn query_builds(&self, query: &BuildQuery) -> Result<Vec<BuildRow>, StoreError> {
+        let mut w = Where::new("tenant", &query.tenant);
+        w.any_of("pipeline", &query.pipelines);
+        w.any_of("job_name", &query.job_names);
+        w.any_of("uuid", &query.uuids);
+        w.any_of("result", &query.results);
+        w.any_of("nodeset", &query.nodesets);
+        w.none_of("result", &query.exclude_results);
+        w.flag("voting", query.voting);
+        w.flag("final", query.final_);
+        w.complete(query.complete);
+        w.id_range(query.idx_min, query.idx_max);
+        let page = w.page(query.limit, query.skip);
+        let sql = format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE {} ORDER BY id DESC{page}",
+            w.sql
+        );
+        let rows = w
+            .bind_all(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("query builds"))?;
+        rows.iter().map(build_row).collect()
+    }
+
+    /// Buildsets of a tenant matching `query`, newest first.
+    pub async fn query_buildsets(
+        &self,
+        query: &BuildsetQuery,
+    ) -> Result<Vec<BuildsetRow>, StoreError> {
+        let mut w = Where::new("tenant", &query.tenant);
+        w.any_of("pipeline", &query.pipelines);
+        w.any_of("uuid", &query.uuids);
+        w.any_of("result", &query.results);
+        w.complete(query.complete);
+        w.id_range(query.idx_min, query.idx_max);
+        let page = w.page(query.limit, query.skip);
+        let sql = format!(
+            "SELECT {BUILDSET_COLUMNS} FROM buildsets WHERE {} ORDER BY id DESC{page}",
+            w.sql
+        );
+        let rows = w
+            .bind_all(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("query buildsets"))?;
+        rows.iter().map(buildset_row).collect()
+    }
+
+    /// The items with these uuids (in no particular order; unknown ones are left out).
+    pub async fn items_by_uuid(&self, uuids: &[String]) -> Result<Vec<ItemRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in uuids.chunks(500) {
+            let mut w = Where::default();
+            w.any_of("uuid", chunk);
+            let sql = format!("SELECT {ITEM_COLUMNS} FROM queue_items WHERE {}", w.sql);
+            let rows = w
+                .bind_all(sqlx::query(&sql))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("read items by uuid"))?;
+            for r in &rows {
+                out.push(item_row(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The buildsets with these uuids (in no particular order; unknown ones are left out).
+    pub async fn buildsets_by_uuid(
+        &self,
+        uuids: &[String],
+    ) -> Result<Vec<BuildsetRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in uuids.chunks(500) {
+            let mut w = Where::default();
+            w.any_of("uuid", chunk);
+            let sql = format!("SELECT {BUILDSET_COLUMNS} FROM buildsets WHERE {}", w.sql);
+            let rows = w
+                .bind_all(sqlx::query(&sql))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("read buildsets by uuid"))?;
+            for r in &rows {
+                out.push(buildset_row(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Start and end times of a tenant's latest successful builds of `job`, newest first
+    /// (at most `limit`): what a running build's estimated time is made from.
+    pub async fn recent_success_times(
+        &self,
+        tenant: &str,
+        job: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT start_time, end_time FROM builds WHERE tenant = $1 AND job_name = $2 AND result = 'SUCCESS' AND start_time IS NOT NULL AND end_time IS NOT NULL ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(job)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read recent build times"))?;
+        rows.iter()
+            .map(|r| Ok((get(r, "start_time")?, get(r, "end_time")?)))
+            .collect()
+    }
+}
+
+/// A WHERE clause built from optional filters, with its bind values in placeholder order.
+#[derive(Debug, Default)]
+struct Where {
+    sql: String,
+    values: Vec<Bind>,
+}
+
+#[derive(Debug)]
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+impl Where {
+    fn new(column: &str, value: &str) -> Self {
+        let mut w = Where::default();
+        w.any_of(column, &[value.to_string()]);
+        w
+    }
+
+    fn push(&mut self, clause: String) {
+        if !self.sql.is_empty() {
+            self.sql.push_str(" AND ");
+        }
+        self.sql.push_str(&clause);
+    }
+
+    fn placeholder(&mut self, value: Bind) -> String {
+        self.values.push(value);
+        format!("${}", self.values.len())
+    }
+
+    fn list(&mut self, values: &[String]) -> String {
+        values
+            .iter()
+            .map(|v| self.placeholder(Bind::Text(v.clone())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn any_of(&mut self, column: &str, values: &[String]) {
+        if !values.is_empty() {
+            let list = self.list(values);
+            self.push(format!("{column} IN ({list})"));
+        }
+    }
+
+    /// Unfinished rows (no result yet) are kept.
+    fn none_of(&mut self, column: &str, values: &[String]) {
+        if !values.is_empty() {
+            let list = self.list(values);
+            self.push(format!("({column} IS NULL OR {column} NOT IN ({list}))"));
+        }
+    }
+
+    fn flag(&mut self, column: &str, value: Option<bool>) {
+        if let Some(v) = value {
+            let p = self.placeholder(Bind::Int(i64::from(v)));
+            self.push(format!("{column} = {p}"));
+        }
+    }
+
+    fn complete(&mut self, value: Option<bool>) {
+        match value {
+            Some(true) => self.push("result IS NOT NULL".into()),
+            Some(false) => self.push("result IS NULL".into()),
+            None => {}
+        }
+    }
+
+    fn id_range(&mut self, min: Option<i64>, max: Option<i64>) {
+        if let Some(min) = min {
+            let p = self.placeholder(Bind::Int(min));
+            self.push(format!("id >= {p}"));
+        }
+        if let Some(max) = max {
+            let p = self.placeholder(Bind::Int(max));
+            self.push(format!("id <= {p}"));
+        }
+    }
+
+    fn page(&mut self, limit: Option<i64>, skip: i64) -> String {
+        match limit {
+            Some(limit) => {
+                let l = self.placeholder(Bind::Int(limit.max(0)));
+                let o = self.placeholder(Bind::Int(skip.max(0)));
+                format!(" LIMIT {l} OFFSET {o}")
+            }
+            None => String::new(),
+        }
+    }
+
+    fn bind_all<'q>(
+        &'q self,
+        mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        for v in &self.values {
+            query = match v {
+                Bind::Text(t) => query.bind(t.as_str()),
+                Bind::Int(i) => query.bind(*i),
+            };
+        }
+        query
     }
 }
 

@@ -90,6 +90,13 @@ impl ConsoleState {
         let _ = count.wait_for(|n| *n == 0).await;
     }
 
+    /// Tells every websocket session that shutdown started (they close with 1001). Whoever
+    /// mounts [`router`] calls it when its HTTP server stops accepting: axum does not wait for
+    /// upgraded connections.
+    pub fn notify_shutdown(&self) {
+        self.sessions.notice.send_replace(true);
+    }
+
     /// How many websocket sessions are open.
     pub fn n_sessions(&self) -> usize {
         *self.sessions.count.borrow()
@@ -129,8 +136,7 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            // Tell the sessions now: axum does not wait for upgraded connections.
-            sessions.sessions.notice.send_replace(true);
+            sessions.notify_shutdown();
         })
         .await?;
     state.shutdown().await;

@@ -1,0 +1,150 @@
+//! What every handler reads: the store, the tenant layouts, the project keys, the static nodes
+//! and the connections, behind one cheap, cloneable [`WebState`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use sluice_executor::nodes::StaticNode;
+use sluice_executor::secrets::KeyStore;
+use sluice_scheduler::{ServeConfig, SharedLayouts, TenantLayout};
+use sluice_store::Store;
+
+use crate::auth::Authenticators;
+use crate::errors::{ApiError, ApiResult};
+
+/// How the web server is set up (from the `sluice serve` configuration file).
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Connection name → driver (`git`).
+    pub connections: Vec<(String, String)>,
+    /// Where project keys live (`<Sluice state dir>/keys`).
+    pub keys_dir: PathBuf,
+    /// The static nodes (Nodepool static-driver format).
+    pub nodes: Vec<StaticNode>,
+    /// Bearer-token authenticators and admin rules; `None`: no admin route is served.
+    pub auth: Option<Authenticators>,
+    /// Accept admin calls without a token from loopback clients when no authenticator is
+    /// configured (`sluice serve`'s local use, documented in docs/web.md).
+    pub local_admin: bool,
+}
+
+impl WebConfig {
+    /// The settings `cfg` implies; `keys_dir` is the executor's keys dir.
+    pub fn from_serve_config(cfg: &ServeConfig, keys_dir: PathBuf) -> Result<Self, String> {
+        let nodes = match &cfg.executor.nodes {
+            Some(path) => sluice_executor::nodes::load_nodes(path).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let auth = Authenticators::from_serve_config(cfg)?;
+        Ok(WebConfig {
+            connections: cfg
+                .connections
+                .iter()
+                .map(|c| (c.name.clone(), c.driver.clone()))
+                .collect(),
+            keys_dir,
+            nodes,
+            auth,
+            local_admin: cfg.web.local_admin,
+        })
+    }
+}
+
+/// The handlers' shared state.
+#[derive(Clone)]
+pub struct WebState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    layouts: SharedLayouts,
+    config: WebConfig,
+    keys: KeyStore,
+    /// Rendered status documents per tenant, with when they were made.
+    status_cache: Mutex<HashMap<String, (Instant, Bytes)>>,
+}
+
+impl std::fmt::Debug for WebState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebState").finish_non_exhaustive()
+    }
+}
+
+impl WebState {
+    /// State over `store`, reading layouts from `layouts` (published by the scheduler in the
+    /// same process, or by [`crate::follow_layouts`]).
+    pub fn new(store: Store, layouts: SharedLayouts, config: WebConfig) -> Self {
+        let keys = KeyStore::new(config.keys_dir.clone());
+        WebState {
+            inner: Arc::new(Inner {
+                store,
+                layouts,
+                config,
+                keys,
+                status_cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &WebConfig {
+        &self.inner.config
+    }
+
+    /// Project keys.
+    pub fn keys(&self) -> &KeyStore {
+        &self.inner.keys
+    }
+
+    /// Every tenant's layout, as last loaded.
+    pub fn tenants(&self) -> Vec<Arc<TenantLayout>> {
+        self.inner.layouts.snapshot()
+    }
+
+    /// A tenant's layout, or Zuul's 404.
+    pub fn tenant(&self, name: &str) -> ApiResult<Arc<TenantLayout>> {
+        self.inner
+            .layouts
+            .tenant(name)
+            .ok_or_else(|| ApiError::NotFound(format!("Tenant {name} does not exist.")))
+    }
+
+    /// The driver of a connection.
+    pub fn driver(&self, connection: &str) -> &str {
+        self.inner
+            .config
+            .connections
+            .iter()
+            .find(|(n, _)| n == connection)
+            .map_or("unknown", |(_, d)| d.as_str())
+    }
+
+    /// A cached status document younger than `max_age`.
+    pub(crate) fn cached_status(
+        &self,
+        tenant: &str,
+        max_age: std::time::Duration,
+    ) -> Option<Bytes> {
+        let cache = self.inner.status_cache.lock().ok()?;
+        cache
+            .get(tenant)
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, body)| body.clone())
+    }
+
+    /// Remembers a tenant's status document.
+    pub(crate) fn cache_status(&self, tenant: &str, body: Bytes) {
+        if let Ok(mut cache) = self.inner.status_cache.lock() {
+            cache.insert(tenant.to_string(), (Instant::now(), body));
+        }
+    }
+}
