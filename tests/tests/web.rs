@@ -1,0 +1,541 @@
+//! The web server end to end: a real `sluice serve --web-listen` running real changes (real git,
+//! Ansible and an sshd node), its REST routes read over plain HTTP and by the real `zuul-client`
+//! (PyPI, installed into the test venv by `scripts/test`), and its admin route's bearer tokens
+//! made with Python's standard library.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_tests::scenario::*;
+use sluice_tests::wait_for;
+
+const SLOW: &str = "- hosts: all\n  tasks:\n    - name: Take a while\n      shell: sleep 8\n";
+
+/// One HTTP/1.1 request over a plain TCP stream: `(status, headers, body)`.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("web port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (status, head.to_string(), body)
+}
+
+/// GETs `path` and parses the JSON body, asserting a 200.
+fn get_json(addr: &str, path: &str) -> Value {
+    let (status, head, body) = http(addr, "GET", path, &[], "");
+    assert_eq!(status, 200, "GET {path}: {head}\n{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// `zuul-client` from the test venv that `scripts/test` makes.
+fn zuul_client() -> PathBuf {
+    let bin = sluice_tests::repo_root().join("target/test-venv/bin/zuul-client");
+    assert!(
+        bin.is_file(),
+        "{} not found: run scripts/test once, or `python3 -m venv target/test-venv && target/test-venv/bin/pip install zuul-client`",
+        bin.display()
+    );
+    bin
+}
+
+fn run_zuul_client(url: &str, args: &[&str]) -> String {
+    let out = Command::new(zuul_client())
+        .arg("--zuul-url")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run zuul-client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "zuul-client {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_it() {
+    let app_jobs = "- job:\n    name: slow\n    description: Takes a while\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
+        )],
+        30,
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let serve = setup.start_with("serve", "serve-web", &["--web-listen", &addr]);
+    // Up, with the scheduler's first layout published.
+    let up = wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+            && http(&addr, "GET", "/api/tenants", &[], "")
+                .2
+                .contains("\"t\"")
+    });
+    assert!(up, "web server not up:\n{}", serve.output());
+
+    // Global and tenant routes.
+    let info = get_json(&addr, "/api/info");
+    assert_eq!(info["info"]["capabilities"]["job_history"], true, "{info}");
+    let tenants = get_json(&addr, "/api/tenants");
+    assert_eq!(tenants[0]["name"], "t", "{tenants}");
+    assert_eq!(tenants[0]["projects"], 2, "{tenants}");
+    assert_eq!(get_json(&addr, "/api/tenant/t/info")["info"]["tenant"], "t");
+    let pipelines = get_json(&addr, "/api/tenant/t/pipelines");
+    assert_eq!(pipelines[0]["name"], "check", "{pipelines}");
+    assert_eq!(pipelines[0]["triggers"][0]["driver"], "git", "{pipelines}");
+    let jobs = get_json(&addr, "/api/tenant/t/jobs");
+    let slow = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "slow")
+        .unwrap_or_else(|| panic!("no job slow: {jobs}"));
+    assert_eq!(slow["description"], "Takes a while");
+    let job = get_json(&addr, "/api/tenant/t/job/slow");
+    assert_eq!(job[0]["run"][0], "playbooks/slow.yaml", "{job}");
+    assert_eq!(job[0]["source_context"]["project"], "org/app", "{job}");
+    let projects = get_json(&addr, "/api/tenant/t/projects");
+    assert!(
+        projects
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "org/app"
+                && p["type"] == "untrusted"
+                && p["canonical_name"] == "localhost/org/app"),
+        "{projects}"
+    );
+    let project = get_json(&addr, "/api/tenant/t/project/org/app");
+    assert_eq!(project["metadata"]["merge_mode"], "merge", "{project}");
+    assert_eq!(
+        project["configs"][0]["pipelines"][0]["jobs"][0][0]["name"], "slow",
+        "{project}"
+    );
+    assert_eq!(
+        get_json(&addr, "/api/tenant/t/config-errors"),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        get_json(&addr, "/api/tenant/t/semaphores"),
+        serde_json::json!([])
+    );
+    let labels = get_json(&addr, "/api/tenant/t/labels");
+    assert_eq!(labels, serde_json::json!([{"name": "ubuntu-noble"}]));
+    let nodes = get_json(&addr, "/api/tenant/t/nodes");
+    assert_eq!(nodes[0]["type"][0], "ubuntu-noble", "{nodes}");
+    let (status, _, pem) = http(&addr, "GET", "/api/tenant/t/key/org/app.pub", &[], "");
+    assert_eq!(status, 200, "{pem}");
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let openapi = get_json(&addr, "/api/openapi.json");
+    assert!(
+        openapi["paths"]["/api/tenant/{tenant}/builds"]["get"].is_object(),
+        "{openapi}"
+    );
+
+    // Unknown things: 404 with Zuul's JSON error.
+    for path in [
+        "/api/tenant/nope/status",
+        "/api/tenant/t/build/0123456789abcdef0123456789abcdef",
+        "/api/tenant/t/buildset/0123456789abcdef0123456789abcdef",
+        "/api/tenant/t/job/nope",
+        "/api/tenant/t/project/org/nope",
+    ] {
+        let (status, _, body) = http(&addr, "GET", path, &[], "");
+        assert_eq!(status, 404, "{path}: {body}");
+        let err: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(err["error"], "Not Found", "{path}: {body}");
+        assert!(err["description"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    let (status, _, body) = http(&addr, "GET", "/api/tenant/t/builds?bogus=1", &[], "");
+    assert_eq!(status, 400, "{body}");
+
+    // The approve call is an admin route: without an authenticator or local-admin, 401.
+    let (status, _, body) = http(
+        &addr,
+        "POST",
+        "/api/tenant/t/project/org/app/approve",
+        &[],
+        r#"{"change": "review/main/slow"}"#,
+    );
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "Unauthorized"
+    );
+
+    // A change through check: the status while it runs.
+    let sha = setup.push_change("org/app", "slow", "Slow change", &[("x.txt", "x\n")]);
+    let mut status = Value::Null;
+    let running = wait_for(Duration::from_secs(90), || {
+        status = get_json(&addr, "/api/tenant/t/status");
+        status["pipelines"][0]["change_queues"][0]["heads"][0][0]["jobs"][0]["start_time"]
+            .is_number()
+    });
+    assert!(
+        running,
+        "no running job in status:\n{status:#}\n{}",
+        serve.output()
+    );
+    let check = &status["pipelines"][0];
+    assert_eq!(check["name"], "check");
+    assert_eq!(check["manager"], "independent");
+    let item = &check["change_queues"][0]["heads"][0][0];
+    assert_eq!(item["refs"][0]["id"], format!("1,{sha}"), "{item:#}");
+    assert_eq!(item["refs"][0]["project"], "org/app", "{item:#}");
+    assert_eq!(
+        item["refs"][0]["ref"], "refs/heads/review/main/slow",
+        "{item:#}"
+    );
+    assert_eq!(item["live"], true);
+    let job = &item["jobs"][0];
+    assert_eq!(job["name"], "slow", "{job:#}");
+    assert_eq!(job["result"], Value::Null, "{job:#}");
+    assert_eq!(job["voting"], true, "{job:#}");
+    let uuid = job["uuid"].as_str().unwrap().to_string();
+    assert_eq!(
+        job["url"],
+        format!("stream/{uuid}?logfile=console.log"),
+        "{job:#}"
+    );
+    assert!(job["elapsed_time"].as_i64().is_some(), "{job:#}");
+    let by_change = get_json(&addr, &format!("/api/tenant/t/status/change/1,{sha}"));
+    assert_eq!(by_change[0]["id"], item["id"], "{by_change}");
+    let running_builds = get_json(&addr, "/api/tenant/t/builds?complete=false");
+    assert_eq!(running_builds[0]["uuid"], uuid.as_str(), "{running_builds}");
+    assert_eq!(running_builds[0]["result"], Value::Null);
+
+    // The console stream of the same server follows the running build.
+    // (Its protocol is tested in tests/tests/stream.rs; here: it is mounted and finds builds.)
+    let (status_code, _, _) = http(
+        &addr,
+        "GET",
+        &format!("/api/tenant/t/build/{uuid}/log"),
+        &[],
+        "",
+    );
+    assert!(
+        status_code == 409 || status_code == 200,
+        "build log route answered {status_code}"
+    );
+
+    // Reported: the history routes.
+    setup.wait_reported(&serve, "check", &["slow"], Duration::from_secs(120));
+    let builds = get_json(&addr, "/api/tenant/t/builds?project=org/app&pipeline=check");
+    assert_eq!(builds.as_array().map(Vec::len), Some(1), "{builds:#}");
+    let b = &builds[0];
+    assert_eq!(b["uuid"], uuid.as_str(), "{b:#}");
+    assert_eq!(b["job_name"], "slow");
+    assert_eq!(b["result"], "SUCCESS", "{b:#}");
+    assert_eq!(b["final"], true);
+    assert_eq!(b["voting"], true);
+    assert_eq!(b["pipeline"], "check");
+    assert_eq!(b["ref"]["change"], 1, "{b:#}");
+    assert_eq!(b["ref"]["patchset"], sha.as_str());
+    assert_eq!(b["ref"]["branch"], "main");
+    assert!(b["duration"].as_f64().is_some_and(|d| d >= 8.0), "{b:#}");
+    assert!(
+        b["log_url"].as_str().is_some_and(|u| !u.is_empty()),
+        "{b:#}"
+    );
+    let buildset_uuid = b["buildset"]["uuid"].as_str().unwrap().to_string();
+    for query in [
+        "job_name=nope",
+        "result=FAILURE",
+        "change=2",
+        "branch=other",
+        "voting=false",
+        "exclude_result=SUCCESS",
+        "held=true",
+        "complete=false",
+    ] {
+        let none = get_json(&addr, &format!("/api/tenant/t/builds?{query}"));
+        assert_eq!(none, serde_json::json!([]), "{query}");
+    }
+    for query in [
+        format!("uuid={uuid}"),
+        "job_name=slow&result=SUCCESS&final=true&voting=true".into(),
+        format!("change=1&patchset={sha}&ref=refs/heads/review/main/slow"),
+        "limit=1&skip=0".into(),
+    ] {
+        let one = get_json(&addr, &format!("/api/tenant/t/builds?{query}"));
+        assert_eq!(one[0]["uuid"], uuid.as_str(), "{query}: {one}");
+    }
+    assert_eq!(
+        get_json(&addr, "/api/tenant/t/builds?limit=1&skip=1"),
+        serde_json::json!([])
+    );
+    let build = get_json(&addr, &format!("/api/tenant/t/build/{uuid}"));
+    assert_eq!(build, *b);
+    let buildsets = get_json(&addr, "/api/tenant/t/buildsets?pipeline=check");
+    assert_eq!(
+        buildsets[0]["uuid"],
+        buildset_uuid.as_str(),
+        "{buildsets:#}"
+    );
+    assert_eq!(buildsets[0]["result"], "SUCCESS", "{buildsets:#}");
+    assert_eq!(buildsets[0]["refs"][0]["change"], 1);
+    let buildset = get_json(&addr, &format!("/api/tenant/t/buildset/{buildset_uuid}"));
+    assert_eq!(buildset["builds"][0]["uuid"], uuid.as_str(), "{buildset:#}");
+    assert!(
+        buildset["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Build succeeded.") && m.contains("- slow ")),
+        "{buildset:#}"
+    );
+    // The item left the status.
+    let after = get_json(&addr, "/api/tenant/t/status");
+    assert_eq!(
+        after["pipelines"][0]["change_queues"],
+        serde_json::json!([]),
+        "{after:#}"
+    );
+
+    // The real zuul-client reads the same records.
+    let url = format!("http://{addr}");
+    let listed = run_zuul_client(&url, &["builds", "--tenant", "t"]);
+    let row = listed
+        .lines()
+        .find(|l| l.contains(&uuid))
+        .unwrap_or_else(|| panic!("zuul-client builds:\n{listed}"));
+    for cell in [
+        "slow",
+        "org/app",
+        "main",
+        "check",
+        &format!("1,{sha}"),
+        "SUCCESS",
+    ] {
+        assert!(row.contains(cell), "{cell} missing from: {row}\n{listed}");
+    }
+    let filtered = run_zuul_client(
+        &url,
+        &[
+            "builds", "--tenant", "t", "--job", "slow", "--result", "FAILURE",
+        ],
+    );
+    assert!(!filtered.contains(&uuid), "{filtered}");
+    let info = run_zuul_client(&url, &["build-info", "--tenant", "t", "--uuid", &uuid]);
+    for line in [
+        format!("UUID: {uuid}"),
+        "Result: SUCCESS".into(),
+        "Pipeline: check".into(),
+        "Project: org/app".into(),
+        "Job: slow".into(),
+        format!("Change: 1,{sha}"),
+        "Branch: main".into(),
+        format!("Buildset ID: {buildset_uuid}"),
+        "Voting: Yes".into(),
+        "Final: Yes".into(),
+        "Held: No".into(),
+    ] {
+        assert!(
+            info.lines().any(|l| l.trim() == line),
+            "{line:?} missing from zuul-client build-info:\n{info}"
+        );
+    }
+}
+
+/// An HS256 JWT made with Python's standard library (no JWT code of Sluice's involved).
+fn hs256_token(secret: &str, claims: &Value) -> String {
+    let script = r#"
+import base64, hashlib, hmac, json, sys
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+secret, claims = sys.argv[1], sys.argv[2]
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b64(claims.encode())
+sig = b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, secret, &claims.to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn web_approve_needs_an_authorized_token_and_moves_the_change_into_gate() {
+    let app_jobs = "- project:\n    gate:\n      jobs:\n        - noop\n";
+    let setup = Setup::new(GATE, &[("org/app", &[(".zuul.yaml", app_jobs)])], 30);
+    // Zuul's admin rules in main.yaml, an HS256 authenticator in the config file.
+    let main = setup.root().join("main.yaml");
+    let tenants = std::fs::read_to_string(&main).unwrap().replace(
+        "    name: t\n",
+        "    name: t\n    admin-rules:\n      - gatekeepers\n",
+    );
+    std::fs::write(
+        &main,
+        format!("- authorization-rule:\n    name: gatekeepers\n    conditions:\n      - groups: gatekeepers\n{tenants}"),
+    )
+    .unwrap();
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str("web:\n  authenticators:\n    - name: sluice\n      driver: HS256\n      secret: s3cret\n      issuer-id: sluice-tests\n      client-id: sluice\n");
+    std::fs::write(&setup.config, config).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let serve = setup.start_with("serve", "serve-approve", &["--web-listen", &addr]);
+    let sha = setup.push_change("org/app", "ok", "Good change", &[("ok.txt", "ok\n")]);
+    let known = wait_for(Duration::from_secs(30), || {
+        setup.sluice(&["change", "list"]).contains("review/main/ok")
+    });
+    assert!(known, "change not seen:\n{}", serve.output());
+    let info = get_json(&addr, "/api/tenant/t/info");
+    assert_eq!(
+        info["info"]["capabilities"]["auth"]["default_realm"], "sluice",
+        "{info}"
+    );
+
+    let exp = chrono_like_now() + 600;
+    let claims = |sub: &str, extra: Value| {
+        let mut c = serde_json::json!({"iss": "sluice-tests", "aud": "sluice", "sub": sub, "exp": exp, "iat": exp - 600});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let approve = |token: Option<String>, change: &str| {
+        let header = token.map(|t| format!("Authorization: Bearer {t}"));
+        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+        http(
+            &addr,
+            "POST",
+            "/api/tenant/t/project/org/app/approve",
+            &headers,
+            &format!(r#"{{"change": "{change}"}}"#),
+        )
+    };
+    let error_of = |body: &str| serde_json::from_str::<Value>(body).unwrap()["error"].clone();
+
+    let (status, _, body) = approve(None, "review/main/ok");
+    assert_eq!(
+        (status, error_of(&body)),
+        (401, "Unauthorized".into()),
+        "{body}"
+    );
+    let forged = hs256_token(
+        "not-the-secret",
+        &claims("mallory", serde_json::json!({"groups": ["gatekeepers"]})),
+    );
+    let (status, _, body) = approve(Some(forged), "review/main/ok");
+    assert_eq!(status, 401, "{body}");
+    let wrong_audience = hs256_token(
+        "s3cret",
+        &serde_json::json!({"iss": "sluice-tests", "aud": "other", "sub": "eve", "exp": exp}),
+    );
+    let (status, _, body) = approve(Some(wrong_audience), "review/main/ok");
+    assert_eq!(status, 401, "{body}");
+    let outsider = hs256_token(
+        "s3cret",
+        &claims("bob", serde_json::json!({"groups": ["dev"]})),
+    );
+    let (status, _, body) = approve(Some(outsider), "review/main/ok");
+    assert_eq!(
+        (status, error_of(&body)),
+        (403, "Forbidden".into()),
+        "{body}"
+    );
+    let keeper = hs256_token(
+        "s3cret",
+        &claims("alice", serde_json::json!({"groups": ["gatekeepers"]})),
+    );
+    let (status, _, body) = approve(
+        Some(keeper.clone()),
+        "1,0000000000000000000000000000000000000000",
+    );
+    assert_eq!(status, 400, "a stale patchset is refused: {body}");
+    let (status, _, body) = approve(Some(keeper.clone()), "review/main/nope");
+    assert_eq!(status, 404, "{body}");
+    // The legacy `zuul.admin` claim also grants the tenant.
+    let legacy = hs256_token(
+        "s3cret",
+        &claims("carol", serde_json::json!({"zuul": {"admin": ["t"]}})),
+    );
+    let (status, _, body) = approve(Some(legacy), "review/main/ok");
+    assert_eq!(status, 200, "{body}");
+    let approved: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(approved["user"], "carol", "{approved}");
+    assert_eq!(approved["change"], 1, "{approved}");
+    assert_eq!(approved["patchset"], sha.as_str(), "{approved}");
+
+    let history = setup.wait_reported(&serve, "gate", &["ok"], Duration::from_secs(90));
+    assert_eq!(
+        items(&history, "gate", "ok")[0]["result"],
+        "SUCCESS",
+        "{history:#}"
+    );
+    assert!(setup.branch_log("org/app").contains("Good change"));
+    let builds = get_json(&addr, "/api/tenant/t/builds?pipeline=gate");
+    assert_eq!(builds[0]["job_name"], "noop", "{builds}");
+    assert_eq!(builds[0]["result"], "SUCCESS", "{builds}");
+}
+
+fn chrono_like_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
