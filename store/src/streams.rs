@@ -69,11 +69,12 @@ impl Store {
     ) -> Result<Option<Claimed>, StoreError> {
         let worker = serde_json::to_string(worker).map_err(j("worker info"))?;
         let done = sqlx::query(
-            "UPDATE build_requests SET state = 'running', executor = $1, lease_expires = $2, worker_json = $3 WHERE uuid = $4 AND state = 'requested'",
+            "UPDATE build_requests SET state = 'running', executor = $1, lease_expires = $2, worker_json = $3, claimed = $4 WHERE uuid = $5 AND state = 'requested'",
         )
         .bind(executor)
         .bind(lease_until)
         .bind(worker)
+        .bind(crate::store::now_ms())
         .bind(uuid)
         .execute(&self.pool)
         .await
