@@ -145,7 +145,8 @@ impl Feed {
 pub trait CatchUp: Send {
     /// At most `max` (> 0) bytes at `offset`; empty only if the source has nothing there.
     fn read_at(&mut self, offset: u64, max: u64) -> impl Future<Output = io::Result<Bytes>> + Send;
-    /// Called once the watcher reads from the ring again: private resources may go.
+    /// Called once the watcher reads from the ring of an ended feed: it needs no catching up
+    /// any more, so private resources may go.
     fn release(&mut self) {}
 }
 
@@ -199,7 +200,13 @@ impl<C: CatchUp> Cursor<C> {
             if self.offset < state.published {
                 match self.feed.read_from(self.offset) {
                     Ok(Some(bytes)) => {
-                        self.catch_up.release();
+                        // Once the feed has ended the ring no longer moves, so a watcher in it
+                        // cannot fall behind again. Before, a catch-up source is kept: the log
+                        // may be gone by the time it would be needed anew (a finished build's
+                        // directory is removed; only an open stream still reads it).
+                        if state.end.is_some() {
+                            self.catch_up.release();
+                        }
                         self.offset += bytes.len() as u64;
                         return Ok(Some(bytes));
                     }

@@ -3,7 +3,10 @@
 //! connection closes. Errors are Zuul's texts, sent without a newline before closing.
 //!
 //! Running builds come from the executor's [`BuildRegistry`]; a uuid that is not running but
-//! has a build dir under the work root is a finished build, whose log is sent whole.
+//! has a build dir under the work root is a finished build, whose log is sent whole; so is one
+//! whose log was followed and ended less than [`crate::follow::RECENT_LINGER`] ago, from the
+//! handle still open on it even if its directory is gone (watchers of the gateway and the web
+//! that fell behind catch up from it).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -128,7 +131,9 @@ impl FingerServer {
                 BuildStatus::Pending
             };
         }
-        if self.config.work_root.join(uuid).is_dir() {
+        if self.config.work_root.join(uuid).is_dir()
+            || self.feeds.recent(&self.finished_log(uuid)).is_some()
+        {
             BuildStatus::Finished
         } else {
             BuildStatus::Unknown
@@ -158,9 +163,11 @@ impl FingerServer {
                     Some(build) => (build.log, Some(build.running)),
                     None => (self.finished_log(&uuid), None),
                 };
-                if running.is_none() && !self.config.work_root.join(&uuid).is_dir() {
+                // A followed build that ended lately is still served from its open log.
+                let recent = running.is_none() && self.feeds.recent(&log).is_some();
+                if running.is_none() && !recent && !self.config.work_root.join(&uuid).is_dir() {
                     format!("Build ID {uuid} not found")
-                } else if !log.is_file() {
+                } else if !recent && !log.is_file() {
                     format!("Log not found for build ID {uuid}")
                 } else {
                     self.stream(&uuid, &log, running, &mut reader, &mut writer, token)

@@ -40,11 +40,19 @@ pub enum FollowEnd {
 
 type FileHub = Hub<PathBuf, Arc<File>, Arc<StreamError>>;
 
+/// How long the log of a followed build stays readable after the build ended, even if its
+/// directory is removed: watchers of the gateway and the web that fell behind catch up from it.
+pub const RECENT_LINGER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Logs of recently ended followed builds: the open handle, and when the build ended.
+type Recent = std::sync::Mutex<std::collections::HashMap<PathBuf, (Arc<File>, std::time::Instant)>>;
+
 /// The followers of the running builds' logs: one per followed file, shared by its watchers.
 #[derive(Debug, Clone)]
 pub struct LogFeeds {
     watcher: LogWatcher,
     hub: Arc<FileHub>,
+    recent: Arc<Recent>,
 }
 
 impl LogFeeds {
@@ -53,7 +61,17 @@ impl LogFeeds {
         Self {
             watcher,
             hub: Hub::new(),
+            recent: Arc::default(),
         }
+    }
+
+    /// The open log of a followed build that ended less than [`RECENT_LINGER`] ago.
+    pub fn recent(&self, log: &Path) -> Option<Arc<File>> {
+        let recent = lock(&self.recent);
+        recent
+            .get(log)
+            .filter(|(_, ended)| ended.elapsed() < RECENT_LINGER)
+            .map(|(file, _)| file.clone())
     }
 
     /// How many logs are followed (for tests and metrics).
@@ -78,12 +96,12 @@ where
     S: Future<Output = ()>,
 {
     let Some(running) = running else {
-        return send_whole(log, out, stop).await;
+        return send_whole(log, feeds.recent(log), out, stop).await;
     };
     let (_membership, feed, file) = feeds
         .hub
         .join(log.to_path_buf(), || async {
-            start_follower(&feeds.watcher, log, running)
+            start_follower(feeds, log, running)
         })
         .await
         .map_err(FollowError::Watch)?;
@@ -114,9 +132,10 @@ where
     }
 }
 
-/// Sends a finished build's log as the file holds it.
+/// Sends a finished build's log as the file (or the handle still open on it) holds it.
 async fn send_whole<W, S>(
     log: &Path,
+    open: Option<Arc<File>>,
     out: &mut W,
     mut stop: Pin<&mut S>,
 ) -> Result<FollowEnd, FollowError>
@@ -124,10 +143,13 @@ where
     W: AsyncWrite + Unpin,
     S: Future<Output = ()>,
 {
-    let file = File::open(log).map_err(|source| FollowError::Open {
-        path: log.to_path_buf(),
-        source,
-    })?;
+    let file = match open {
+        Some(file) => file,
+        None => Arc::new(File::open(log).map_err(|source| FollowError::Open {
+            path: log.to_path_buf(),
+            source,
+        })?),
+    };
     let mut offset = 0u64;
     loop {
         let chunk = read_lines(&file, offset, true).map_err(|source| FollowError::Read {
@@ -149,12 +171,12 @@ where
 /// Starts the follower of a running build's log. Its feed begins after the file's last whole
 /// line: watchers read what comes before from the file.
 fn start_follower(
-    watcher: &LogWatcher,
+    feeds: &LogFeeds,
     log: &Path,
     running: watch::Receiver<bool>,
 ) -> Result<Started<Arc<File>>, Arc<StreamError>> {
     // Subscribe before measuring the file: a write after this point always wakes the follower.
-    let subscription = watcher.subscribe(log).map_err(Arc::new)?;
+    let subscription = feeds.watcher.subscribe(log).map_err(Arc::new)?;
     let file = subscription.file.clone();
     let start = last_line_end(&file).map_err(|source| {
         Arc::new(StreamError::OpenLog {
@@ -169,6 +191,7 @@ fn start_follower(
         feed.clone(),
         start,
         log.to_path_buf(),
+        feeds.recent.clone(),
     ));
     Ok(Started {
         feed,
@@ -198,6 +221,7 @@ async fn follow_file(
     feed: Arc<Feed>,
     mut offset: u64,
     path: PathBuf,
+    recent: Arc<Recent>,
 ) {
     loop {
         // Read the end flag before the file: whatever was written before the build ended is
@@ -220,6 +244,10 @@ async fn follow_file(
             }
         }
         if ended {
+            let mut recent = lock(&recent);
+            recent.retain(|_, (_, ended)| ended.elapsed() < RECENT_LINGER);
+            recent.insert(path, (subscription.file.clone(), std::time::Instant::now()));
+            drop(recent);
             feed.finish(FeedEnd::Complete);
             return;
         }
@@ -252,6 +280,13 @@ impl CatchUp for FileCatchUp {
         buf.truncate(n);
         Ok(Bytes::from(buf))
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves the data consistent, so a poisoned lock is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads up to [`CHUNK`] bytes at `offset`, cut after the last newline unless the build has

@@ -4,8 +4,9 @@
 //! The first watcher of a build opens its stream (through [`StreamRouter`], zones included) and a
 //! task publishes what arrives in the build's [`Feed`]; later watchers read the same feed. A
 //! watcher that joins when the feed's ring no longer holds the log's beginning, or that falls
-//! behind it, catches up through a private connection of its own ([`UpstreamCatchUp`]), dropped
-//! as soon as it is back in the ring. So a thousand watchers of one build cost the executor and
+//! behind it, catches up through a private connection of its own ([`UpstreamCatchUp`]). That
+//! connection stays open until the build's stream has ended and the watcher is back in the
+//! ring: reopened later, it could find the build's directory removed. So a thousand watchers of one build cost the executor and
 //! the gateway one stream, and a slow watcher still gets every line, in order.
 
 use std::io;
@@ -175,5 +176,80 @@ impl CatchUp for UpstreamCatchUp {
 
     fn release(&mut self) {
         self.private = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finger::{FingerConfig, FingerServer};
+    use crate::locate::{Executor, StaticExecutors};
+    use crate::watcher::LogWatcher;
+    use sluice_executor::registry::BuildRegistry;
+    use std::io::Write;
+
+    async fn read_all(watch: &mut Watch) -> Vec<u8> {
+        let mut got = Vec::new();
+        while let Some(chunk) = watch.cursor.next().await.unwrap() {
+            got.extend_from_slice(&chunk);
+        }
+        got
+    }
+
+    /// A real finger server with one running build; two watchers share one upstream, and the
+    /// one that starts reading after the ring has moved on catches up over its own connection,
+    /// even after the build ended and its directory is gone.
+    #[tokio::test]
+    async fn a_late_watcher_catches_up_over_a_private_connection() {
+        let work = tempfile::tempdir().unwrap();
+        let uuid = "00ab";
+        let log = work.path().join(uuid).join("work/logs/job-output.txt");
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let mut file = std::fs::File::create(&log).unwrap();
+        file.write_all(b"first line\n").unwrap();
+        let registry = BuildRegistry::new();
+        let guard = registry.register(uuid, log.clone());
+        let server = FingerServer::new(
+            FingerConfig {
+                work_root: work.path().to_path_buf(),
+                max_connections: 64,
+            },
+            registry,
+            LogWatcher::new().unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(server.run(listener, std::future::pending::<()>()));
+        let executor = Executor {
+            name: "ze".into(),
+            host: "127.0.0.1".into(),
+            finger_port: port,
+            zone: None,
+        };
+        let router = StreamRouter::new(
+            Arc::new(StaticExecutors::new(vec![executor])),
+            None,
+            Vec::new(),
+        );
+        let feeds = UpstreamFeeds::new(router);
+        let mut prompt = feeds.watch(uuid, None).await.unwrap();
+        let mut late = feeds.watch(uuid, None).await.unwrap();
+        assert_eq!(feeds.n_streams(), 1);
+        // Far more than the ring holds, written while the build runs.
+        let writer = tokio::task::spawn_blocking(move || {
+            for i in 0..20_000 {
+                writeln!(file, "line {i} of the build").unwrap();
+            }
+            file
+        });
+        let prompt_task = tokio::spawn(async move { (read_all(&mut prompt).await, prompt) });
+        writer.await.unwrap();
+        // The build ends and its directory goes, as an executor without keep-jobdir does.
+        let expected = std::fs::read(&log).unwrap();
+        drop(guard);
+        let (got_prompt, _prompt) = prompt_task.await.unwrap();
+        assert_eq!(got_prompt, expected);
+        std::fs::remove_dir_all(work.path().join(uuid)).unwrap();
+        assert_eq!(read_all(&mut late).await, expected);
     }
 }
