@@ -10,6 +10,7 @@
 //! - `streams.rs`: where running builds' logs are streamed from (the claiming executor's finger
 //!   address and zone) and the zones' finger gateways, for `sluice fingergw` and the web.
 //! - `schema.rs`: the migrations, applied in order at open.
+//! - `metrics.rs`: aggregate counts for the web server's `/metrics` ([`MetricCounts`]).
 //! - `reports.rs`: the queue of reports to code-review systems ([`ReportRow`]).
 //! - `model.rs`: the row types ([`ItemRow`], [`BuildsetRow`], [`BuildRow`], [`RequestRow`],
 //!   [`ChangeRow`], [`EventRow`]).
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod errors;
+mod metrics;
 mod model;
 mod reports;
 mod schema;
@@ -37,6 +39,7 @@ mod streams;
 mod tx;
 
 pub use errors::StoreError;
+pub use metrics::{JobResultKey, MetricCounts};
 pub use model::*;
 pub use reports::{NewReport, ReportRow};
 pub use store::{now_ms, Store};

@@ -111,6 +111,78 @@ fn run_zuul_client(url: &str, args: &[&str]) -> String {
     stdout
 }
 
+/// The test venv's python (made by `scripts/test`) with `module` importable.
+fn venv_python(module: &str) -> PathBuf {
+    let python = sluice_tests::repo_root().join("target/test-venv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import {module}: run scripts/test once, or `target/test-venv/bin/pip install prometheus_client schemathesis`",
+        python.display()
+    );
+    python
+}
+
+/// `/metrics` read by the Prometheus project's own text-format parser (`prometheus_client`):
+/// every sample as `{"name", "labels", "value"}`, and the families' types by name.
+fn scrape_metrics(addr: &str) -> (Vec<Value>, Value) {
+    let (status, head, body) = http(addr, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200, "/metrics: {head}\n{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+samples, types = [], {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    types[family.name] = family.type
+    for s in family.samples:
+        samples.append({"name": s.name, "labels": s.labels, "value": s.value})
+print(json.dumps({"samples": samples, "types": types}))
+"#;
+    let mut child = Command::new(venv_python("prometheus_client"))
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client cannot parse /metrics: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        parsed["samples"].as_array().cloned().unwrap_or_default(),
+        parsed["types"].clone(),
+    )
+}
+
+/// The value of the sample `name` whose labels include `labels`, if any.
+fn metric(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .and_then(|s| s["value"].as_f64())
+}
+
 #[test]
 fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_it() {
     let app_jobs = "- job:\n    name: slow\n    description: Takes a while\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n";
@@ -223,6 +295,44 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
         "Unauthorized"
     );
 
+    // Operations endpoints: health, and no job result counted yet.
+    let (status, _, body) = http(&addr, "GET", "/health/live", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = http(&addr, "GET", "/health/ready", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let job_result = [
+        ("tenant", "t"),
+        ("pipeline", "check"),
+        ("project", "localhost/org/app"),
+        ("branch", "main"),
+        ("job", "slow"),
+        ("result", "SUCCESS"),
+    ];
+    let (before, types) = scrape_metrics(&addr);
+    assert_eq!(
+        metric(
+            &before,
+            "zuul_tenant_pipeline_project_job_total",
+            &job_result
+        ),
+        None,
+        "{before:?}"
+    );
+    assert_eq!(
+        types["zuul_tenant_pipeline_project_job"], "counter",
+        "{types}"
+    );
+    assert_eq!(types["zuul_executors_jobs_queued"], "gauge", "{types}");
+    assert_eq!(
+        metric(
+            &before,
+            "zuul_nodepool_resources_total_nodes",
+            &[("label", "ubuntu-noble")]
+        ),
+        Some(1.0),
+        "{before:?}"
+    );
+
     // A change through check: the status while it runs.
     let sha = setup.push_change("org/app", "slow", "Slow change", &[("x.txt", "x\n")]);
     let mut status = Value::Null;
@@ -260,6 +370,16 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
     assert!(job["elapsed_time"].as_i64().is_some(), "{job:#}");
     let by_change = get_json(&addr, &format!("/api/tenant/t/status/change/1,{sha}"));
     assert_eq!(by_change[0]["id"], item["id"], "{by_change}");
+    let (during, _) = scrape_metrics(&addr);
+    let running_gauges = (
+        metric(&during, "zuul_executors_jobs_running", &[]),
+        metric(
+            &during,
+            "zuul_tenant_pipeline_current_changes",
+            &[("pipeline", "check")],
+        ),
+    );
+    assert_eq!(running_gauges, (Some(1.0), Some(1.0)), "{during:?}");
     let running_builds = get_json(&addr, "/api/tenant/t/builds?complete=false");
     assert_eq!(running_builds[0]["uuid"], uuid.as_str(), "{running_builds}");
     assert_eq!(running_builds[0]["result"], Value::Null);
@@ -348,6 +468,38 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
         after["pipelines"][0]["change_queues"],
         serde_json::json!([]),
         "{after:#}"
+    );
+
+    // The job result counter moved; the item left the pipeline.
+    let (after_metrics, _) = scrape_metrics(&addr);
+    assert_eq!(
+        metric(
+            &after_metrics,
+            "zuul_tenant_pipeline_project_job_total",
+            &job_result
+        ),
+        Some(1.0),
+        "{after_metrics:?}"
+    );
+    assert_eq!(
+        metric(
+            &after_metrics,
+            "zuul_tenant_pipeline_current_changes",
+            &[("pipeline", "check")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &after_metrics,
+            "zuul_tenant_pipeline_total_changes_total",
+            &[("pipeline", "check")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&after_metrics, "zuul_executors_jobs_running", &[]),
+        Some(0.0)
     );
 
     // The real zuul-client reads the same records.

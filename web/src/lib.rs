@@ -15,6 +15,7 @@
 //! - [`admin`] and [`auth`]: admin routes behind JWT bearer tokens (HS256/RS256, per-tenant
 //!   rules).
 //! - [`errors`]: Zuul's JSON errors.
+//! - [`metrics`]: `/metrics` (Prometheus), `/health/live`, `/health/ready`.
 //!
 //! # Why it is built this way
 //! The web server shares nothing with the scheduler but the store and the layouts: in
@@ -29,6 +30,7 @@ pub mod errors;
 pub mod history;
 pub mod info;
 pub mod layout_api;
+pub mod metrics;
 pub mod records;
 pub mod resources;
 pub mod state;
@@ -168,7 +170,15 @@ pub fn app(state: Option<WebState>, console: ConsoleState) -> Router {
     )]
     let timeout = tower_http::timeout::TimeoutLayer::new(sluice_stream::web::REQUEST_TIMEOUT);
     // The console routes come first: their paths are more specific than the API's fallback.
-    let console = sluice_stream::router(console);
+    let ops = Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .route("/health/live", get(metrics::live))
+        .route("/health/ready", get(metrics::ready))
+        .with_state(metrics::OpsState {
+            web: state.clone(),
+            console: console.clone(),
+        });
+    let console = sluice_stream::router(console).merge(ops);
     match state {
         Some(state) => console.merge(router(state)),
         None => console,
