@@ -691,3 +691,83 @@ fn chrono_like_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// schemathesis (PyPI) fuzzes every route of `/api/openapi.json` on a running `sluice serve`
+/// with a build in its history: no answer may be a 5xx or break the document's schema.
+#[test]
+fn web_api_holds_to_its_openapi_document_under_schemathesis() {
+    let app_jobs = "- project:\n    check:\n      jobs:\n        - noop\n";
+    let setup = Setup::new(CHECK, &[("org/app", &[(".zuul.yaml", app_jobs)])], 30);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let serve = setup.start_with("serve", "serve-schemathesis", &["--web-listen", &addr]);
+    setup.push_change("org/app", "ok", "A change", &[("ok.txt", "ok\n")]);
+    setup.wait_reported(&serve, "check", &["ok"], Duration::from_secs(90));
+
+    // Real identifiers for the path parameters, so that the fuzzed queries reach the handlers
+    // rather than the tenant's 404.
+    let builds = get_json(&addr, "/api/tenant/t/builds");
+    let build = builds[0]["uuid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{builds}"));
+    let buildset = builds[0]["buildset"]["uuid"].as_str().unwrap_or_default();
+    let operation = |path: &str, params: &str| {
+        format!("[[operations]]\ninclude-path = \"{path}\"\nparameters = {{ {params} }}\n")
+    };
+    let config = [
+        "[parameters]\ntenant = \"t\"\n".to_string(),
+        operation(
+            "/api/tenant/{tenant}/build/{uuid}",
+            &format!("uuid = \"{build}\""),
+        ),
+        operation(
+            "/api/tenant/{tenant}/buildset/{uuid}",
+            &format!("uuid = \"{buildset}\""),
+        ),
+        operation("/api/tenant/{tenant}/job/{name}", "name = \"base\""),
+        operation(
+            "/api/tenant/{tenant}/project/{project}",
+            "project = \"org/app\"",
+        ),
+        operation(
+            "/api/tenant/{tenant}/key/{project}",
+            "project = \"org/app.pub\"",
+        ),
+    ]
+    .join("\n");
+    std::fs::write(setup.root().join("schemathesis.toml"), config).unwrap();
+
+    let python = venv_python("schemathesis");
+    let bin = python.with_file_name("schemathesis");
+    let out = Command::new(&bin)
+        .args([
+            "run",
+            &format!("http://{addr}/api/openapi.json"),
+            "--checks",
+            "not_a_server_error,response_schema_conformance,content_type_conformance",
+            "--max-examples",
+            "8",
+            "--seed",
+            "1",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "20",
+        ])
+        .current_dir(setup.root())
+        .output()
+        .expect("run schemathesis");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}\n{}",
+        serve.output()
+    );
+    // It really ran the API's operations (not zero of them).
+    assert!(report.contains("passed"), "{report}");
+    // Every operation got past its 404s (the identifiers above are real).
+    assert!(!report.contains("Missing test data"), "{report}");
+}
