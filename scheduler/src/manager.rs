@@ -25,7 +25,7 @@ use crate::git::NULL_SHA;
 use crate::job_graph::JobGraph;
 use crate::layout::{Override, TenantLayout};
 use crate::pipeline::{Manager, Pipeline};
-use crate::scheduler::{cancel_builds, Scheduler};
+use crate::scheduler::{cancel_builds, project_short, Scheduler};
 
 /// The built-in job that succeeds without running anything (unless a tenant defines one).
 const NOOP: &str = "noop";
@@ -78,10 +78,6 @@ impl Scheduler {
         // Live, non-failing items ahead: what the next item is tested on top of.
         let mut ahead: Vec<ItemRow> = Vec::new();
         for (idx, item) in items.iter().enumerate() {
-            if idx >= window {
-                // Outside the window: not actionable until the queue moves.
-                break;
-            }
             let expected: Vec<String> = match pipeline.manager {
                 Manager::Dependent => ahead.iter().map(|i| i.uuid.clone()).collect(),
                 Manager::Independent | Manager::Serial | Manager::Supercedent => Vec::new(),
@@ -92,14 +88,42 @@ impl Scheduler {
             };
             if pipeline.manager == Manager::Dependent {
                 if let Some(needed) = self.unmet_need(t, item, &ahead).await? {
-                    self.dequeue_needing(t, pipeline, item, buildset.as_ref(), &needed)
+                    let reason = format!(
+                        "This change depends on a change that failed to merge.\n\n- {}",
+                        needed.url
+                    );
+                    self.dequeue_failed(t, pipeline, item, buildset.as_ref(), &reason)
                         .await?;
                     changed = true;
                     continue;
                 }
             }
+            // Requirements are checked again on every pass (a status, an approval or the
+            // change itself may have changed since the item entered).
+            if item.live
+                && item.change.is_change()
+                && !self
+                    .admitted(&self.tenants[t], pipeline, &item.change)
+                    .await?
+            {
+                let reason = "This change no longer meets the pipeline's requirements.";
+                self.dequeue_failed(t, pipeline, item, buildset.as_ref(), reason)
+                    .await?;
+                changed = true;
+                continue;
+            }
+            if idx >= window {
+                // Outside the window nothing runs: the builds of an item pushed out by a
+                // shrinking window are canceled; it restarts when the window reaches it.
+                if let Some(bs) = buildset.as_ref().filter(|bs| bs.state == "running") {
+                    self.cancel_outside_window(item, bs).await?;
+                    changed = true;
+                }
+                continue;
+            }
             let stale = match &buildset {
                 None => true,
+                Some(bs) if bs.state == "done" && bs.result.as_deref() == Some("DEQUEUED") => true,
                 Some(bs) => self.without_merged(&bs.context).await? != expected,
             };
             if stale {
@@ -213,44 +237,80 @@ impl Scheduler {
         Ok(None)
     }
 
-    /// Dequeues an item whose needed change failed (or left the queue), Zuul's way.
-    async fn dequeue_needing(
+    /// Dequeues a live item with a failure report saying `reason` (a needed change failed,
+    /// the pipeline's requirements are no longer met), Zuul's way: its builds are canceled.
+    async fn dequeue_failed(
         &self,
         t: usize,
         pipeline: &Pipeline,
         item: &ItemRow,
         buildset: Option<&BuildsetRow>,
-        needed: &ChangeRef,
+        reason: &str,
     ) -> Result<(), SchedulerError> {
-        let message = format!(
-            "{}\n\nThis change depends on a change that failed to merge.\n\n- {}",
-            pipeline.failure_message, needed.url
-        );
+        let message = format!("{}\n\n{reason}", pipeline.failure_message);
         let builds = match buildset {
             Some(bs) => self.store.builds_of_buildset(&bs.uuid).await?,
             None => Vec::new(),
         };
-        if let Some(driver) = self
-            .drivers
-            .iter()
-            .find(|d| d.name == item.change.connection)
-        {
-            let short = self.tenants[t]
-                .project(&item.change.project)
-                .map(|p| p.entry.name.clone())
-                .unwrap_or_default();
-            if let Err(e) = driver.note(&short, &pipeline.name, &item.change.patchset, &message) {
-                tracing::warn!(change = %item.change.url, error = %e, "cannot write the report note");
-            }
-        }
+        self.report_note(item, &with_footer(pipeline, &message));
         let mut tx = self.store.begin().await?;
         cancel_builds(&mut tx, &builds).await?;
         if let Some(bs) = buildset {
             tx.finish_buildset(&bs.uuid, "FAILURE", &message).await?;
         }
         tx.finish_item(&item.uuid, "FAILURE").await?;
+        self.set_status(&mut tx, t, pipeline, item, "failure")
+            .await?;
         tx.commit().await?;
-        tracing::info!(change = %item.change.url, needed = %needed.url, "dequeued: a needed change failed");
+        tracing::info!(change = %item.change.url, reason, "dequeued");
+        Ok(())
+    }
+
+    /// Cancels the builds of an item the window no longer reaches.
+    async fn cancel_outside_window(
+        &self,
+        item: &ItemRow,
+        bs: &BuildsetRow,
+    ) -> Result<(), SchedulerError> {
+        let builds = self.store.builds_of_buildset(&bs.uuid).await?;
+        let mut tx = self.store.begin().await?;
+        cancel_builds(&mut tx, &builds).await?;
+        tx.finish_buildset(
+            &bs.uuid,
+            "DEQUEUED",
+            "Canceled: the item is outside the window.",
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(item = %item.uuid, change = %item.change.url, "builds canceled: outside the window");
+        Ok(())
+    }
+
+    /// Sets the item's commit status for this pipeline (`sluice:<tenant>/<pipeline>:<state>`).
+    async fn set_status(
+        &self,
+        tx: &mut sluice_store::Tx,
+        t: usize,
+        pipeline: &Pipeline,
+        item: &ItemRow,
+        state: &str,
+    ) -> Result<(), SchedulerError> {
+        let Some(driver) = self
+            .drivers
+            .iter()
+            .find(|d| d.name == item.change.connection)
+        else {
+            return Ok(());
+        };
+        let context = format!("{}/{}", self.tenants[t].tenant.name, pipeline.name);
+        tx.set_commit_status(
+            &driver.name,
+            project_short(driver, &item.change.project),
+            &item.change.patchset,
+            &context,
+            state,
+        )
+        .await?;
         Ok(())
     }
 
@@ -311,7 +371,7 @@ impl Scheduler {
         };
         let mut tx = self.store.begin().await?;
         cancel_builds(&mut tx, &unfinished).await?;
-        if let Some(old) = &old {
+        if let Some(old) = old.as_ref().filter(|old| old.state != "done") {
             tx.finish_buildset(
                 &old.uuid,
                 "DEQUEUED",
@@ -613,6 +673,7 @@ impl Scheduler {
         bs: &BuildsetRow,
     ) -> Result<(), SchedulerError> {
         let prepared = self.prepare(t, pipeline, item, bs).await?;
+        let mut started = false;
         let mut tx = self.store.begin().await?;
         match prepared {
             Prepared::Builds(builds) => {
@@ -635,7 +696,10 @@ impl Scheduler {
                     }
                 }
                 tx.set_buildset_state(&bs.uuid, "running").await?;
+                self.set_status(&mut tx, t, pipeline, item, "pending")
+                    .await?;
                 tracing::info!(item = %item.uuid, change = %item.change.url, builds = builds.len(), "jobs requested");
+                started = true;
             }
             Prepared::Early(result, message) => {
                 tracing::info!(item = %item.uuid, change = %item.change.url, result, "no builds");
@@ -643,6 +707,9 @@ impl Scheduler {
             }
         }
         tx.commit().await?;
+        if let Some(text) = pipeline.start_message.as_deref().filter(|_| started) {
+            self.report_note(item, &with_footer(pipeline, text));
+        }
         Ok(())
     }
 
@@ -663,7 +730,8 @@ impl Scheduler {
         };
         let mut lines = vec![match result.as_str() {
             "SUCCESS" => pipeline.success_message.clone(),
-            "MERGE_CONFLICT" => "Merge Failed.\n\nThis change or one of its cross-repo dependencies was unable to be automatically merged with the current state of its repository.".into(),
+            "MERGE_CONFLICT" => pipeline.merge_conflict_message.clone(),
+            "NO_JOBS" => pipeline.no_jobs_message.clone(),
             "CONFIG_ERROR" => format!(
                 "Zuul encountered a syntax error while parsing its configuration in the repo {} on branch {}.\n\n{}",
                 item.change.project,
@@ -701,20 +769,8 @@ impl Scheduler {
                 }
             }
         }
-        let message = lines.join("\n");
-        if let Some(driver) = self
-            .drivers
-            .iter()
-            .find(|d| d.name == item.change.connection)
-        {
-            let short = self.tenants[t]
-                .project(&item.change.project)
-                .map(|p| p.entry.name.clone())
-                .unwrap_or_default();
-            if let Err(e) = driver.note(&short, &pipeline.name, &item.change.patchset, &message) {
-                tracing::warn!(change = %item.change.url, error = %e, "cannot write the report note");
-            }
-        }
+        let message = with_footer(pipeline, &lines.join("\n"));
+        self.report_note(item, &message);
         // Read before the transaction: the store may have a single connection.
         let mut new_window = None;
         if pipeline.manager == Manager::Dependent && pipeline.window.size > 0 {
@@ -740,6 +796,12 @@ impl Scheduler {
             tx.set_window(&item.tenant, &pipeline.name, &item.queue, next)
                 .await?;
         }
+        let state = if result == "SUCCESS" {
+            "success"
+        } else {
+            "failure"
+        };
+        self.set_status(&mut tx, t, pipeline, item, state).await?;
         if merged {
             let short = self.tenants[t]
                 .project(&item.change.project)
@@ -798,6 +860,15 @@ impl Scheduler {
         })();
         let _ = std::fs::remove_dir_all(&dir);
         outcome
+    }
+}
+
+/// A report text with the pipeline's `footer-message`.
+fn with_footer(pipeline: &Pipeline, text: &str) -> String {
+    if pipeline.footer_message.is_empty() {
+        text.to_string()
+    } else {
+        format!("{text}\n\n{}", pipeline.footer_message)
     }
 }
 

@@ -113,6 +113,70 @@ impl TriggerFilter {
     }
 }
 
+/// A pipeline `require` or `reject` entry for one connection (the git driver's attributes).
+#[derive(Debug, Clone, Default)]
+pub struct ChangeFilter {
+    /// The connection whose changes it applies to.
+    pub connection: String,
+    /// `open`: the change is open.
+    pub open: Option<bool>,
+    /// `merged`: the change is merged.
+    pub merged: Option<bool>,
+    /// `current-patchset`: the item is the change's latest patchset.
+    pub current_patchset: Option<bool>,
+    /// `approved`: the change was approved (`sluice change approve`) at its current patchset.
+    pub approved: Option<bool>,
+    /// `status`: regexes matched whole against `sluice:<tenant>/<pipeline>:<state>` statuses of
+    /// the tested commit.
+    pub status: Vec<Regex>,
+}
+
+/// What a requirement is checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeFacts {
+    /// A change (false: a ref item, which has none of the change attributes).
+    pub is_change: bool,
+    /// Open.
+    pub open: bool,
+    /// Merged.
+    pub merged: bool,
+    /// The item's patchset is the change's latest.
+    pub current_patchset: bool,
+    /// Approved at its current patchset.
+    pub approved: bool,
+    /// Statuses of the commit, `sluice:<context>:<state>`.
+    pub statuses: Vec<String>,
+}
+
+impl ChangeFilter {
+    /// As a `require` entry: every attribute given holds (every `status` regex matches one of
+    /// the statuses). Change attributes do not apply to ref items.
+    pub fn required(&self, f: &ChangeFacts) -> bool {
+        let attr = |want: Option<bool>, have: bool| !f.is_change || want.is_none_or(|w| w == have);
+        attr(self.open, f.open)
+            && attr(self.merged, f.merged)
+            && attr(self.current_patchset, f.current_patchset)
+            && attr(self.approved, f.approved)
+            && self
+                .status
+                .iter()
+                .all(|r| f.statuses.iter().any(|s| r.is_match(s)))
+    }
+
+    /// As a `reject` entry: any attribute given holds (any status matches one regex).
+    pub fn rejects(&self, f: &ChangeFacts) -> bool {
+        let attr = |want: Option<bool>, have: bool| f.is_change && want == Some(have);
+        attr(self.open, f.open)
+            || attr(self.merged, f.merged)
+            || attr(self.current_patchset, f.current_patchset)
+            || attr(self.approved, f.approved)
+            || self
+                .status
+                .iter()
+                .any(|r| f.statuses.iter().any(|s| r.is_match(s)))
+    }
+}
+
 /// The timer trigger's connection name (Zuul's timer driver).
 pub const TIMER: &str = "timer";
 
@@ -137,6 +201,145 @@ pub struct Pipeline {
     pub window: Window,
     /// `post-review`: jobs see `zuul.post_review` true (and post-review jobs may run).
     pub post_review: bool,
+    /// `require`: every entry must hold for an item to enter (and stay).
+    pub require: Vec<ChangeFilter>,
+    /// `reject`: no entry may hold.
+    pub reject: Vec<ChangeFilter>,
+    /// `dequeue-on-new-patchset` (default true).
+    pub dequeue_on_new_patchset: bool,
+    /// `ignore-dependencies`: `Depends-On` footers are not followed.
+    pub ignore_dependencies: bool,
+    /// `supercedes`: enqueuing a change here dequeues it from these pipelines.
+    pub supercedes: Vec<String>,
+    /// `merge-conflict-message`.
+    pub merge_conflict_message: String,
+    /// `no-jobs-message`.
+    pub no_jobs_message: String,
+    /// `dequeue-message`.
+    pub dequeue_message: String,
+    /// `start-message`, written as a report when the pipeline has `start` reporters.
+    pub start_message: Option<String>,
+    /// `enqueue-message`, written as a report when the pipeline has `enqueue` reporters.
+    pub enqueue_message: Option<String>,
+    /// `footer-message`, appended to every report.
+    pub footer_message: String,
+}
+
+impl Pipeline {
+    /// Whether an item with `facts` from `connection` may be in this pipeline.
+    pub fn admits(&self, connection: &str, facts: &ChangeFacts) -> bool {
+        self.require
+            .iter()
+            .filter(|f| f.connection == connection)
+            .all(|f| f.required(facts))
+            && !self
+                .reject
+                .iter()
+                .filter(|f| f.connection == connection)
+                .any(|f| f.rejects(facts))
+    }
+
+    /// Whether any `require`/`reject` entry applies to `connection`.
+    pub fn has_requirements(&self, connection: &str) -> bool {
+        self.require
+            .iter()
+            .chain(&self.reject)
+            .any(|f| f.connection == connection)
+    }
+}
+
+/// Every attribute of a `pipeline` item Sluice knows (Zuul's, some accepted and unused).
+const PIPELINE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "manager",
+    "trigger",
+    "require",
+    "reject",
+    "enqueue",
+    "start",
+    "success",
+    "failure",
+    "merge-conflict",
+    "merge-failure",
+    "config-error",
+    "no-jobs",
+    "disabled",
+    "dequeue",
+    "success-message",
+    "failure-message",
+    "merge-conflict-message",
+    "merge-failure-message",
+    "start-message",
+    "enqueue-message",
+    "no-jobs-message",
+    "dequeue-message",
+    "footer-message",
+    "precedence",
+    "post-review",
+    "dequeue-on-new-patchset",
+    "ignore-dependencies",
+    "allow-other-connections",
+    "allow-parameters",
+    "supercedes",
+    "disable-after-consecutive-failures",
+    "window",
+    "window-floor",
+    "window-ceiling",
+    "window-increase-type",
+    "window-increase-factor",
+    "window-decrease-type",
+    "window-decrease-factor",
+];
+
+/// `require`/`reject` entries: `{<connection>: {attribute: value}}`.
+fn parse_filters(raw: &Value, key: &str) -> Result<Vec<ChangeFilter>, String> {
+    let Some(map) = raw.get(key) else {
+        return Ok(Vec::new());
+    };
+    let Some(map) = map.as_object() else {
+        return Err(format!("{key}: expected a dict of connection names"));
+    };
+    let mut out = Vec::new();
+    for (connection, attrs) in map {
+        let Some(attrs) = attrs.as_object() else {
+            return Err(format!(
+                "{key}: {connection}: expected a dict of attributes"
+            ));
+        };
+        let mut f = ChangeFilter {
+            connection: connection.clone(),
+            ..Default::default()
+        };
+        for (attr, value) in attrs {
+            let flag = || {
+                value
+                    .as_bool()
+                    .ok_or_else(|| format!("{key}: {connection}: {attr} must be true or false"))
+            };
+            match attr.as_str() {
+                "open" => f.open = Some(flag()?),
+                "merged" => f.merged = Some(flag()?),
+                "current-patchset" => f.current_patchset = Some(flag()?),
+                "approved" => f.approved = Some(flag()?),
+                "status" => {
+                    for r in strings(value) {
+                        f.status.push(
+                            Regex::new(&format!("^(?:{r})$"))
+                                .map_err(|e| format!("{key}: {connection}: status regex {r:?}: {e}"))?,
+                        );
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "{key}: {connection}: unknown attribute {other:?} (the git driver knows open, merged, current-patchset, approved, status)"
+                    ))
+                }
+            }
+        }
+        out.push(f);
+    }
+    Ok(out)
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -197,9 +400,17 @@ fn parse_filter(connection: &str, f: &Value) -> Result<TriggerFilter, String> {
     })
 }
 
+/// Zuul's default `merge-conflict-message`.
+pub const MERGE_CONFLICT_MESSAGE: &str = "Merge Failed.\n\nThis change or one of its cross-repo dependencies was unable to be automatically merged with the current state of its repository. Please rebase the change and upload a new patchset.";
+
 /// Reads a pipeline item; `Err` says why it cannot be used (unsupported manager, bad regex).
 pub fn parse_pipeline(def: &PipelineDef) -> Result<Pipeline, String> {
     let raw = &def.raw;
+    if let Some(map) = raw.as_object() {
+        if let Some(unknown) = map.keys().find(|k| !PIPELINE_KEYS.contains(&k.as_str())) {
+            return Err(format!("unknown pipeline attribute {unknown:?}"));
+        }
+    }
     let manager = match raw.get("manager").and_then(Value::as_str) {
         Some("independent") => Manager::Independent,
         Some("dependent") => Manager::Dependent,
@@ -254,9 +465,40 @@ pub fn parse_pipeline(def: &PipelineDef) -> Result<Pipeline, String> {
         decrease_linear: linear("window-decrease-type", false),
         decrease_factor: int("window-decrease-factor", 2),
     };
+    let flag = |key: &str, default: bool| raw.get(key).and_then(Value::as_bool).unwrap_or(default);
+    // A report action (`start`, `enqueue`) is wanted when it names a connection.
+    let reports = |key: &str| {
+        raw.get(key)
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty())
+    };
+    let pipeline_name = def.name.clone();
+    let optional_message = |key: &str, default: &str, wanted: bool| {
+        wanted.then(|| message(key, default).replace("{pipeline.name}", &pipeline_name))
+    };
     Ok(Pipeline {
         window,
-        post_review: raw.get("post-review").and_then(Value::as_bool) == Some(true),
+        post_review: flag("post-review", false),
+        require: parse_filters(raw, "require")?,
+        reject: parse_filters(raw, "reject")?,
+        dequeue_on_new_patchset: flag("dequeue-on-new-patchset", true),
+        ignore_dependencies: flag("ignore-dependencies", false),
+        supercedes: raw.get("supercedes").map(strings).unwrap_or_default(),
+        merge_conflict_message: raw
+            .get("merge-conflict-message")
+            .or_else(|| raw.get("merge-failure-message"))
+            .and_then(Value::as_str)
+            .unwrap_or(MERGE_CONFLICT_MESSAGE)
+            .to_string(),
+        no_jobs_message: message("no-jobs-message", ""),
+        dequeue_message: message("dequeue-message", "Build canceled."),
+        start_message: optional_message(
+            "start-message",
+            "Starting {pipeline.name} jobs.",
+            reports("start"),
+        ),
+        enqueue_message: optional_message("enqueue-message", "", reports("enqueue")),
+        footer_message: message("footer-message", ""),
         name: def.name.clone(),
         manager,
         triggers,
@@ -270,6 +512,96 @@ pub fn parse_pipeline(def: &PipelineDef) -> Result<Pipeline, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pipeline(yaml: &str) -> Result<Pipeline, String> {
+        let raw: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let def = PipelineDef {
+            name: "gate".into(),
+            raw,
+            source: sluice_config::SourceContext {
+                project: "localhost/config".into(),
+                short_name: "config".into(),
+                hostname: "localhost".into(),
+                branch: "main".into(),
+                path: "zuul.yaml".into(),
+                trusted: true,
+                line: 1,
+                column: 1,
+                implied_branch_matchers: None,
+                implied_branches: None,
+            },
+        };
+        parse_pipeline(&def)
+    }
+
+    #[test]
+    fn require_and_reject_for_the_git_driver() {
+        let p = pipeline(
+            "name: gate\nmanager: dependent\ntrigger: {git: [{event: change-approved}]}\nrequire:\n  git:\n    open: true\n    status: 'sluice:t/check:success'\nreject:\n  git:\n    status: ['.*:failure']\n",
+        )
+        .unwrap();
+        let passing = ChangeFacts {
+            is_change: true,
+            open: true,
+            statuses: vec!["sluice:t/check:success".into()],
+            ..Default::default()
+        };
+        assert!(p.admits("git", &passing));
+        // Another connection's changes are not checked here.
+        assert!(p.admits("other", &ChangeFacts::default()));
+        let unchecked = ChangeFacts {
+            statuses: vec![],
+            ..passing.clone()
+        };
+        assert!(!p.admits("git", &unchecked));
+        let failed_elsewhere = ChangeFacts {
+            statuses: vec![
+                "sluice:t/check:success".into(),
+                "sluice:t/other:failure".into(),
+            ],
+            ..passing.clone()
+        };
+        assert!(!p.admits("git", &failed_elsewhere));
+        let closed = ChangeFacts {
+            open: false,
+            ..passing
+        };
+        assert!(!p.admits("git", &closed));
+    }
+
+    #[test]
+    fn options_and_their_errors() {
+        let p = pipeline(
+            "name: gate\nmanager: independent\ntrigger: {}\nsupercedes: check\ndequeue-on-new-patchset: false\nignore-dependencies: true\nstart: {git: {}}\nfooter-message: bye\n",
+        )
+        .unwrap();
+        assert_eq!(p.supercedes, ["check"]);
+        assert!(!p.dequeue_on_new_patchset && p.ignore_dependencies);
+        assert_eq!(p.start_message.as_deref(), Some("Starting gate jobs."));
+        assert_eq!(p.enqueue_message, None);
+        assert_eq!(p.footer_message, "bye");
+        for (yaml, wanted) in [
+            (
+                "name: x\nmanager: independent\ncolour: red\n",
+                "unknown pipeline attribute \"colour\"",
+            ),
+            (
+                "name: x\nmanager: independent\nrequire: {git: {label: x}}\n",
+                "unknown attribute \"label\"",
+            ),
+            (
+                "name: x\nmanager: independent\nrequire: {git: {open: yes-please}}\n",
+                "open must be true or false",
+            ),
+            (
+                "name: x\nmanager: independent\ntrigger: {timer: [{time: '* *'}]}\n",
+                "expected 5 to 7 fields",
+            ),
+        ] {
+            let e = pipeline(yaml).unwrap_err();
+            assert!(e.contains(wanted), "{yaml}: {e}");
+        }
+    }
 
     #[test]
     fn window_rules() {

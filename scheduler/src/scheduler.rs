@@ -18,7 +18,7 @@ use crate::config::ServeConfig;
 use crate::errors::SchedulerError;
 use crate::git::{change_url, depends_on, parse_change_url, GitDriver, RepoWatcher, NULL_SHA};
 use crate::layout::{refresh_layouts, SharedLayouts, TenantLayout};
-use crate::pipeline::{Manager, Pipeline, TIMER};
+use crate::pipeline::{ChangeFacts, Manager, Pipeline, TIMER};
 use crate::tenant::{load_tenants, TenantConfig};
 
 /// The scheduler's state between passes (all of it can be rebuilt from the store and repos).
@@ -372,8 +372,10 @@ impl Scheduler {
         cancel_builds(&mut tx, &to_cancel).await?;
         for item in &dequeue {
             if let Some(bs) = &item.buildset_uuid {
-                tx.finish_buildset(bs, "DEQUEUED", "Build canceled.")
-                    .await?;
+                let message = self
+                    .pipeline(&item.tenant, &item.pipeline)
+                    .map_or("Build canceled.", |p| p.dequeue_message.as_str());
+                tx.finish_buildset(bs, "DEQUEUED", message).await?;
             }
             tx.finish_item(&item.uuid, "DEQUEUED").await?;
         }
@@ -383,7 +385,108 @@ impl Scheduler {
         }
         tx.mark_event_processed(ev.id).await?;
         tx.commit().await?;
+        for item in &new_items {
+            if let Some(text) = self
+                .pipeline(&item.tenant, &item.pipeline)
+                .and_then(|p| p.enqueue_message.clone())
+            {
+                self.report_note(item, &text);
+            }
+        }
         Ok(())
+    }
+
+    /// A tenant's pipeline by name.
+    pub(crate) fn pipeline(&self, tenant: &str, name: &str) -> Option<&Pipeline> {
+        self.tenants
+            .iter()
+            .find(|t| t.tenant.name == tenant)?
+            .pipelines
+            .iter()
+            .find(|p| p.name == name)
+    }
+
+    /// Writes `text` as the report note of `item`'s commit for its pipeline (a failure to
+    /// write is logged: the records in the store are the report of record).
+    pub(crate) fn report_note(&self, item: &ItemRow, text: &str) {
+        let Some(driver) = self
+            .drivers
+            .iter()
+            .find(|d| d.name == item.change.connection)
+        else {
+            return;
+        };
+        let short = project_short(driver, &item.change.project);
+        if let Err(e) = driver.note(short, &item.pipeline, &item.change.patchset, text) {
+            tracing::warn!(change = %item.change.url, error = %e, "cannot write the report note");
+        }
+    }
+
+    /// What pipeline `require`/`reject` entries are checked against, for `cref`.
+    pub(crate) async fn change_facts(
+        &self,
+        cref: &ChangeRef,
+    ) -> Result<ChangeFacts, SchedulerError> {
+        let Some(driver) = self.drivers.iter().find(|d| d.name == cref.connection) else {
+            return Ok(ChangeFacts::default());
+        };
+        let short = project_short(driver, &cref.project);
+        let statuses = self
+            .store
+            .commit_statuses(&driver.name, short, &cref.patchset)
+            .await?
+            .into_iter()
+            .map(|(context, state)| format!("{STATUS_USER}:{context}:{state}"))
+            .collect();
+        if !cref.is_change() {
+            return Ok(ChangeFacts {
+                statuses,
+                ..Default::default()
+            });
+        }
+        let row = self
+            .store
+            .change_by_ref(&driver.name, short, &cref.refname)
+            .await?;
+        let approved = match &row {
+            Some(r) => {
+                self.store
+                    .approved_patchset(&driver.name, short, r.number)
+                    .await?
+                    .as_deref()
+                    == Some(r.patchset.as_str())
+            }
+            None => false,
+        };
+        Ok(ChangeFacts {
+            is_change: true,
+            open: row.as_ref().is_some_and(|r| r.status == "open"),
+            merged: row.as_ref().is_some_and(|r| r.status == "merged"),
+            current_patchset: row.as_ref().is_some_and(|r| r.patchset == cref.patchset),
+            approved,
+            statuses,
+        })
+    }
+
+    /// Whether `cref` meets pipeline `p`'s `require` and escapes its `reject` (logged if not).
+    pub(crate) async fn admitted(
+        &self,
+        t: &TenantLayout,
+        p: &Pipeline,
+        cref: &ChangeRef,
+    ) -> Result<bool, SchedulerError> {
+        if !p.has_requirements(&cref.connection) {
+            return Ok(true);
+        }
+        let facts = self.change_facts(cref).await?;
+        let ok = p.admits(&cref.connection, &facts);
+        if !ok {
+            tracing::info!(
+                tenant = %t.tenant.name, pipeline = %p.name, change = %cref.url, ?facts,
+                "not enqueued: the pipeline's require/reject says no"
+            );
+        }
+        Ok(ok)
     }
 
     /// The queue a new item of `pipeline` joins. A supercedent queue keeps its running head:
@@ -463,6 +566,7 @@ impl Scheduler {
                         && item.change.number == cref.number;
                     if same_change
                         && ((ev.kind == "patchset-created"
+                            && p.dequeue_on_new_patchset
                             && item.change.patchset != cref.patchset)
                             || ev.kind == "change-abandoned")
                     {
@@ -481,7 +585,14 @@ impl Scheduler {
                 if active.iter().any(|i| i.change == cref) {
                     continue;
                 }
-                let needed = self.needed_changes(&cref.message, &mut Vec::new()).await?;
+                if !self.admitted(t, p, &cref).await? {
+                    continue;
+                }
+                let needed = if p.ignore_dependencies {
+                    Vec::new()
+                } else {
+                    self.needed_changes(&cref.message, &mut Vec::new()).await?
+                };
                 if p.manager == Manager::Dependent {
                     let queue = t
                         .layout
@@ -512,6 +623,17 @@ impl Scheduler {
                     Manager::Serial | Manager::Supercedent => Vec::new(),
                 };
                 new_items.push(new_item(t, p, uuid, queue, cref.clone(), deps, ev.id));
+                // `supercedes`: the change leaves the pipelines this one supersedes.
+                for other in &p.supercedes {
+                    for item in self.store.active_items(&t.tenant.name, other).await? {
+                        let same = item.change.is_change()
+                            && item.change.project == cref.project
+                            && item.change.number == cref.number;
+                        if same && !dequeue.iter().any(|d| d.uuid == item.uuid) {
+                            dequeue.push(item);
+                        }
+                    }
+                }
             }
         }
         Ok((new_items, dequeue))
@@ -603,6 +725,9 @@ impl Scheduler {
                 }) {
                     continue;
                 }
+                if !self.admitted(t, p, &cref).await? {
+                    continue;
+                }
                 let uuid = uuid::Uuid::new_v4().simple().to_string();
                 let queue =
                     Self::queue_for(t, p, &cref, &uuid, &active, &mut new_items, &mut dequeue);
@@ -681,6 +806,17 @@ impl Scheduler {
     }
 }
 
+/// The user part of commit statuses the scheduler sets (`sluice:<tenant>/<pipeline>:<state>`).
+pub const STATUS_USER: &str = "sluice";
+
+/// A project's name on its connection (`org/repo`) from its canonical name.
+pub(crate) fn project_short<'a>(driver: &GitDriver, canonical: &'a str) -> &'a str {
+    canonical
+        .strip_prefix(&driver.hostname)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(canonical)
+}
+
 /// A new live item.
 fn new_item(
     t: &TenantLayout,
@@ -734,6 +870,12 @@ pub async fn approve_change(
     refname: &str,
 ) -> Result<i64, SchedulerError> {
     let mut tx = store.begin().await?;
+    // The approval is a fact of the change (pipeline `require: {approved: true}`) as well as
+    // an event for triggers.
+    if let Some(change) = tx.change_by_ref(connection, project, refname).await? {
+        tx.approve_change(connection, project, change.number, &change.patchset)
+            .await?;
+    }
     let id = tx
         .insert_event(
             connection,

@@ -195,4 +195,28 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
     ),
     // The web's status: when an executor claimed a build (its start while it runs).
     (8, &["ALTER TABLE build_requests ADD COLUMN claimed BIGINT"]),
+    // The git driver's review facts for pipeline `require`/`reject`: the patchset a change was
+    // approved at, and commit statuses (`<tenant>/<pipeline>` contexts) set by reports.
+    (
+        9,
+        &[
+            "CREATE TABLE change_approvals (
+            connection TEXT NOT NULL,
+            project TEXT NOT NULL,
+            number BIGINT NOT NULL,
+            patchset TEXT NOT NULL,
+            approved BIGINT NOT NULL,
+            PRIMARY KEY (connection, project, number)
+        )",
+            "CREATE TABLE commit_statuses (
+            connection TEXT NOT NULL,
+            project TEXT NOT NULL,
+            sha TEXT NOT NULL,
+            context TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated BIGINT NOT NULL,
+            PRIMARY KEY (connection, project, sha, context)
+        )",
+        ],
+    ),
 ];

@@ -175,6 +175,46 @@ impl Store {
         row.as_ref().map(change_row).transpose()
     }
 
+    /// The patchset a change was last approved at.
+    pub async fn approved_patchset(
+        &self,
+        connection: &str,
+        project: &str,
+        number: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT patchset FROM change_approvals WHERE connection = $1 AND project = $2 AND number = $3",
+        )
+        .bind(connection)
+        .bind(project)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read change approval"))?;
+        row.map(|r| get::<String>(&r, "patchset")).transpose()
+    }
+
+    /// The statuses of a commit: `(context, state)`, by context.
+    pub async fn commit_statuses(
+        &self,
+        connection: &str,
+        project: &str,
+        sha: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT context, state FROM commit_statuses WHERE connection = $1 AND project = $2 AND sha = $3 ORDER BY context",
+        )
+        .bind(connection)
+        .bind(project)
+        .bind(sha)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read commit statuses"))?;
+        rows.iter()
+            .map(|r| Ok((get(r, "context")?, get(r, "state")?)))
+            .collect()
+    }
+
     /// Every review change of a connection.
     pub async fn changes(&self, connection: &str) -> Result<Vec<ChangeRow>, StoreError> {
         let rows = sqlx::query(&format!(

@@ -625,6 +625,71 @@ impl Tx {
         Ok(())
     }
 
+    /// Records that a change was approved at `patchset` (a later approval replaces it).
+    pub async fn approve_change(
+        &mut self,
+        connection: &str,
+        project: &str,
+        number: i64,
+        patchset: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM change_approvals WHERE connection = $1 AND project = $2 AND number = $3",
+        )
+        .bind(connection)
+        .bind(project)
+        .bind(number)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(q("replace change approval"))?;
+        sqlx::query(
+            "INSERT INTO change_approvals (connection, project, number, patchset, approved) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(connection)
+        .bind(project)
+        .bind(number)
+        .bind(patchset)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(q("approve change"))?;
+        Ok(())
+    }
+
+    /// Sets a commit status (`state` for `context` on commit `sha`), replacing the previous one.
+    pub async fn set_commit_status(
+        &mut self,
+        connection: &str,
+        project: &str,
+        sha: &str,
+        context: &str,
+        state: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM commit_statuses WHERE connection = $1 AND project = $2 AND sha = $3 AND context = $4",
+        )
+        .bind(connection)
+        .bind(project)
+        .bind(sha)
+        .bind(context)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(q("replace commit status"))?;
+        sqlx::query(
+            "INSERT INTO commit_statuses (connection, project, sha, context, state, updated) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(connection)
+        .bind(project)
+        .bind(sha)
+        .bind(context)
+        .bind(state)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(q("set commit status"))?;
+        Ok(())
+    }
+
     /// Marks a finished request's result as recorded.
     pub async fn mark_request_processed(&mut self, uuid: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE build_requests SET processed = 1 WHERE uuid = $1")

@@ -1,0 +1,124 @@
+//! Pipeline options end to end through `sluice serve`: a gate that requires the check
+//! pipeline's success status and rejects its failure status, and a gate whose window shrinks
+//! below its running items after a failure (the items pushed out have their builds canceled).
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_tests::scenario::*;
+
+const JOBS: &str = "- job:\n    name: test\n    run: playbooks/test.yaml\n\n- project:\n    check:\n      jobs:\n        - test\n    gate:\n      jobs:\n        - test\n";
+
+/// Fails when the change message says `please-fail`, else works for `seconds`.
+fn test_playbook(seconds: u32) -> String {
+    format!("- hosts: all\n  tasks:\n    - name: Fail when the change asks for it\n      fail:\n        msg: the change asked to fail\n      when: \"'please-fail' in zuul.change_message\"\n    - name: Work\n      shell: sleep {seconds}\n")
+}
+
+#[test]
+fn gate_requires_the_check_success_status_and_rejects_a_failure() {
+    let gate = "- pipeline:\n    name: gate\n    manager: dependent\n    require:\n      git:\n        open: true\n        status: 'sluice:t/check:success'\n    reject:\n      git:\n        status: '.*:failure'\n    trigger:\n      git:\n        - event: change-approved\n    success:\n      git:\n        merge: true\n";
+    let playbook = test_playbook(1);
+    let setup = Setup::new(
+        &format!("{CHECK}{gate}"),
+        &[(
+            "org/app",
+            &[(".zuul.yaml", JOBS), ("playbooks/test.yaml", &playbook)],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    setup.push_change("org/app", "bad", "Bad\n\nplease-fail", &[("b.txt", "b\n")]);
+    setup.push_change("org/app", "good", "Good", &[("g.txt", "g\n")]);
+    let history = setup.wait_reported(&serve, "check", &["bad", "good"], Duration::from_secs(240));
+    assert_eq!(items(&history, "check", "bad")[0]["result"], "FAILURE");
+    assert_eq!(
+        items(&history, "check", "good")[0]["result"],
+        "SUCCESS",
+        "{history:#}\n{}",
+        job_outputs(&history)
+    );
+    // Events are processed in order: once the good change is in the gate, the bad change's
+    // approval has been considered (and refused).
+    setup.approve("org/app", "bad");
+    setup.approve("org/app", "good");
+    let history = setup.wait_reported(&serve, "gate", &["good"], Duration::from_secs(240));
+    assert_eq!(
+        items(&history, "gate", "good")[0]["result"],
+        "SUCCESS",
+        "{history:#}"
+    );
+    assert!(
+        items(&history, "gate", "bad").is_empty(),
+        "the failed change entered the gate: {history:#}"
+    );
+    let log = setup.branch_log("org/app");
+    assert!(log.contains("Good") && !log.contains("Bad"), "{log}");
+}
+
+#[test]
+fn a_shrinking_window_cancels_the_builds_of_the_items_it_leaves_out() {
+    let gate = "- pipeline:\n    name: gate\n    manager: dependent\n    window: 3\n    window-floor: 1\n    window-decrease-type: exponential\n    window-decrease-factor: 2\n    trigger:\n      git:\n        - event: change-approved\n    success:\n      git:\n        merge: true\n";
+    let playbook = test_playbook(12);
+    let setup = Setup::new(
+        gate,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", JOBS), ("playbooks/test.yaml", &playbook)],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    setup.push_change("org/app", "a", "A\n\nplease-fail", &[("a.txt", "a\n")]);
+    setup.push_change("org/app", "b", "B", &[("b.txt", "b\n")]);
+    setup.push_change("org/app", "c", "C", &[("c.txt", "c\n")]);
+    let known = sluice_tests::wait_for(Duration::from_secs(60), || {
+        setup.sluice(&["change", "list"]).lines().count() == 3
+    });
+    assert!(known, "{}", serve.output());
+    for topic in ["a", "b", "c"] {
+        setup.approve("org/app", topic);
+    }
+    let history = setup.wait_reported(&serve, "gate", &["a", "b", "c"], Duration::from_secs(300));
+    let result = |topic: &str| items(&history, "gate", topic)[0]["result"].clone();
+    assert_eq!(result("a"), "FAILURE", "{history:#}");
+    assert_eq!(
+        result("b"),
+        "SUCCESS",
+        "{history:#}\n{}",
+        job_outputs(&history)
+    );
+    assert_eq!(result("c"), "SUCCESS", "{history:#}");
+    // A's failure shrank the window from 3 to 1: C, behind B, was left out and its running
+    // build (on top of A and B) was canceled instead of running to its end.
+    let c = items(&history, "gate", "c")[0];
+    let sets = buildsets_of(&history, &c["id"]);
+    let left_out: Vec<&Value> = sets
+        .iter()
+        .copied()
+        .filter(|s| {
+            s["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("outside the window"))
+        })
+        .collect();
+    assert_eq!(left_out.len(), 1, "{history:#}");
+    assert_eq!(
+        left_out[0]["builds"][0]["result"], "CANCELED",
+        "{history:#}"
+    );
+    // C ran again only once B had merged and the window grew back.
+    let b = items(&history, "gate", "b")[0];
+    let b_end = buildsets_of(&history, &b["id"])
+        .last()
+        .and_then(|s| s["last_build_end_time"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let c_last = sets.last().copied().cloned().unwrap_or_default();
+    assert_eq!(c_last["result"], "SUCCESS", "{history:#}");
+    assert!(
+        c_last["first_build_start_time"]
+            .as_str()
+            .unwrap_or_default()
+            >= b_end.as_str(),
+        "{history:#}"
+    );
+}
