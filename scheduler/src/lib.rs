@@ -50,7 +50,9 @@ pub use git::GitDriver;
 pub use layout::{refresh_layouts, SharedLayouts, TenantLayout};
 pub use nodes::{NodeProvider, StaticProvider};
 pub use pipeline::Pipeline;
-pub use scheduler::{approve_change, Scheduler};
+pub use scheduler::{
+    approve_change, manage_change, AdminEvent, Scheduler, MANAGEMENT_DEQUEUE, MANAGEMENT_ENQUEUE,
+};
 pub use serve::serve;
 pub use tenant::TenantConfig;
 pub use worker::run_worker;

@@ -551,13 +551,46 @@ impl Scheduler {
             return Ok((new_items, dequeue));
         };
         let cref = self.change_ref(driver, &change);
+        // The web's admin events name one tenant's pipeline: `zuul-enqueue` enqueues the
+        // change there whatever its triggers, `zuul-dequeue` takes it out.
+        let admin = match ev.kind.as_str() {
+            MANAGEMENT_ENQUEUE | MANAGEMENT_DEQUEUE => Some((
+                ev.payload
+                    .get("tenant")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                ev.payload
+                    .get("pipeline")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            )),
+            _ => None,
+        };
         for t in &self.tenants {
-            if t.project(&cref.project).is_none() {
+            if t.project(&cref.project).is_none()
+                || admin.is_some_and(|(tenant, _)| tenant != t.tenant.name)
+            {
                 continue;
             }
             let configured = t.layout.project_pipelines(&cref.project, &cref.branch);
             for p in &t.pipelines {
+                if admin.is_some_and(|(_, pipeline)| pipeline != p.name) {
+                    continue;
+                }
                 let active = self.store.active_items(&t.tenant.name, &p.name).await?;
+                if ev.kind == MANAGEMENT_DEQUEUE {
+                    dequeue.extend(
+                        active
+                            .iter()
+                            .filter(|i| {
+                                i.change.is_change()
+                                    && i.change.project == cref.project
+                                    && i.change.number == cref.number
+                            })
+                            .cloned(),
+                    );
+                    continue;
+                }
                 // Older patchsets leave the pipeline when a new one arrives; an
                 // abandoned change leaves every pipeline.
                 for item in &active {
@@ -574,10 +607,11 @@ impl Scheduler {
                     }
                 }
                 if change.status != "open"
-                    || !p
-                        .triggers
-                        .iter()
-                        .any(|f| f.matches(&ev.connection, &ev.kind, &cref.branch))
+                    || (admin.is_none()
+                        && !p
+                            .triggers
+                            .iter()
+                            .any(|f| f.matches(&ev.connection, &ev.kind, &cref.branch)))
                     || !configured.contains(&p.name)
                 {
                     continue;
@@ -859,6 +893,46 @@ pub(crate) async fn cancel_builds(
         }
     }
     Ok(())
+}
+
+/// Event kind of the web's `enqueue` admin call (payload: `project`, `ref`, `tenant`,
+/// `pipeline`, `user`).
+pub const MANAGEMENT_ENQUEUE: &str = "zuul-enqueue";
+/// Event kind of the web's `dequeue` admin call (same payload).
+pub const MANAGEMENT_DEQUEUE: &str = "zuul-dequeue";
+
+/// An admin call on a change, recorded as an event for the scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminEvent<'a> {
+    /// `MANAGEMENT_ENQUEUE` or `MANAGEMENT_DEQUEUE`.
+    pub kind: &'a str,
+    /// The change's connection.
+    pub connection: &'a str,
+    /// The change's project (the connection's name for it).
+    pub project: &'a str,
+    /// The change's review branch ref.
+    pub refname: &'a str,
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Pipeline.
+    pub pipeline: &'a str,
+    /// Who asked.
+    pub user: &'a str,
+}
+
+/// Records an admin event; the scheduler acts on it in the event's order.
+pub async fn manage_change(store: &Store, ev: AdminEvent<'_>) -> Result<i64, SchedulerError> {
+    let mut tx = store.begin().await?;
+    let id = tx
+        .insert_event(
+            ev.connection,
+            ev.kind,
+            &serde_json::json!({"project": ev.project, "ref": ev.refname, "tenant": ev.tenant,
+                                "pipeline": ev.pipeline, "user": ev.user}),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 /// Records a `change-approved` event for the change on review branch `refname` of `project`

@@ -771,3 +771,143 @@ fn web_api_holds_to_its_openapi_document_under_schemathesis() {
     // Every operation got past its 404s (the identifiers above are real).
     assert!(!report.contains("Missing test data"), "{report}");
 }
+
+/// `zuul-client` with an admin token: `dequeue` takes a running change out of check (its
+/// buildset ends DEQUEUED), `enqueue` puts it into a pipeline its events never trigger; without
+/// a token or with a bad pipeline both fail with a clear message.
+#[test]
+fn web_zuul_client_dequeues_and_enqueues_a_change_with_an_admin_token() {
+    let pipelines = format!(
+        "{CHECK}\n- pipeline:\n    name: manual\n    manager: independent\n    trigger:\n      git:\n        - event: change-approved\n"
+    );
+    let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n    manual:\n      jobs:\n        - noop\n";
+    let setup = Setup::new(
+        &pipelines,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
+        )],
+        30,
+    );
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str("web:\n  authenticators:\n    - name: sluice\n      driver: HS256\n      secret: s3cret\n      issuer-id: sluice-tests\n      client-id: sluice\n");
+    std::fs::write(&setup.config, config).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{addr}");
+    let serve = setup.start_with("serve", "serve-admin", &["--web-listen", &addr]);
+    let sha = setup.push_change("org/app", "work", "A change", &[("w.txt", "w\n")]);
+    let change = format!("1,{sha}");
+    let running = wait_for(Duration::from_secs(90), || {
+        // (The tenant is a 404 until the scheduler published its first layout.)
+        let (_, _, body) = http(&addr, "GET", "/api/tenant/t/status", &[], "");
+        serde_json::from_str::<Value>(&body).is_ok_and(|s| {
+            s["pipelines"][0]["change_queues"][0]["heads"][0][0]["jobs"][0]["start_time"]
+                .is_number()
+        })
+    });
+    assert!(
+        running,
+        "the change never ran in check:\n{}",
+        serve.output()
+    );
+
+    // No token: zuul-client refuses before asking; the server answers 401 anyway.
+    let dequeue_args = [
+        "dequeue",
+        "--tenant",
+        "t",
+        "--pipeline",
+        "check",
+        "--project",
+        "org/app",
+        "--change",
+        &change,
+    ];
+    let out = Command::new(zuul_client())
+        .arg("--zuul-url")
+        .arg(&url)
+        .args(dequeue_args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Auth Token required"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _, body) = http(
+        &addr,
+        "POST",
+        "/api/tenant/t/project/org/app/dequeue",
+        &[],
+        &format!(r#"{{"pipeline": "check", "change": "{change}"}}"#),
+    );
+    assert_eq!(status, 401, "{body}");
+
+    let exp = chrono_like_now() + 600;
+    let token = hs256_token(
+        "s3cret",
+        &serde_json::json!({"iss": "sluice-tests", "aud": "sluice", "sub": "admin", "exp": exp, "iat": exp - 600, "zuul": {"admin": ["t"]}}),
+    );
+    let mut with_token = vec!["--auth-token", token.as_str()];
+    with_token.extend(dequeue_args);
+    run_zuul_client(&url, &with_token);
+    let dequeued = wait_for(Duration::from_secs(30), || {
+        get_json(&addr, "/api/tenant/t/buildsets?pipeline=check")[0]["result"] == "DEQUEUED"
+    });
+    assert!(
+        dequeued,
+        "{}\n{}",
+        get_json(&addr, "/api/tenant/t/buildsets"),
+        serve.output()
+    );
+    assert_eq!(
+        get_json(&addr, "/api/tenant/t/status")["pipelines"][0]["change_queues"],
+        serde_json::json!([])
+    );
+
+    // Enqueued into `manual`, which no event of this change triggers.
+    let enqueue = |pipeline: &str| {
+        Command::new(zuul_client())
+            .args([
+                "--zuul-url",
+                &url,
+                "--auth-token",
+                &token,
+                "enqueue",
+                "--tenant",
+                "t",
+            ])
+            .args([
+                "--pipeline",
+                pipeline,
+                "--project",
+                "org/app",
+                "--change",
+                &change,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = enqueue("nope");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Pipeline nope does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = enqueue("manual");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history = setup.wait_reported(&serve, "manual", &["work"], Duration::from_secs(90));
+    assert_eq!(
+        items(&history, "manual", "work")[0]["result"],
+        "SUCCESS",
+        "{history:#}"
+    );
+    let builds = get_json(&addr, "/api/tenant/t/builds?pipeline=manual");
+    assert_eq!(builds[0]["job_name"], "noop", "{builds}");
+}

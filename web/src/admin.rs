@@ -1,6 +1,7 @@
 //! Admin routes, behind [`crate::auth::authorize`]: approving a change of the git driver's
 //! local review flow (what `sluice change approve` does: a `change-approved` event, which moves
-//! the change into the pipelines it triggers, the gate).
+//! the change into the pipelines it triggers, the gate), and Zuul's `enqueue` and `dequeue`
+//! of a change in one pipeline (admin events the scheduler acts on in order).
 
 use std::net::SocketAddr;
 
@@ -9,6 +10,9 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use sluice_scheduler::MANAGEMENT_ENQUEUE;
+use sluice_scheduler::{AdminEvent, MANAGEMENT_DEQUEUE};
 
 use crate::auth::{authorize, Caller};
 use crate::errors::{ApiError, ApiResult, ErrorBody};
@@ -58,7 +62,7 @@ pub async fn post_project_action(
     headers: HeaderMap,
     Path((tenant, rest)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<ApproveResponse>> {
+) -> ApiResult<Json<serde_json::Value>> {
     let Some((project, action)) = rest.rsplit_once('/') else {
         return Err(ApiError::NotFound(format!("No route for project/{rest}")));
     };
@@ -66,12 +70,223 @@ pub async fn post_project_action(
         "approve" => {
             let body: ApproveRequest = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::BadRequest(format!("approve body: {e}")))?;
-            approve(&state, peer, &headers, &tenant, project, body).await
+            let approved = approve(&state, peer, &headers, &tenant, project, body).await?;
+            Ok(Json(serde_json::to_value(approved.0).unwrap_or_default()))
+        }
+        "enqueue" => {
+            let body: EnqueueRequest = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::BadRequest(format!("enqueue body: {e}")))?;
+            Ok(Json(
+                serde_json::to_value(
+                    manage(
+                        &state,
+                        peer,
+                        &headers,
+                        &tenant,
+                        project,
+                        MANAGEMENT_ENQUEUE,
+                        &body.pipeline,
+                        body.change.as_deref(),
+                        body.ref_.as_deref(),
+                    )
+                    .await?,
+                )
+                .unwrap_or_default(),
+            ))
+        }
+        "dequeue" => {
+            let body: EnqueueRequest = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::BadRequest(format!("dequeue body: {e}")))?;
+            Ok(Json(
+                serde_json::to_value(
+                    manage(
+                        &state,
+                        peer,
+                        &headers,
+                        &tenant,
+                        project,
+                        MANAGEMENT_DEQUEUE,
+                        &body.pipeline,
+                        body.change.as_deref(),
+                        body.ref_.as_deref(),
+                    )
+                    .await?,
+                )
+                .unwrap_or_default(),
+            ))
         }
         other => Err(ApiError::NotFound(format!(
-            "Unknown project action {other:?} (supported: approve)"
+            "Unknown project action {other:?} (supported: approve, enqueue, dequeue)"
         ))),
     }
+}
+
+/// Zuul's `enqueue` and `dequeue` body: a change in a pipeline.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EnqueueRequest {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The change (`N,patchset`, `N`, or its review branch).
+    pub change: Option<String>,
+    /// A ref (Zuul's ref enqueue: not supported yet, answered with a 400).
+    #[serde(rename = "ref")]
+    pub ref_: Option<String>,
+    /// A ref's old commit (ignored with `ref`).
+    pub oldrev: Option<String>,
+    /// A ref's new commit (ignored with `ref`).
+    pub newrev: Option<String>,
+}
+
+/// Enqueues a change into a pipeline, whatever the pipeline's triggers (Zuul's `enqueue`;
+/// answers `true` once the scheduler has the request).
+#[utoipa::path(post, path = "/api/tenant/{tenant}/project/{project}/enqueue", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant name"),
+           ("project" = String, Path, description = "Project (short or canonical name)")),
+    request_body = EnqueueRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = bool), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn post_enqueue() {}
+
+/// Takes a change out of a pipeline, canceling its builds (Zuul's `dequeue`).
+#[utoipa::path(post, path = "/api/tenant/{tenant}/project/{project}/dequeue", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant name"),
+           ("project" = String, Path, description = "Project (short or canonical name)")),
+    request_body = EnqueueRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = bool), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn post_dequeue() {}
+
+#[expect(clippy::too_many_arguments, reason = "one request's parts")]
+async fn manage(
+    state: &WebState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    tenant: &str,
+    project: &str,
+    kind: &str,
+    pipeline: &str,
+    change: Option<&str>,
+    ref_: Option<&str>,
+) -> ApiResult<bool> {
+    let t = state.tenant(tenant)?;
+    let caller = authorize(
+        state.config().auth.as_ref(),
+        state.config().local_admin,
+        Some(peer.ip()),
+        headers,
+        &t.tenant.name,
+    )?;
+    let p = t
+        .project(project)
+        .ok_or_else(|| ApiError::NotFound(format!("Project {project} does not exist")))?;
+    if !t.pipelines.iter().any(|pl| pl.name == pipeline) {
+        return Err(ApiError::NotFound(format!(
+            "Pipeline {pipeline} does not exist in tenant {tenant}"
+        )));
+    }
+    let wanted = match (change, ref_) {
+        (Some(c), None) => c,
+        (None, Some(r)) => {
+            return Err(ApiError::BadRequest(format!(
+                "ref {r}: only changes can be enqueued or dequeued yet"
+            )))
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either change or ref".to_string(),
+            ))
+        }
+    };
+    let connection = p.entry.connection.clone();
+    let short = p.entry.name.clone();
+    let change = find_change(state, &connection, &short, wanted).await?;
+    if kind == MANAGEMENT_DEQUEUE {
+        let active = state.store().active_items(&t.tenant.name, pipeline).await?;
+        let queued = active.iter().any(|i| {
+            i.change.is_change()
+                && i.change.number == change.number
+                && i.change.project.ends_with(&format!("/{short}"))
+        });
+        if !queued {
+            return Err(ApiError::BadRequest(format!(
+                "Change {} of {short} is not in pipeline {pipeline}",
+                change.number
+            )));
+        }
+    } else if change.status != "open" {
+        return Err(ApiError::BadRequest(format!(
+            "Change {} of {short} is {}",
+            change.number, change.status
+        )));
+    }
+    let user = match caller {
+        Caller::User(u) => u,
+        Caller::Local => "local".into(),
+    };
+    sluice_scheduler::manage_change(
+        state.store(),
+        AdminEvent {
+            kind,
+            connection: &connection,
+            project: &short,
+            refname: &change.refname,
+            tenant: &t.tenant.name,
+            pipeline,
+            user: &user,
+        },
+    )
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(%tenant, project = %short, change = change.number, %pipeline, %user, %kind, "admin event");
+    Ok(true)
+}
+
+/// The change `wanted` names (its review branch, number, or `N,patchset` with the current
+/// patchset) among `project`'s.
+async fn find_change(
+    state: &WebState,
+    connection: &str,
+    short: &str,
+    wanted: &str,
+) -> ApiResult<sluice_store::ChangeRow> {
+    let changes = state.store().changes(connection).await?;
+    let of_project = changes.into_iter().filter(|c| c.project == short);
+    let wanted = wanted.trim();
+    let (number, patchset) = match wanted.split_once(',') {
+        Some((n, ps)) => (n.parse::<i64>().ok(), Some(ps)),
+        None => (wanted.parse::<i64>().ok(), None),
+    };
+    let mut of_project = of_project;
+    let change = match number {
+        Some(n) => of_project.find(|c| c.number == n),
+        None => {
+            let refname = if wanted.starts_with("refs/") {
+                wanted.to_string()
+            } else {
+                format!("refs/heads/{wanted}")
+            };
+            if sluice_scheduler::git::parse_review_ref(&refname).is_none() {
+                return Err(ApiError::BadRequest(format!(
+                    "{wanted} is neither a change number nor a review branch (review/<branch>/<topic>)"
+                )));
+            }
+            of_project.find(|c| c.refname == refname)
+        }
+    }
+    .ok_or_else(|| ApiError::NotFound(format!("Change {wanted} of {short} not found")))?;
+    if let Some(ps) = patchset {
+        if ps != change.patchset {
+            return Err(ApiError::BadRequest(format!(
+                "Patchset {ps} is not the current one of change {} ({})",
+                change.number, change.patchset
+            )));
+        }
+    }
+    Ok(change)
 }
 
 async fn approve(
@@ -95,43 +310,12 @@ async fn approve(
         .ok_or_else(|| ApiError::NotFound(format!("Project {project} does not exist")))?;
     let connection = p.entry.connection.clone();
     let short = p.entry.name.clone();
-    let changes = state.store().changes(&connection).await?;
-    let of_project = changes.iter().filter(|c| c.project == short);
-    let wanted = body.change.trim();
-    let (number, patchset) = match wanted.split_once(',') {
-        Some((n, ps)) => (n.parse::<i64>().ok(), Some(ps)),
-        None => (wanted.parse::<i64>().ok(), None),
-    };
-    let change = match number {
-        Some(n) => of_project.clone().find(|c| c.number == n),
-        None => {
-            let refname = if wanted.starts_with("refs/") {
-                wanted.to_string()
-            } else {
-                format!("refs/heads/{wanted}")
-            };
-            if sluice_scheduler::git::parse_review_ref(&refname).is_none() {
-                return Err(ApiError::BadRequest(format!(
-                    "{wanted} is neither a change number nor a review branch (review/<branch>/<topic>)"
-                )));
-            }
-            of_project.clone().find(|c| c.refname == refname)
-        }
-    }
-    .ok_or_else(|| ApiError::NotFound(format!("Change {wanted} of {short} not found")))?;
+    let change = find_change(state, &connection, &short, &body.change).await?;
     if change.status != "open" {
         return Err(ApiError::BadRequest(format!(
             "Change {} of {short} is {}",
             change.number, change.status
         )));
-    }
-    if let Some(ps) = patchset {
-        if ps != change.patchset {
-            return Err(ApiError::BadRequest(format!(
-                "Patchset {ps} is not the current one of change {} ({})",
-                change.number, change.patchset
-            )));
-        }
     }
     let event_id =
         sluice_scheduler::approve_change(state.store(), &connection, &short, &change.refname)

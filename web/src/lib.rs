@@ -77,6 +77,8 @@ pub use state::{WebConfig, WebState};
         resources::get_nodes,
         resources::get_key,
         admin::post_project_action,
+        admin::post_enqueue,
+        admin::post_dequeue,
     ),
     modifiers(&BearerScheme),
 )]
