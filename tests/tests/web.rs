@@ -185,7 +185,7 @@ fn metric(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 
 #[test]
 fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_it() {
-    let app_jobs = "- job:\n    name: slow\n    description: Takes a while\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n";
+    let app_jobs = "- semaphore:\n    name: one-at-a-time\n    max: 1\n\n- job:\n    name: slow\n    description: Takes a while\n    semaphore: one-at-a-time\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n";
     let setup = Setup::new(
         CHECK,
         &[(
@@ -247,10 +247,9 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
         get_json(&addr, "/api/tenant/t/config-errors"),
         serde_json::json!([])
     );
-    assert_eq!(
-        get_json(&addr, "/api/tenant/t/semaphores"),
-        serde_json::json!([])
-    );
+    let free = serde_json::json!([{"name": "one-at-a-time", "global": false, "max": 1,
+        "holders": {"count": 0, "this_tenant": [], "other_tenants": 0}}]);
+    assert_eq!(get_json(&addr, "/api/tenant/t/semaphores"), free);
     let labels = get_json(&addr, "/api/tenant/t/labels");
     assert_eq!(labels, serde_json::json!([{"name": "ubuntu-noble"}]));
     let nodes = get_json(&addr, "/api/tenant/t/nodes");
@@ -380,6 +379,12 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
         ),
     );
     assert_eq!(running_gauges, (Some(1.0), Some(1.0)), "{during:?}");
+    let held = get_json(&addr, "/api/tenant/t/semaphores");
+    assert_eq!(held[0]["holders"]["count"], 1, "{held}");
+    assert_eq!(
+        held[0]["holders"]["this_tenant"][0]["job_name"], "slow",
+        "{held}"
+    );
     let running_builds = get_json(&addr, "/api/tenant/t/builds?complete=false");
     assert_eq!(running_builds[0]["uuid"], uuid.as_str(), "{running_builds}");
     assert_eq!(running_builds[0]["result"], Value::Null);
@@ -470,6 +475,7 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
         "{after:#}"
     );
 
+    assert_eq!(get_json(&addr, "/api/tenant/t/semaphores"), free);
     // The job result counter moved; the item left the pipeline.
     let (after_metrics, _) = scrape_metrics(&addr);
     assert_eq!(

@@ -506,20 +506,29 @@ pub async fn get_semaphores(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<Vec<SemaphoreRecord>>> {
     let t = state.tenant(&tenant)?;
-    let mut out: Vec<SemaphoreRecord> = t
-        .layout
-        .semaphores()
-        .map(|def| SemaphoreRecord {
+    let mut out: Vec<SemaphoreRecord> = Vec::new();
+    for def in t.layout.semaphores() {
+        // Holders are builds (their uuids); Zuul shows each as its buildset and job.
+        let mut tx = state.store().begin().await?;
+        let holders = tx.semaphore_holders(&t.tenant.name, &def.name).await?;
+        drop(tx);
+        let mut this_tenant = Vec::new();
+        for uuid in &holders {
+            if let Some(b) = state.store().build(uuid).await? {
+                this_tenant.push(json!({"buildset_uuid": b.buildset_uuid, "job_name": b.job_name}));
+            }
+        }
+        out.push(SemaphoreRecord {
             name: def.name.clone(),
             global: false,
             max: def.max,
             holders: SemaphoreHolders {
-                count: 0,
-                this_tenant: Vec::new(),
+                count: holders.len(),
+                this_tenant,
                 other_tenants: 0,
             },
-        })
-        .collect();
+        });
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(out))
 }
