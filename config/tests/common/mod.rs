@@ -36,3 +36,11 @@ pub fn write(root: &Path, path: &str, text: &str) {
     }
     fs::write(full, text).expect("write");
 }
+
+/// The repository root (fixtures shared with other tools live there).
+pub fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
