@@ -19,8 +19,8 @@
 //!
 //! The store goes through `sqlx::Any` with portable SQL only (`$N` placeholders, `TEXT` and
 //! `BIGINT` columns, no autoincrement, no `RETURNING`, no upsert syntax): SQLite is the embedded
-//! default and PostgreSQL can take its place by adding the driver feature, without touching a
-//! query. Ids that must grow (events, builds) come from a `counters` table inside the writing
+//! default and PostgreSQL (`postgres://` URLs) runs the very same queries; the tests run every
+//! case on both. Ids that must grow (events, builds) come from a `counters` table inside the writing
 //! transaction. Booleans are `BIGINT` 0/1 and times are milliseconds since the epoch (or Zuul's
 //! ISO strings where the record shape wants them).
 //!

@@ -40,8 +40,8 @@ impl Store {
         Store::open(&format!("sqlite://{}?mode=rwc", abs.display())).await
     }
 
-    /// Opens a database by URL (`sqlite://...`; `postgres://...` once that driver is built in)
-    /// and applies pending migrations.
+    /// Opens a database by URL (`sqlite://...` or `postgres://...`) and applies pending
+    /// migrations.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
@@ -71,10 +71,17 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)")
-            .execute(&self.pool)
-            .await
-            .map_err(|source| StoreError::Migrate { version: 0, source })?;
+        let created =
+            sqlx::query("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)")
+                .execute(&self.pool)
+                .await;
+        if let Err(source) = created {
+            // PostgreSQL reports two processes creating it at the same moment as an error for
+            // the later one (once the other committed): fine if the table is there now.
+            if self.schema_version().await.is_err() {
+                return Err(StoreError::Migrate { version: 0, source });
+            }
+        }
         for (version, statements) in MIGRATIONS {
             if *version <= self.schema_version().await? {
                 continue;

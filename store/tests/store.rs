@@ -1,14 +1,64 @@
-//! The store on a real SQLite file: migrations, counters, the executor lease protocol and
-//! transaction rollback.
+//! The store on both backends, with the same queries: a real SQLite file and a real
+//! PostgreSQL server started in a temp dir (`sluice_tests::Postgres`). Migrations, counters,
+//! the executor lease protocol and transaction rollback.
+//!
+//! Every case runs once per backend: on SQLite as its own test, on PostgreSQL in one test
+//! (`postgres_every_case`) that starts one server and gives each case a new database.
 
 use serde_json::json;
 use sluice_store::{now_ms, BuildDependency, LeaseState, NewBuild, Store};
 
-async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open_sqlite(&dir.path().join("sluice.db"))
-        .await
-        .unwrap()
+/// One case's database, which the case may open as often as it likes.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
 }
+
+impl Db {
+    async fn open(&self) -> Store {
+        let opened = match self {
+            Db::Sqlite(dir) => Store::open_sqlite(&dir.path().join("sluice.db")).await,
+            Db::Postgres(url) => Store::open(url).await,
+        };
+        match opened {
+            Ok(store) => store,
+            Err(e) => panic!("open the store: {e}: {:?}", std::error::Error::source(&e)),
+        }
+    }
+}
+
+macro_rules! every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$case(&super::Db::Sqlite(dir)).await;
+                }
+            )*
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn postgres_every_case() {
+            let server = sluice_tests::Postgres::start();
+            $(
+                eprintln!("postgres: {}", stringify!($case));
+                $case(&Db::Postgres(server.create_database())).await;
+            )*
+        }
+    };
+}
+
+every_backend!(
+    reopening_keeps_data_and_migrations_run_once,
+    a_dropped_transaction_writes_nothing,
+    claim_renew_complete_and_expire,
+    an_unclaimed_request_is_canceled_at_once,
+    changes_are_numbered_per_project_and_move_to_new_patchsets,
+    a_waiting_build_is_requested_only_when_released,
+    processes_opening_a_new_database_at_once_all_succeed,
+);
 
 fn new_build(uuid: &str, precedence: i64) -> NewBuild {
     NewBuild {
@@ -28,11 +78,9 @@ fn new_build(uuid: &str, precedence: i64) -> NewBuild {
     }
 }
 
-#[tokio::test]
-async fn reopening_keeps_data_and_migrations_run_once() {
-    let dir = tempfile::tempdir().unwrap();
+async fn reopening_keeps_data_and_migrations_run_once(db: &Db) {
     {
-        let store = open(&dir).await;
+        let store = db.open().await;
         let mut tx = store.begin().await.unwrap();
         assert_eq!(tx.next_id("x").await.unwrap(), 1);
         assert_eq!(tx.next_id("x").await.unwrap(), 2);
@@ -41,7 +89,7 @@ async fn reopening_keeps_data_and_migrations_run_once() {
             .unwrap();
         tx.commit().await.unwrap();
     }
-    let store = open(&dir).await;
+    let store = db.open().await;
     let events = store.pending_events(10).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].payload, json!({"a": 1}));
@@ -52,10 +100,8 @@ async fn reopening_keeps_data_and_migrations_run_once() {
     assert!(store.pending_events(10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_dropped_transaction_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn a_dropped_transaction_writes_nothing(db: &Db) {
+    let store = db.open().await;
     let mut tx = store.begin().await.unwrap();
     tx.insert_build(&new_build("b1", 200)).await.unwrap();
     drop(tx);
@@ -63,10 +109,8 @@ async fn a_dropped_transaction_writes_nothing() {
     assert!(store.open_requests(10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn claim_renew_complete_and_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn claim_renew_complete_and_expire(db: &Db) {
+    let store = db.open().await;
     let mut tx = store.begin().await.unwrap();
     tx.insert_build(&new_build("low", 300)).await.unwrap();
     tx.insert_build(&new_build("high", 100)).await.unwrap();
@@ -128,10 +172,8 @@ async fn claim_renew_complete_and_expire() {
     assert!(store.finished_requests().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn an_unclaimed_request_is_canceled_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn an_unclaimed_request_is_canceled_at_once(db: &Db) {
+    let store = db.open().await;
     let mut tx = store.begin().await.unwrap();
     tx.insert_build(&new_build("b", 200)).await.unwrap();
     tx.cancel_request("b").await.unwrap();
@@ -148,10 +190,8 @@ async fn an_unclaimed_request_is_canceled_at_once() {
     );
 }
 
-#[tokio::test]
-async fn changes_are_numbered_per_project_and_move_to_new_patchsets() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn changes_are_numbered_per_project_and_move_to_new_patchsets(db: &Db) {
+    let store = db.open().await;
     let mut tx = store.begin().await.unwrap();
     let a1 = tx
         .upsert_change(
@@ -215,10 +255,8 @@ async fn changes_are_numbered_per_project_and_move_to_new_patchsets() {
     );
 }
 
-#[tokio::test]
-async fn a_waiting_build_is_requested_only_when_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn a_waiting_build_is_requested_only_when_released(db: &Db) {
+    let store = db.open().await;
     let mut waiting = new_build("child", 200);
     waiting.ready = false;
     waiting.dependencies = vec![BuildDependency {
@@ -252,17 +290,9 @@ async fn a_waiting_build_is_requested_only_when_released() {
     );
 }
 
-#[tokio::test]
-async fn processes_opening_a_new_database_at_once_all_succeed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sluice.db");
-    let (a, b, c) = tokio::join!(
-        Store::open_sqlite(&path),
-        Store::open_sqlite(&path),
-        Store::open_sqlite(&path)
-    );
+async fn processes_opening_a_new_database_at_once_all_succeed(db: &Db) {
+    let (a, b, c) = tokio::join!(db.open(), db.open(), db.open());
     for store in [a, b, c] {
-        let store = store.unwrap();
         assert!(store.pending_events(1).await.unwrap().is_empty());
     }
 }

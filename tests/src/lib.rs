@@ -1,5 +1,6 @@
 //! Harness for Sluice's integration tests: a real sshd on loopback with a throwaway key, git
-//! repository fixtures made with the real `git`, and a runner for the `sluice` binary.
+//! repository fixtures made with the real `git`, a runner for the `sluice` binary, and a real
+//! PostgreSQL server in a temp dir (`postgres.rs`).
 //!
 //! [`scenario`] sets up `sluice serve` end-to-end tests (repositories, tenant, config file).
 //!
@@ -12,6 +13,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod postgres;
+pub use postgres::Postgres;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -88,6 +88,13 @@ impl Setup {
         self.scratch.path()
     }
 
+    /// Points the configuration at another store (`database:`).
+    pub fn use_database(&self, url: &str) {
+        let mut text = std::fs::read_to_string(&self.config).expect("read the config");
+        text.push_str(&format!("database: {url}\n"));
+        std::fs::write(&self.config, text).expect("write the config");
+    }
+
     /// The bare repository of `project`.
     pub fn bare(&self, project: &str) -> PathBuf {
         self.root().join("repos").join(format!("{project}.git"))

@@ -904,3 +904,39 @@ fn config_project_changes_are_validated_and_noop_succeeds_without_a_node() {
         "{history:#}"
     );
 }
+
+#[test]
+fn check_runs_a_change_with_a_postgresql_store() {
+    let postgres = sluice_tests::Postgres::start();
+    let url = postgres.create_database();
+    let jobs = "- job:\n    name: test\n    run: playbooks/test.yaml\n\n- project:\n    check:\n      jobs:\n        - test\n";
+    let playbook = "- hosts: all\n  tasks:\n    - name: Say hello\n      command: echo hello\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", jobs), ("playbooks/test.yaml", playbook)],
+        )],
+        30,
+    );
+    setup.use_database(&url);
+    let serve = setup.serve(1);
+    setup.push_change("org/app", "pg", "Runs on PostgreSQL", &[("README", "pg\n")]);
+    let history = setup.wait_reported(&serve, "check", &["pg"], Duration::from_secs(120));
+    let item = items(&history, "check", "pg")[0];
+    assert_eq!(
+        item["result"],
+        "SUCCESS",
+        "{history:#}\n{}",
+        job_outputs(&history)
+    );
+    let sets = buildsets_of(&history, &item["id"]);
+    assert_eq!(sets[0]["builds"][0]["job_name"], "test", "{history:#}");
+    assert_eq!(sets[0]["builds"][0]["result"], "SUCCESS", "{history:#}");
+    // Everything went to PostgreSQL: no SQLite file appeared in the state dir.
+    assert!(
+        !setup.root().join("state/sluice.db").exists(),
+        "{}",
+        serve.output()
+    );
+}
