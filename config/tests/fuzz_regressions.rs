@@ -16,7 +16,11 @@ fn replay(input: &[u8]) -> Result<Layout, sluice_config::ConfigErrors> {
     let mut parts = text.splitn(4, '\0');
     let a = parts.next().unwrap_or_default();
     let b = parts.next().unwrap_or_default();
-    let config = repo("org/config", true, &[("zuul.d/a.yaml", a), ("zuul.d/b.yaml", b)]);
+    let config = repo(
+        "org/config",
+        true,
+        &[("zuul.d/a.yaml", a), ("zuul.d/b.yaml", b)],
+    );
     let mut repos = vec![config];
     for branch in ["main", "stable"] {
         if let Some(file) = parts.next() {
@@ -55,7 +59,9 @@ fn replay(input: &[u8]) -> Result<Layout, sluice_config::ConfigErrors> {
 }
 
 fn seed(name: &str) -> Vec<u8> {
-    let path = common::repo_root().join("fuzz/seeds/config_layout").join(name);
+    let path = common::repo_root()
+        .join("fuzz/seeds/config_layout")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
