@@ -6,7 +6,7 @@
 //! (`postgres_every_case`) that starts one server and gives each case a new database.
 
 use serde_json::json;
-use sluice_store::{now_ms, BuildDependency, LeaseState, NewBuild, Store};
+use sluice_store::{now_ms, BuildDependency, ChangeRow, LeaseState, NewBuild, NewReport, Store};
 
 /// One case's database, which the case may open as often as it likes.
 enum Db {
@@ -58,6 +58,9 @@ every_backend!(
     changes_are_numbered_per_project_and_move_to_new_patchsets,
     a_waiting_build_is_requested_only_when_released,
     processes_opening_a_new_database_at_once_all_succeed,
+    reports_queue_and_record_their_tries,
+    a_paused_build_is_seen_once_and_resumed,
+    semaphore_holders_are_per_tenant_and_released_by_holder,
 );
 
 fn new_build(uuid: &str, precedence: i64) -> NewBuild {
@@ -297,10 +300,8 @@ async fn processes_opening_a_new_database_at_once_all_succeed(db: &Db) {
     }
 }
 
-#[tokio::test]
-async fn a_paused_build_is_seen_once_and_resumed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn a_paused_build_is_seen_once_and_resumed(db: &Db) {
+    let store = db.open().await;
     let mut tx = store.begin().await.unwrap();
     tx.insert_build(&new_build("p", 200)).await.unwrap();
     tx.commit().await.unwrap();
@@ -326,10 +327,8 @@ async fn a_paused_build_is_seen_once_and_resumed() {
     assert!(!store.build("p").await.unwrap().unwrap().paused);
 }
 
-#[tokio::test]
-async fn semaphore_holders_are_per_tenant_and_released_by_holder() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn semaphore_holders_are_per_tenant_and_released_by_holder(db: &Db) {
+    let store = db.open().await;
     let mut tx = store.begin().await.unwrap();
     tx.acquire_semaphore("t", "s", "b1").await.unwrap();
     tx.acquire_semaphore("t", "s", "b2").await.unwrap();
@@ -341,4 +340,59 @@ async fn semaphore_holders_are_per_tenant_and_released_by_holder() {
     assert_eq!(tx.semaphore_holders("t", "s").await.unwrap(), ["b2"]);
     assert_eq!(tx.semaphore_holders("other", "s").await.unwrap(), ["b3"]);
     tx.commit().await.unwrap();
+}
+
+async fn reports_queue_and_record_their_tries(db: &Db) {
+    let store = db.open().await;
+    let mut tx = store.begin().await.unwrap();
+    let report = |action: &str| NewReport {
+        connection: "github".into(),
+        item_uuid: "item".into(),
+        action: action.into(),
+        op: json!({"status": action}),
+    };
+    let first = tx.insert_report(&report("start")).await.unwrap();
+    let second = tx.insert_report(&report("success")).await.unwrap();
+    tx.put_change(&ChangeRow {
+        connection: "github".into(),
+        project: "org/a".into(),
+        number: 42,
+        refname: "refs/pull/42/head".into(),
+        branch: "main".into(),
+        topic: String::new(),
+        patchset: "abc".into(),
+        message: "m".into(),
+        status: "open".into(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(first < second);
+    store
+        .update_report(first, "sent", 0, None, Some(&json!({"id": 7})))
+        .await
+        .unwrap();
+    store
+        .update_report(second, "pending", now_ms() + 1000, Some("HTTP 502"), None)
+        .await
+        .unwrap();
+    let pending = store.pending_reports("github").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (
+            pending[0].id,
+            pending[0].attempts,
+            pending[0].last_error.as_deref()
+        ),
+        (second, 1, Some("HTTP 502"))
+    );
+    let all = store.reports_of_item("item").await.unwrap();
+    assert_eq!(all[0].result, Some(json!({"id": 7})));
+    assert_eq!(all[1].op, json!({"status": "success"}));
+    let change = store
+        .change_by_ref("github", "org/a", "refs/pull/42/head")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((change.number, change.patchset.as_str()), (42, "abc"));
 }
