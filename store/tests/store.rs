@@ -2,53 +2,14 @@
 //! PostgreSQL server started in a temp dir (`sluice_tests::Postgres`). Migrations, counters,
 //! the executor lease protocol and transaction rollback.
 //!
-//! Every case runs once per backend: on SQLite as its own test, on PostgreSQL in one test
-//! (`postgres_every_case`) that starts one server and gives each case a new database.
+//! Every case runs once per backend (`common::every_backend!`).
 
+#[macro_use]
+mod common;
+
+use common::Db;
 use serde_json::json;
-use sluice_store::{now_ms, BuildDependency, ChangeRow, LeaseState, NewBuild, NewReport, Store};
-
-/// One case's database, which the case may open as often as it likes.
-enum Db {
-    Sqlite(tempfile::TempDir),
-    Postgres(String),
-}
-
-impl Db {
-    async fn open(&self) -> Store {
-        let opened = match self {
-            Db::Sqlite(dir) => Store::open_sqlite(&dir.path().join("sluice.db")).await,
-            Db::Postgres(url) => Store::open(url).await,
-        };
-        match opened {
-            Ok(store) => store,
-            Err(e) => panic!("open the store: {e}: {:?}", std::error::Error::source(&e)),
-        }
-    }
-}
-
-macro_rules! every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let dir = tempfile::tempdir().unwrap();
-                    super::$case(&super::Db::Sqlite(dir)).await;
-                }
-            )*
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn postgres_every_case() {
-            let server = sluice_tests::Postgres::start();
-            $(
-                eprintln!("postgres: {}", stringify!($case));
-                $case(&Db::Postgres(server.create_database())).await;
-            )*
-        }
-    };
-}
+use sluice_store::{now_ms, BuildDependency, ChangeRow, LeaseState, NewBuild, NewReport};
 
 every_backend!(
     reopening_keeps_data_and_migrations_run_once,

@@ -1,8 +1,17 @@
-//! Live-log routing in the store on a real SQLite file: a build's stage as streams see it
+//! Live-log routing in the store, on SQLite and PostgreSQL: a build's stage as streams see it
 //! (waiting, claimed with the executor's finger address, finished), and zone gateways.
 
+#[macro_use]
+mod common;
+
+use common::Db;
 use serde_json::json;
-use sluice_store::{now_ms, BuildStage, GatewayRow, NewBuild, Store, WorkerInfo};
+use sluice_store::{now_ms, BuildStage, GatewayRow, NewBuild, WorkerInfo};
+
+every_backend!(
+    a_claim_records_where_the_log_is_streamed,
+    gateways_register_refresh_expire_and_leave,
+);
 
 fn new_build(uuid: &str, ready: bool) -> NewBuild {
     NewBuild {
@@ -22,12 +31,8 @@ fn new_build(uuid: &str, ready: bool) -> NewBuild {
     }
 }
 
-#[tokio::test]
-async fn a_claim_records_where_the_log_is_streamed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("sluice.db"))
-        .await
-        .unwrap();
+async fn a_claim_records_where_the_log_is_streamed(db: &Db) {
+    let store = db.open().await;
     let mut tx = store.begin().await.unwrap();
     tx.insert_build(&new_build("b1", true)).await.unwrap();
     tx.insert_build(&new_build("b2", true)).await.unwrap();
@@ -80,12 +85,8 @@ async fn a_claim_records_where_the_log_is_streamed() {
     ));
 }
 
-#[tokio::test]
-async fn gateways_register_refresh_expire_and_leave() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("sluice.db"))
-        .await
-        .unwrap();
+async fn gateways_register_refresh_expire_and_leave(db: &Db) {
+    let store = db.open().await;
     let gw = |id: &str, zone: &str| GatewayRow {
         id: id.into(),
         host: format!("{id}.example"),
