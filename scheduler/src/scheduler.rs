@@ -150,9 +150,8 @@ impl Scheduler {
     /// Reloads the layouts whose branch tips moved (see [`refresh_layouts`]) and publishes
     /// them to the [`SharedLayouts`] readers.
     fn refresh_layouts(&mut self) -> Result<(), SchedulerError> {
-        let cache = self.work_dir().join("config-cache");
         let old = std::mem::take(&mut self.tenants);
-        let (tenants, error) = refresh_layouts(&self.tenant_configs, &self.drivers, &cache, old);
+        let (tenants, error) = refresh_layouts(&self.tenant_configs, &self.drivers, old);
         self.tenants = tenants;
         self.shared.publish(self.tenants.clone());
         error.map_or(Ok(()), Err)

@@ -38,7 +38,6 @@ pub mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::routing::get;
@@ -215,7 +214,7 @@ pub async fn serve(
 pub const LAYOUT_REFRESH: Duration = Duration::from_secs(2);
 
 /// For `sluice web` on its own: loads every tenant's layout from `cfg` (with the scheduler's
-/// code, into `<state-dir>/web/config-cache`), publishes it on `layouts`, and reloads the
+/// code), publishes it on `layouts`, and reloads the
 /// tenants whose branch tips moved every [`LAYOUT_REFRESH`], forever.
 pub async fn follow_layouts(cfg: ServeConfig, layouts: SharedLayouts) {
     let tenants = match load_tenants(&cfg.tenant_config) {
@@ -226,15 +225,12 @@ pub async fn follow_layouts(cfg: ServeConfig, layouts: SharedLayouts) {
         }
     };
     let drivers: Vec<GitDriver> = cfg.connections.iter().map(GitDriver::new).collect();
-    let cache: PathBuf = cfg.state_dir.join("web").join("config-cache");
     loop {
         let old = layouts.snapshot();
         let (tenants_now, error) = {
-            let (tenants, drivers, cache) = (tenants.clone(), drivers.clone(), cache.clone());
-            match tokio::task::spawn_blocking(move || {
-                refresh_layouts(&tenants, &drivers, &cache, old)
-            })
-            .await
+            let (tenants, drivers) = (tenants.clone(), drivers.clone());
+            match tokio::task::spawn_blocking(move || refresh_layouts(&tenants, &drivers, old))
+                .await
             {
                 Ok(result) => result,
                 Err(e) => {
