@@ -473,3 +473,84 @@ fn blob_text(
     }
     Err(OUTSIDE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn reading_from_git_matches_reading_the_checkout() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |rel: &str, bytes: &[u8]| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        };
+        git(root, &["init", "-q", "-b", "main"]);
+        write("zuul.d/b.yaml", b"- job:\n    name: b\n");
+        write(
+            "zuul.d/sub/a.yaml",
+            b"- job:\n    name: a\n    colour: red\n",
+        );
+        write("zuul.d/notes.txt", b"not configuration");
+        write("zuul.d/latin1.yaml", b"- job:\n    name: caf\xe9\n");
+        write("shared/jobs.yaml", b"- job:\n    name: linked\n");
+        write(".zuul.yaml", b"- job:\n    name: ignored\n");
+        std::os::unix::fs::symlink("../shared/jobs.yaml", root.join("zuul.d/link.yaml")).unwrap();
+        std::os::unix::fs::symlink("../../../etc/hostname", root.join("zuul.d/escape.yaml"))
+            .unwrap();
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "config"]);
+        let sha = git(root, &["rev-parse", "HEAD"]);
+        let src = ProjectSource {
+            canonical_hostname: "localhost".into(),
+            name: "org/a".into(),
+            root: root.to_path_buf(),
+            trusted: false,
+            branch: "main".into(),
+        };
+
+        let from_git = config_at(&src, "localhost/org/a", &sha).unwrap();
+        let from_checkout = load_project_lenient(&src);
+        let errors = |c: &ProjectConfig| c.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        let jobs = |c: &ProjectConfig| c.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>();
+        assert_eq!(from_git.files, from_checkout.files);
+        assert_eq!(errors(&from_git), errors(&from_checkout));
+        assert_eq!(from_git.warnings, from_checkout.warnings);
+        assert_eq!(jobs(&from_git), jobs(&from_checkout));
+        // And what both say: sorted `*.yaml` files of the first root, the symlink inside the
+        // repository followed, the one leading out refused, bad UTF-8 and bad keys reported.
+        assert_eq!(
+            from_git.files,
+            ["zuul.d/b.yaml", "zuul.d/link.yaml", "zuul.d/sub/a.yaml"]
+        );
+        assert_eq!(jobs(&from_git), ["b", "linked"]);
+        let text = errors(&from_git).join("\n");
+        assert!(
+            text.contains("zuul.d/escape.yaml") && text.contains("outside the repository"),
+            "{text}"
+        );
+        assert!(
+            text.contains("zuul.d/latin1.yaml") && text.contains("UTF-8"),
+            "{text}"
+        );
+        assert!(text.contains("colour"), "{text}");
+        assert_eq!(from_git.warnings.len(), 1, "{:?}", from_git.warnings);
+    }
+}
