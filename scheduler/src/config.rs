@@ -14,7 +14,7 @@ use crate::errors::{parse_yaml, SchedulerError};
 pub struct ServeConfig {
     /// Zuul's `main.yaml`.
     pub tenant_config: PathBuf,
-    /// Sluice's own state: the database, scheduler merges, config checkouts, build dirs.
+    /// Sluice's own state: the database, scheduler merges, build dirs.
     pub state_dir: PathBuf,
     /// Database URL; default `sqlite://<state-dir>/sluice.db`.
     #[serde(default)]
