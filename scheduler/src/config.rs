@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::errors::{parse_yaml, SchedulerError};
+use crate::governor::GovernorConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +141,9 @@ pub struct ExecutorSection {
     /// streams through a gateway of this zone.
     #[serde(default)]
     pub zone: Option<String>,
+    /// When to stop taking work (`governor.rs`).
+    #[serde(default)]
+    pub governor: GovernorConfig,
 }
 
 fn default_workers() -> usize {
@@ -162,6 +166,7 @@ impl Default for ExecutorSection {
             keep_jobdir: false,
             console_port: None,
             zone: None,
+            governor: GovernorConfig::default(),
         }
     }
 }

@@ -16,7 +16,9 @@
 //! - `manager.rs`: independent and dependent pipeline processing (resets, speculative merges,
 //!   job freezing, reporting).
 //! - `job_graph.rs`: a buildset's job dependencies, `zuul.child_jobs`, paused builds.
-//! - `nodes.rs`: the [`NodeProvider`] trait and the [`StaticProvider`].
+//! - `nodes.rs`: the [`NodeProvider`] trait and the [`StaticProvider`] (node slots locked in
+//!   the store).
+//! - `governor.rs`: when an executor stops taking work (load, memory, disk).
 //! - `worker.rs`: [`run_worker`], an executor loop claiming build requests.
 //! - `serve.rs`: [`serve`], everything in one process.
 //! - `quickstart.rs`: the files and repositories `sluice quickstart` writes.
@@ -32,6 +34,7 @@
 pub mod config;
 pub mod errors;
 pub mod git;
+pub mod governor;
 mod job_graph;
 pub mod layout;
 mod manager;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::ServeConfig;
 use crate::errors::SchedulerError;
+use crate::governor::Governor;
 use crate::layout::SharedLayouts;
 use crate::nodes::StaticProvider;
 use crate::scheduler::Scheduler;
@@ -112,7 +113,11 @@ fn start_workers(
     if cfg.executor.default_ansible_version.is_some() {
         exec.default_ansible_version = cfg.executor.default_ansible_version.clone();
     }
-    let provider = Arc::new(StaticProvider::new(nodes));
+    let provider = Arc::new(StaticProvider::new(nodes, store.clone()));
+    let governor = Arc::new(Governor::new(
+        cfg.executor.governor.clone(),
+        cfg.state_dir.clone(),
+    ));
     let process_id = uuid::Uuid::new_v4().simple().to_string();
     let executor = Arc::new(exec);
     let mut workers = Vec::new();
@@ -121,6 +126,7 @@ fn start_workers(
             store: store.clone(),
             executor: executor.clone(),
             provider: provider.clone(),
+            governor: governor.clone(),
             id: format!("{}:{process_id}:{n}", executor.hostname),
             lease: Duration::from_secs(cfg.executor.lease_seconds.max(1)),
             registry: opts.registry.clone(),

@@ -1,9 +1,10 @@
 //! In-process executor workers: each claims build requests from the store (precedence, then
-//! age), reserves nodes from the node provider, runs the build with
-//! `sluice_executor::build::run_build_pausable` while a heartbeat renews the lease (and turns a
-//! cancel request into an abort), then records the result. A build that pauses
-//! (`zuul.pause`) records its data in the store and waits for the scheduler to resume it. It knows nothing of pipelines, so the same
-//! loop can run in a separate `sluice executor` process.
+//! age) unless the governor says the host is too busy, reserves nodes from the node provider,
+//! runs the build with `sluice_executor::build::run_build_pausable` while a heartbeat renews
+//! the lease and the node locks (and turns a cancel request into an abort), then records the
+//! result. A build that pauses (`zuul.pause`) records its data in the store and waits for the
+//! scheduler to resume it. It knows nothing of pipelines, so the same loop can run in a
+//! separate `sluice executor` process.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use sluice_executor::request::{BuildRequest, BuildResult, BuildResultKind};
 use sluice_store::{now_ms, LeaseState, Store, WorkerInfo};
 use tokio::sync::watch;
 
+use crate::governor::Governor;
 use crate::nodes::{NodeProvider, NodeRequest};
 
 /// What a worker needs.
@@ -36,6 +38,8 @@ pub struct WorkerContext {
     pub registry: BuildRegistry,
     /// Where this process streams builds' logs (recorded with each claim), if it does.
     pub worker_info: Option<WorkerInfo>,
+    /// Whether the host may take more work.
+    pub governor: Arc<Governor>,
 }
 
 fn failed(uuid: &str, kind: BuildResultKind, detail: String) -> BuildResult {
@@ -79,6 +83,9 @@ fn lease_until(ctx: &WorkerContext) -> i64 {
 
 /// Claims and runs at most one build; says whether it did.
 async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError> {
+    if ctx.governor.refusal().is_some() {
+        return Ok(false);
+    }
     for candidate in ctx.store.open_requests(50).await? {
         let req: BuildRequest = match serde_json::from_value(candidate.request.clone()) {
             Ok(r) => r,
@@ -101,7 +108,11 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
                 return Ok(true);
             }
         };
-        let allocation = match ctx.provider.request(&req.job.nodeset) {
+        let allocation = match ctx
+            .provider
+            .request(&req.job.nodeset, &candidate.uuid, ctx.lease)
+            .await
+        {
             NodeRequest::Wait => continue,
             NodeRequest::Fail(detail) => {
                 if ctx
@@ -134,11 +145,11 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
         match claimed {
             Ok(Some(_)) => {}
             Ok(None) => {
-                ctx.provider.release(&allocation);
+                ctx.provider.release(&allocation).await;
                 continue;
             }
             Err(e) => {
-                ctx.provider.release(&allocation);
+                ctx.provider.release(&allocation).await;
                 return Err(e);
             }
         }
@@ -163,7 +174,7 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
         drop(registered);
         let _ = stop_tx.send(true);
         let _ = heartbeat.await;
-        ctx.provider.release(&allocation);
+        ctx.provider.release(&allocation).await;
         let kept = ctx
             .store
             .complete(&req.uuid, &ctx.id, &to_value(&result))
@@ -219,7 +230,7 @@ fn to_value(result: &BuildResult) -> serde_json::Value {
     serde_json::to_value(result).unwrap_or_else(|_| json!({"result": "ERROR"}))
 }
 
-/// Renews the lease every third of its length until stopped; aborts the build when the
+/// Renews the lease (and the node locks) every third of its length until stopped; aborts the build when the
 /// scheduler cancels it or the lease is lost.
 async fn heartbeat(
     ctx: WorkerContext,
@@ -233,6 +244,7 @@ async fn heartbeat(
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
+        ctx.provider.renew(&uuid, ctx.lease).await;
         match ctx.store.renew(&uuid, &ctx.id, lease_until(&ctx)).await {
             Ok(LeaseState::Held) => {}
             Ok(LeaseState::CancelRequested) | Ok(LeaseState::Lost) => {

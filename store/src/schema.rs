@@ -219,4 +219,16 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    // Static nodes in use: one row per build slot taken (a node has `max-parallel-jobs`
+    // slots), held by a build until released or until its executor stops renewing it.
+    (
+        10,
+        &["CREATE TABLE node_locks (
+            node TEXT NOT NULL,
+            slot BIGINT NOT NULL,
+            holder TEXT NOT NULL,
+            expires BIGINT NOT NULL,
+            PRIMARY KEY (node, slot)
+        )"],
+    ),
 ];

@@ -222,6 +222,37 @@ impl Store {
             .collect()
     }
 
+    /// Extends the node locks of build `holder` until `expires`.
+    pub async fn renew_node_locks(&self, holder: &str, expires: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE node_locks SET expires = $1 WHERE holder = $2")
+            .bind(expires)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(q("renew node locks"))?;
+        Ok(())
+    }
+
+    /// Gives back the node slots build `holder` took.
+    pub async fn release_node_locks(&self, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM node_locks WHERE holder = $1")
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(q("release node locks"))?;
+        Ok(())
+    }
+
+    /// How many node slots are taken (unexpired at `now`).
+    pub async fn node_locks_in_use(&self, now: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM node_locks WHERE expires >= $1")
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("count node locks"))?;
+        get::<i64>(&row, "n")
+    }
+
     /// Every review change of a connection.
     pub async fn changes(&self, connection: &str) -> Result<Vec<ChangeRow>, StoreError> {
         let rows = sqlx::query(&format!(

@@ -690,6 +690,46 @@ impl Tx {
         Ok(())
     }
 
+    /// Forgets node locks that were not renewed in time (their executor is gone).
+    pub async fn expire_node_locks(&mut self, now: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM node_locks WHERE expires < $1")
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("expire node locks"))?;
+        Ok(())
+    }
+
+    /// Every node slot in use: `(node, slot)`, read inside this transaction.
+    pub async fn node_locks(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT node, slot FROM node_locks ORDER BY node, slot")
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(q("read node locks"))?;
+        rows.iter()
+            .map(|r| Ok((get(r, "node")?, get(r, "slot")?)))
+            .collect()
+    }
+
+    /// Takes slot `slot` of `node` for build `holder` until `expires`; fails if it is taken.
+    pub async fn lock_node(
+        &mut self,
+        node: &str,
+        slot: i64,
+        holder: &str,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO node_locks (node, slot, holder, expires) VALUES ($1, $2, $3, $4)")
+            .bind(node)
+            .bind(slot)
+            .bind(holder)
+            .bind(expires)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("lock node"))?;
+        Ok(())
+    }
+
     /// Marks a finished request's result as recorded.
     pub async fn mark_request_processed(&mut self, uuid: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE build_requests SET processed = 1 WHERE uuid = $1")

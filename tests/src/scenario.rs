@@ -111,12 +111,24 @@ impl Setup {
     }
 
     pub fn start_with(&self, command: &str, name: &str, extra: &[&str]) -> Serve {
+        self.start_with_config(command, name, &self.config, extra)
+    }
+
+    /// Starts `sluice <command> --config <config>`: another configuration file on the same
+    /// store and repositories (e.g. an executor with other settings).
+    pub fn start_with_config(
+        &self,
+        command: &str,
+        name: &str,
+        config: &Path,
+        extra: &[&str],
+    ) -> Serve {
         let log = self.root().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(sluice_bin())
             .arg(command)
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(extra)
             .env("SLUICE_LOG", "info")
             .stdin(Stdio::null())
