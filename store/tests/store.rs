@@ -22,6 +22,8 @@ every_backend!(
     reports_queue_and_record_their_tries,
     a_paused_build_is_seen_once_and_resumed,
     semaphore_holders_are_per_tenant_and_released_by_holder,
+    node_slots_are_taken_once_renewed_released_and_expire,
+    approvals_and_commit_statuses_are_replaced_not_added,
 );
 
 fn new_build(uuid: &str, precedence: i64) -> NewBuild {
@@ -301,6 +303,59 @@ async fn semaphore_holders_are_per_tenant_and_released_by_holder(db: &Db) {
     assert_eq!(tx.semaphore_holders("t", "s").await.unwrap(), ["b2"]);
     assert_eq!(tx.semaphore_holders("other", "s").await.unwrap(), ["b3"]);
     tx.commit().await.unwrap();
+}
+
+async fn node_slots_are_taken_once_renewed_released_and_expire(db: &Db) {
+    let store = db.open().await;
+    let now = now_ms();
+    let mut tx = store.begin().await.unwrap();
+    tx.lock_node("n", 0, "b1", now + 60_000).await.unwrap();
+    tx.lock_node("n", 1, "b2", now - 1).await.unwrap();
+    tx.commit().await.unwrap();
+    // A taken slot is refused (the transaction is then dropped, as the provider does).
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.lock_node("n", 0, "b3", now + 60_000).await.is_err());
+    drop(tx);
+    assert_eq!(store.node_locks_in_use(now).await.unwrap(), 1);
+    store.renew_node_locks("b2", now + 60_000).await.unwrap();
+    assert_eq!(store.node_locks_in_use(now).await.unwrap(), 2);
+    store.release_node_locks("b1").await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.expire_node_locks(now + 120_000).await.unwrap();
+    assert!(tx.node_locks().await.unwrap().is_empty());
+    tx.commit().await.unwrap();
+}
+
+async fn approvals_and_commit_statuses_are_replaced_not_added(db: &Db) {
+    let store = db.open().await;
+    let mut tx = store.begin().await.unwrap();
+    tx.approve_change("git", "org/a", 1, "sha1").await.unwrap();
+    tx.approve_change("git", "org/a", 1, "sha2").await.unwrap();
+    tx.set_commit_status("git", "org/a", "sha2", "t/check", "pending")
+        .await
+        .unwrap();
+    tx.set_commit_status("git", "org/a", "sha2", "t/check", "success")
+        .await
+        .unwrap();
+    tx.set_commit_status("git", "org/a", "sha2", "t/gate", "failure")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.approved_patchset("git", "org/a", 1).await.unwrap(),
+        Some("sha2".into())
+    );
+    assert_eq!(
+        store.approved_patchset("git", "org/a", 2).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.commit_statuses("git", "org/a", "sha2").await.unwrap(),
+        [
+            ("t/check".to_string(), "success".to_string()),
+            ("t/gate".to_string(), "failure".to_string())
+        ]
+    );
 }
 
 async fn reports_queue_and_record_their_tries(db: &Db) {
