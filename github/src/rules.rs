@@ -401,12 +401,21 @@ pub struct PipelineRules {
     pub reject: Vec<(String, Requirement)>,
     /// `(action, connection, reporter)`.
     pub reporters: Vec<(String, String, ReporterConfig)>,
+    /// `start-message` (`{pipeline.name}` not yet replaced).
+    pub start_message: String,
 }
 
 impl PipelineRules {
     /// Reads them from the pipeline item.
     pub fn parse(raw: &Value) -> Result<PipelineRules, String> {
-        let mut rules = PipelineRules::default();
+        let mut rules = PipelineRules {
+            start_message: raw
+                .get("start-message")
+                .and_then(Value::as_str)
+                .unwrap_or("Starting {pipeline.name} jobs.")
+                .to_string(),
+            ..PipelineRules::default()
+        };
         if let Some(trigger) = raw.get("trigger").and_then(Value::as_object) {
             for (conn, filters) in trigger {
                 let list = match filters {

@@ -44,6 +44,10 @@ pub struct WebSection {
     /// configured.
     #[serde(default)]
     pub local_admin: bool,
+    /// Public URL of the web server (Zuul's `[web] root`): reports to code-review systems
+    /// link to `<root>t/<tenant>/buildset/<uuid>`.
+    #[serde(default)]
+    pub root: Option<String>,
 }
 
 /// One JWT authenticator (Zuul's `[auth <name>]`: `driver=HS256|RS256`).
@@ -88,9 +92,11 @@ fn default_tick() -> f64 {
 pub struct ConnectionConfig {
     /// Name used in `main.yaml` and pipeline triggers/reporters.
     pub name: String,
-    /// `git` (local repositories).
+    /// `git` (local repositories) or `github`.
     pub driver: String,
-    /// Directory of repositories: project `org/repo` is `<root>/org/repo.git` or `<root>/org/repo`.
+    /// git: directory of repositories: project `org/repo` is `<root>/org/repo.git` or
+    /// `<root>/org/repo`. github: where the mirrors go (default `<state-dir>/github/<name>`).
+    #[serde(default)]
     pub root: PathBuf,
     /// Host part of canonical project names.
     #[serde(default = "default_hostname")]
@@ -98,6 +104,45 @@ pub struct ConnectionConfig {
     /// Seconds between ref scans.
     #[serde(default = "default_poll")]
     pub poll_seconds: f64,
+    /// github: web host (default `github.com`).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// github: REST API URL (default `https://api.github.com`, or `https://<server>/api/v3`).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// github: the GitHub App's id.
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    /// github: the GitHub App's private key (PEM file).
+    #[serde(default)]
+    pub app_key: Option<PathBuf>,
+    /// github: a personal access token (or the App's fallback for repos without an installation).
+    #[serde(default)]
+    pub api_token: Option<String>,
+    /// github: the webhook secret.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+impl ConnectionConfig {
+    /// The GitHub settings of a `github` connection (`None` for other drivers).
+    pub fn github(
+        &self,
+    ) -> Option<Result<sluice_github::GithubConfig, sluice_github::GithubError>> {
+        (self.driver == "github").then(|| {
+            sluice_github::GithubConfig::new(
+                &self.name,
+                self.server.as_deref(),
+                self.api_url.as_deref(),
+                (self.canonical_hostname != default_hostname())
+                    .then_some(self.canonical_hostname.as_str()),
+                self.app_id,
+                self.app_key.clone(),
+                self.api_token.clone(),
+                self.webhook_secret.clone(),
+            )
+        })
+    }
 }
 
 fn default_hostname() -> String {
@@ -191,16 +236,34 @@ impl ServeConfig {
         abs(&mut cfg.tenant_config);
         abs(&mut cfg.state_dir);
         for c in &mut cfg.connections {
-            abs(&mut c.root);
-            if c.driver != "git" {
-                return Err(SchedulerError::Invalid {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "connection {}: unknown driver {:?} (supported: git)",
-                        c.name, c.driver
-                    ),
-                });
+            let name = c.name.clone();
+            let invalid = |message: String| SchedulerError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("connection {name}: {message}"),
+            };
+            match c.driver.as_str() {
+                "git" if c.root.as_os_str().is_empty() => {
+                    return Err(invalid("a git connection needs `root`".into()))
+                }
+                "git" => {}
+                "github" => {
+                    if c.root.as_os_str().is_empty() {
+                        c.root = cfg.state_dir.join("github").join(&c.name);
+                    }
+                    if let Some(key) = &mut c.app_key {
+                        abs(key);
+                    }
+                    if let Some(Err(e)) = c.github() {
+                        return Err(invalid(e.to_string()));
+                    }
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "unknown driver {other:?} (supported: git, github)"
+                    )))
+                }
             }
+            abs(&mut c.root);
         }
         for a in &mut cfg.web.authenticators {
             if let Some(p) = &mut a.public_key {

@@ -49,6 +49,9 @@ pub enum SchedulerError {
         #[source]
         source: git2::Error,
     },
+    /// The GitHub driver failed.
+    #[error(transparent)]
+    Github(#[from] sluice_github::GithubError),
     /// A blocking task died.
     #[error("internal task failed: {0}")]
     Join(String),

@@ -11,6 +11,8 @@
 //! - `git.rs`: [`GitDriver`]: ref polling into events, review changes, `Depends-On`, merging
 //!   and report notes; the repository watcher that wakes the scheduler on a push.
 //! - `timer.rs`: the timer trigger's cron-style time specs.
+//! - `github.rs`: GitHub connections: mirrors, pull requests as changes, GitHub trigger
+//!   filters, `require`/`reject`, `canMerge`, queued reports and merges through the API.
 //! - `scheduler.rs`: [`Scheduler`], one pass over the store: poll, layouts, finished builds,
 //!   leases, events.
 //! - `manager.rs`: independent and dependent pipeline processing (resets, speculative merges,
@@ -34,6 +36,7 @@
 pub mod config;
 pub mod errors;
 pub mod git;
+pub mod github;
 pub mod governor;
 mod job_graph;
 pub mod layout;

@@ -22,6 +22,7 @@ use sluice_store::{now_ms, BuildDependency, BuildRow, BuildsetRow, ChangeRef, It
 
 use crate::errors::SchedulerError;
 use crate::git::NULL_SHA;
+use crate::github::{action_of, report_text};
 use crate::job_graph::JobGraph;
 use crate::layout::{Override, TenantLayout};
 use crate::pipeline::{Manager, Pipeline};
@@ -253,7 +254,11 @@ impl Scheduler {
             None => Vec::new(),
         };
         self.report_note(item, &with_footer(pipeline, &message));
+        let reports = self.github_reports(pipeline, item, "failure", &message);
         let mut tx = self.store.begin().await?;
+        for r in &reports {
+            tx.insert_report(r).await?;
+        }
         cancel_builds(&mut tx, &builds).await?;
         if let Some(bs) = buildset {
             tx.finish_buildset(&bs.uuid, "FAILURE", &message).await?;
@@ -674,7 +679,29 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         let prepared = self.prepare(t, pipeline, item, bs).await?;
         let mut started = false;
+        // Zuul reports `start` once per item, when its jobs are first requested.
+        let mut start_reports = Vec::new();
+        if matches!(prepared, Prepared::Builds(_))
+            && self.github_source(&item.change.connection).is_some()
+        {
+            let started = self
+                .store
+                .reports_of_item(&item.uuid)
+                .await?
+                .iter()
+                .any(|r| r.action == "start");
+            if !started {
+                let text = pipeline
+                    .github
+                    .start_message
+                    .replace("{pipeline.name}", &pipeline.name);
+                start_reports = self.github_reports(pipeline, item, "start", &text);
+            }
+        }
         let mut tx = self.store.begin().await?;
+        for r in &start_reports {
+            tx.insert_report(r).await?;
+        }
         match prepared {
             Prepared::Builds(builds) => {
                 for b in &builds {
@@ -755,19 +782,41 @@ impl Scheduler {
             ));
         }
         let mut merged = false;
+        let github = self.github_source(&item.change.connection).is_some();
+        let item_url = self.item_url(item, Some(&bs.uuid));
+        let mut reports = Vec::new();
         if result == "SUCCESS"
             && pipeline.merge_on_success
             && pipeline.manager == Manager::Dependent
             && item.change.is_change()
         {
-            match self.merge_change(t, item).await {
+            let outcome = if github {
+                // Phase 1 (statuses, comments) goes out before the merge.
+                let text = report_text(&lines[0], item_url.as_deref(), &finals);
+                let success = self.github_reports(pipeline, item, "success", &text);
+                self.github_merge(t, item, &success).await
+            } else {
+                self.merge_change(t, item).await
+            };
+            match outcome {
                 Ok(()) => merged = true,
                 Err(e) => {
                     tracing::warn!(change = %item.change.url, error = %e, "merge failed");
                     result = "MERGE_FAILURE".into();
                     lines.push(format!("\nThe change could not be merged: {e}"));
+                    if github {
+                        let header = format!(
+                            "{}\n\nThe change could not be merged: {e}",
+                            pipeline.failure_message
+                        );
+                        let text = report_text(&header, item_url.as_deref(), &finals);
+                        reports = self.github_reports(pipeline, item, "failure", &text);
+                    }
                 }
             }
+        } else if github {
+            let text = report_text(&lines[0], item_url.as_deref(), &finals);
+            reports = self.github_reports(pipeline, item, action_of(&result), &text);
         }
         let message = with_footer(pipeline, &lines.join("\n"));
         self.report_note(item, &message);
@@ -788,6 +837,9 @@ impl Scheduler {
             new_window = (next != current).then_some(next);
         }
         let mut tx = self.store.begin().await?;
+        for r in &reports {
+            tx.insert_report(r).await?;
+        }
         if bs.state != "done" {
             tx.finish_buildset(&bs.uuid, &result, &message).await?;
         }

@@ -201,6 +201,8 @@ pub struct Pipeline {
     pub window: Window,
     /// `post-review`: jobs see `zuul.post_review` true (and post-review jobs may run).
     pub post_review: bool,
+    /// Triggers, requirements and reporters as the GitHub driver reads them.
+    pub github: sluice_github::PipelineRules,
     /// `require`: every entry must hold for an item to enter (and stay).
     pub require: Vec<ChangeFilter>,
     /// `reject`: no entry may hold.
@@ -330,9 +332,11 @@ fn parse_filters(raw: &Value, key: &str) -> Result<Vec<ChangeFilter>, String> {
                         );
                     }
                 }
+                // GitHub's own attributes: sluice-github reads them (`PipelineRules`).
+                "draft" | "label" | "review" => {}
                 other => {
                     return Err(format!(
-                        "{key}: {connection}: unknown attribute {other:?} (the git driver knows open, merged, current-patchset, approved, status)"
+                        "{key}: {connection}: unknown attribute {other:?} (the git driver knows open, merged, current-patchset, approved, status; GitHub also draft, label, review)"
                     ))
                 }
             }
@@ -476,7 +480,9 @@ pub fn parse_pipeline(def: &PipelineDef) -> Result<Pipeline, String> {
     let optional_message = |key: &str, default: &str, wanted: bool| {
         wanted.then(|| message(key, default).replace("{pipeline.name}", &pipeline_name))
     };
+    let github = sluice_github::PipelineRules::parse(raw)?;
     Ok(Pipeline {
+        github,
         window,
         post_review: flag("post-review", false),
         require: parse_filters(raw, "require")?,

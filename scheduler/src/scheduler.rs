@@ -17,6 +17,7 @@ use sluice_store::{now_ms, ChangeRef, ChangeRow, ItemRow, NewBuild, Store};
 use crate::config::ServeConfig;
 use crate::errors::SchedulerError;
 use crate::git::{change_url, depends_on, parse_change_url, GitDriver, RepoWatcher, NULL_SHA};
+use crate::github::{change_gone, new_patchset, GithubSource};
 use crate::layout::{refresh_layouts, SharedLayouts, TenantLayout};
 use crate::pipeline::{ChangeFacts, Manager, Pipeline, TIMER};
 use crate::tenant::{load_tenants, TenantConfig};
@@ -28,7 +29,8 @@ pub struct Scheduler {
     pub(crate) drivers: Vec<GitDriver>,
     pub(crate) tenants: Vec<Arc<TenantLayout>>,
     shared: SharedLayouts,
-    tenant_configs: Vec<TenantConfig>,
+    pub(crate) tenant_configs: Vec<TenantConfig>,
+    pub(crate) github: Vec<Arc<GithubSource>>,
     last_poll: HashMap<String, Instant>,
     watcher: RepoWatcher,
     /// Next fire time per timer spec and project-branch (`None`: never).
@@ -39,10 +41,25 @@ impl Scheduler {
     /// Reads the tenant configuration and loads every tenant's layout.
     pub async fn new(cfg: ServeConfig, store: Store) -> Result<Scheduler, SchedulerError> {
         let tenant_configs = load_tenants(&cfg.tenant_config)?;
-        let drivers: Vec<GitDriver> = cfg.connections.iter().map(GitDriver::new).collect();
+        let mut drivers: Vec<GitDriver> = Vec::new();
+        let mut github = Vec::new();
+        for c in &cfg.connections {
+            let mut driver = GitDriver::new(c);
+            if let Some(gh) = c.github() {
+                // GitHub repositories are used through local mirrors.
+                let gh = gh?;
+                driver.hostname = gh.canonical_hostname.clone();
+                github.push(Arc::new(GithubSource::new(gh, c.root.clone())?));
+            }
+            drivers.push(driver);
+        }
         let mut repos: Vec<(&GitDriver, &str)> = Vec::new();
         for tenant in &tenant_configs {
             for p in &tenant.projects {
+                // GitHub mirrors move when Sluice fetches them, after webhooks.
+                if github.iter().any(|g| g.cfg.name == p.connection) {
+                    continue;
+                }
                 if let Some(d) = drivers.iter().find(|d| d.name == p.connection) {
                     if !repos
                         .iter()
@@ -58,6 +75,7 @@ impl Scheduler {
             cfg,
             store,
             drivers,
+            github,
             tenants: Vec::new(),
             shared: SharedLayouts::default(),
             tenant_configs,
@@ -65,7 +83,15 @@ impl Scheduler {
             watcher,
             timers: HashMap::new(),
         };
-        s.refresh_layouts()?;
+        s.sync_github_mirrors().await;
+        match s.refresh_layouts() {
+            Ok(()) => {}
+            // GitHub mirrors may still be missing (GitHub unreachable): every pass retries.
+            Err(e) if !s.github.is_empty() => {
+                tracing::error!(error = %e, "cannot load the layouts yet");
+            }
+            Err(e) => return Err(e),
+        }
         Ok(s)
     }
 
@@ -82,6 +108,7 @@ impl Scheduler {
     pub async fn pass(&mut self) -> Result<bool, SchedulerError> {
         let mut busy = false;
         busy |= self.poll().await? > 0;
+        busy |= self.sync_github_mirrors().await > 0;
         if let Err(e) = self.refresh_layouts() {
             // The previous layouts stay in use.
             tracing::error!(error = %e, "cannot reload layouts");
@@ -91,6 +118,7 @@ impl Scheduler {
         busy |= self.store.expire_leases(now_ms()).await? > 0;
         busy |= self.fire_timers().await? > 0;
         busy |= self.process_events().await? > 0;
+        busy |= self.flush_github_reports().await > 0;
         for t in 0..self.tenants.len() {
             for p in 0..self.tenants[t].pipelines.len() {
                 // A pipeline that cannot advance does not stop the others.
@@ -122,6 +150,10 @@ impl Scheduler {
                 let Some(driver) = self.drivers.iter().find(|d| d.name == p.connection) else {
                     continue;
                 };
+                if self.github_source(&driver.name).is_some() {
+                    // Webhooks, not polling.
+                    continue;
+                }
                 let interval = self
                     .cfg
                     .connection(&driver.name)
@@ -291,7 +323,10 @@ impl Scheduler {
             branch: c.branch.clone(),
             topic: c.topic.clone(),
             message: c.message.clone(),
-            url: change_url(&driver.hostname, &c.project, &c.refname),
+            url: match self.github_source(&driver.name) {
+                Some(gh) => gh.cfg.pull_url(&c.project, c.number),
+                None => change_url(&driver.hostname, &c.project, &c.refname),
+            },
             oldrev: None,
             newrev: None,
         }
@@ -305,6 +340,36 @@ impl Scheduler {
     ) -> Result<Vec<ChangeRef>, SchedulerError> {
         let mut out = Vec::new();
         for url in depends_on(message) {
+            if let Some((host, project, number)) = sluice_github::parse_pull_url(&url) {
+                if let Some(gh) = self.github.iter().find(|g| g.cfg.owns_host(&host)).cloned() {
+                    let key = gh.cfg.pull_url(&project, number);
+                    if seen.contains(&key) || seen.len() > 50 {
+                        continue;
+                    }
+                    seen.push(key);
+                    let row = match self.github_change(&gh, &project, number).await {
+                        Ok((row, _)) if row.status == "open" => row,
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tracing::warn!(%url, error = %e, "Depends-On: cannot read the pull request");
+                            continue;
+                        }
+                    };
+                    let deeper = Box::pin(self.needed_changes(&row.message, seen)).await?;
+                    for d in deeper {
+                        if !out.contains(&d) {
+                            out.push(d);
+                        }
+                    }
+                    if let Some(driver) = self.drivers.iter().find(|d| d.name == gh.cfg.name) {
+                        let c = self.change_ref(driver, &row);
+                        if !out.contains(&c) {
+                            out.push(c);
+                        }
+                    }
+                    continue;
+                }
+            }
             let Some((host, project, refname)) = parse_change_url(&url) else {
                 continue;
             };
@@ -358,8 +423,17 @@ impl Scheduler {
     async fn process_event(&mut self, ev: &sluice_store::EventRow) -> Result<(), SchedulerError> {
         let (new_items, dequeue) = if ev.connection == TIMER || ev.kind == "ref-updated" {
             self.ref_event_items(ev).await?
+        } else if let Some(gh) = self.github_source(&ev.connection) {
+            // A GitHub event may concern several pull requests (a status on a shared commit).
+            let (mut new_items, mut dequeue) = (Vec::new(), Vec::new());
+            for view in self.github_event_views(&gh, ev).await? {
+                let (n, d) = self.change_event_items(ev, &view).await?;
+                new_items.extend(n);
+                dequeue.extend(d);
+            }
+            (new_items, dequeue)
         } else {
-            self.change_event_items(ev).await?
+            self.change_event_items(ev, &ev.payload).await?
         };
         let mut to_cancel = Vec::new();
         for item in &dequeue {
@@ -367,8 +441,23 @@ impl Scheduler {
                 to_cancel.extend(self.store.builds_of_buildset(bs).await?);
             }
         }
+        let mut reports = Vec::new();
+        for (items, action) in [(&dequeue, "dequeue"), (&new_items, "enqueue")] {
+            for item in items {
+                if let Some(p) = self.pipeline(&item.tenant, &item.pipeline) {
+                    let text = match action {
+                        "dequeue" => p.dequeue_message.clone(),
+                        _ => p.enqueue_message.clone().unwrap_or_default(),
+                    };
+                    reports.extend(self.github_reports(p, item, action, &text));
+                }
+            }
+        }
         let mut tx = self.store.begin().await?;
         cancel_builds(&mut tx, &to_cancel).await?;
+        for r in &reports {
+            tx.insert_report(r).await?;
+        }
         for item in &dequeue {
             if let Some(bs) = &item.buildset_uuid {
                 let message = self
@@ -412,6 +501,7 @@ impl Scheduler {
             .drivers
             .iter()
             .find(|d| d.name == item.change.connection)
+            .filter(|d| self.github_source(&d.name).is_none())
         else {
             return;
         };
@@ -474,7 +564,8 @@ impl Scheduler {
         p: &Pipeline,
         cref: &ChangeRef,
     ) -> Result<bool, SchedulerError> {
-        if !p.has_requirements(&cref.connection) {
+        // A GitHub connection's requirements are sluice-github's (`github_admits`).
+        if !p.has_requirements(&cref.connection) || self.github_source(&cref.connection).is_some() {
             return Ok(true);
         }
         let facts = self.change_facts(cref).await?;
@@ -530,13 +621,11 @@ impl Scheduler {
     async fn change_event_items(
         &self,
         ev: &sluice_store::EventRow,
+        payload: &Value,
     ) -> Result<(Vec<ItemRow>, Vec<ItemRow>), SchedulerError> {
-        let project = ev
-            .payload
-            .get("project")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let refname = ev.payload.get("ref").and_then(Value::as_str).unwrap_or("");
+        let project = payload.get("project").and_then(Value::as_str).unwrap_or("");
+        let refname = payload.get("ref").and_then(Value::as_str).unwrap_or("");
+        let gh = self.github_source(&ev.connection);
         let mut new_items: Vec<ItemRow> = Vec::new();
         let mut dequeue: Vec<ItemRow> = Vec::new();
         let Some(driver) = self.drivers.iter().find(|d| d.name == ev.connection) else {
@@ -597,22 +686,21 @@ impl Scheduler {
                         && item.change.project == cref.project
                         && item.change.number == cref.number;
                     if same_change
-                        && ((ev.kind == "patchset-created"
+                        && ((new_patchset(&ev.kind, payload)
                             && p.dequeue_on_new_patchset
                             && item.change.patchset != cref.patchset)
-                            || ev.kind == "change-abandoned")
+                            || change_gone(&ev.kind, payload))
                     {
                         dequeue.push(item.clone());
                     }
                 }
-                if change.status != "open"
-                    || (admin.is_none()
-                        && !p
-                            .triggers
-                            .iter()
-                            .any(|f| f.matches(&ev.connection, &ev.kind, &cref.branch)))
-                    || !configured.contains(&p.name)
-                {
+                // GitHub filters need the pull request: checked below.
+                let triggered = admin.is_some()
+                    || gh.is_some()
+                    || p.triggers
+                        .iter()
+                        .any(|f| f.matches(&ev.connection, &ev.kind, &cref.branch));
+                if change.status != "open" || !triggered || !configured.contains(&p.name) {
                     continue;
                 }
                 if active.iter().any(|i| i.change == cref) {
@@ -626,6 +714,14 @@ impl Scheduler {
                 } else {
                     self.needed_changes(&cref.message, &mut Vec::new()).await?
                 };
+                if let (Some(gh), None) = (&gh, admin) {
+                    if !self
+                        .github_admits(gh, &t.tenant.name, p, &ev.kind, payload, &cref, &needed)
+                        .await?
+                    {
+                        continue;
+                    }
+                }
                 if p.manager == Manager::Dependent {
                     let queue = t
                         .layout
