@@ -520,23 +520,6 @@ impl Scheduler {
     }
 }
 
-/// The webhook routes for the configured GitHub connections (`None` without any).
-pub fn webhook_router(
-    cfg: &crate::ServeConfig,
-    store: sluice_store::Store,
-) -> Option<axum::Router> {
-    let connections: Vec<sluice_github::webhook::WebhookConnection> = cfg
-        .connections
-        .iter()
-        .filter(|c| c.driver == "github")
-        .map(|c| sluice_github::webhook::WebhookConnection {
-            name: c.name.clone(),
-            secret: c.webhook_secret.clone(),
-        })
-        .collect();
-    (!connections.is_empty()).then(|| sluice_github::webhook::router(connections, store))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

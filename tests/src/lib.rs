@@ -7,6 +7,7 @@
 //! Nothing here stands in for a real component: a missing tool makes the test fail with a
 //! message saying how to install it.
 
+pub mod fake_github;
 pub mod scenario;
 
 use std::io::Read;

@@ -181,7 +181,14 @@ pub fn app(state: Option<WebState>, console: ConsoleState) -> Router {
         });
     let console = sluice_stream::router(console).merge(ops);
     match state {
-        Some(state) => console.merge(router(state)),
+        Some(state) => {
+            // GitHub webhooks (`POST /api/connection/{connection}/payload`) write events.
+            let webhooks = sluice_github::webhook::router(
+                state.config().webhooks.clone(),
+                state.store().clone(),
+            );
+            console.merge(webhooks).merge(router(state))
+        }
         None => console,
     }
     .layer(timeout)

@@ -29,6 +29,8 @@ pub struct WebConfig {
     /// Accept admin calls without a token from loopback clients when no authenticator is
     /// configured (`sluice serve`'s local use, documented in docs/web.md).
     pub local_admin: bool,
+    /// GitHub connections whose webhooks are served (`docs/github.md`).
+    pub webhooks: Vec<sluice_github::webhook::WebhookConnection>,
 }
 
 impl WebConfig {
@@ -49,6 +51,15 @@ impl WebConfig {
             nodes,
             auth,
             local_admin: cfg.web.local_admin,
+            webhooks: cfg
+                .connections
+                .iter()
+                .filter(|c| c.driver == "github")
+                .map(|c| sluice_github::webhook::WebhookConnection {
+                    name: c.name.clone(),
+                    secret: c.webhook_secret.clone(),
+                })
+                .collect(),
         })
     }
 }
