@@ -546,6 +546,7 @@ mod tests {
             data: None,
             dependencies: vec![],
             pending_request: None,
+            paused: false,
         };
         let text = report_text("Build failed.", Some("https://ci/t/t/buildset/b"), &[&b]);
         assert_eq!(
