@@ -592,8 +592,8 @@ mod tests {
                 "unknown pipeline attribute \"colour\"",
             ),
             (
-                "name: x\nmanager: independent\nrequire: {git: {label: x}}\n",
-                "unknown attribute \"label\"",
+                "name: x\nmanager: independent\nrequire: {git: {flavour: x}}\n",
+                "unknown attribute \"flavour\"",
             ),
             (
                 "name: x\nmanager: independent\nrequire: {git: {open: yes-please}}\n",
