@@ -57,7 +57,8 @@ pub use layout::{refresh_layouts, SharedLayouts, TenantLayout};
 pub use nodes::{NodeProvider, StaticProvider};
 pub use pipeline::Pipeline;
 pub use scheduler::{
-    approve_change, manage_change, AdminEvent, Scheduler, MANAGEMENT_DEQUEUE, MANAGEMENT_ENQUEUE,
+    approve_change, manage_change, promote_items, AdminEvent, Scheduler, MANAGEMENT_DEQUEUE,
+    MANAGEMENT_ENQUEUE, MANAGEMENT_PROMOTE,
 };
 pub use serve::serve;
 pub use tenant::TenantConfig;

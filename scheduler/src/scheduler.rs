@@ -421,6 +421,9 @@ impl Scheduler {
     /// Enqueues (and dequeues) what one event asks for, in one transaction with marking it
     /// processed.
     async fn process_event(&mut self, ev: &sluice_store::EventRow) -> Result<(), SchedulerError> {
+        if ev.kind == MANAGEMENT_PROMOTE {
+            return self.promote(ev).await;
+        }
         let (new_items, dequeue) = if ev.connection == TIMER || ev.kind == "ref-updated" {
             self.ref_event_items(ev).await?
         } else if let Some(gh) = self.github_source(&ev.connection) {
@@ -481,6 +484,50 @@ impl Scheduler {
                 self.report_note(item, &text);
             }
         }
+        Ok(())
+    }
+
+    /// Zuul's `promote`: the named items move to the head of their change queue, in the
+    /// order given, ahead of the others (which keep their order). Nothing is canceled here:
+    /// every item whose items ahead changed is reset by the next pipeline pass (its
+    /// unfinished builds canceled, a new buildset on the new items ahead), as Zuul restarts
+    /// the jobs of the queue.
+    async fn promote(&mut self, ev: &sluice_store::EventRow) -> Result<(), SchedulerError> {
+        let text = |key: &str| ev.payload.get(key).and_then(Value::as_str).unwrap_or("");
+        let (tenant, pipeline) = (text("tenant"), text("pipeline"));
+        let wanted: Vec<&str> = ev
+            .payload
+            .get("items")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let active = self.store.active_items(tenant, pipeline).await?;
+        // Items dequeued since the web checked them are skipped.
+        let promoted: Vec<&ItemRow> = wanted
+            .iter()
+            .filter_map(|u| active.iter().find(|i| i.uuid == *u))
+            .collect();
+        let mut tx = self.store.begin().await?;
+        if let Some(first) = promoted.first() {
+            let queue = first.queue.clone();
+            let head = active
+                .iter()
+                .filter(|i| i.queue == queue)
+                .map(|i| i.seq)
+                .min()
+                .unwrap_or(0);
+            let n = promoted.len() as i64;
+            for (k, item) in promoted.iter().enumerate() {
+                if item.queue == queue {
+                    tx.set_item_seq(&item.uuid, head - n + k as i64).await?;
+                }
+            }
+            tracing::info!(%tenant, %pipeline, %queue, user = %text("user"),
+                changes = ?promoted.iter().map(|i| i.change.url.as_str()).collect::<Vec<_>>(),
+                "promoted");
+        }
+        tx.mark_event_processed(ev.id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -995,6 +1042,33 @@ pub(crate) async fn cancel_builds(
 pub const MANAGEMENT_ENQUEUE: &str = "zuul-enqueue";
 /// Event kind of the web's `dequeue` admin call (same payload).
 pub const MANAGEMENT_DEQUEUE: &str = "zuul-dequeue";
+
+/// Event kind of the web's `promote` admin call (payload: `tenant`, `pipeline`, `items`: the
+/// queue items' uuids in their new order, `user`).
+pub const MANAGEMENT_PROMOTE: &str = "zuul-promote";
+
+/// Records a `promote` admin event: `items` (uuids of active items of one change queue of
+/// `pipeline`) move to the head of their queue in this order. `connection` is the items'.
+pub async fn promote_items(
+    store: &Store,
+    connection: &str,
+    tenant: &str,
+    pipeline: &str,
+    items: &[String],
+    user: &str,
+) -> Result<i64, SchedulerError> {
+    let mut tx = store.begin().await?;
+    let id = tx
+        .insert_event(
+            connection,
+            MANAGEMENT_PROMOTE,
+            &serde_json::json!({"tenant": tenant, "pipeline": pipeline, "items": items,
+                                "user": user}),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
 
 /// An admin call on a change, recorded as an event for the scheduler.
 #[derive(Debug, Clone, Copy)]

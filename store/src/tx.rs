@@ -276,6 +276,17 @@ impl Tx {
         Ok(seq)
     }
 
+    /// Moves an item within its queue: items of a queue are ordered by `seq` (promote).
+    pub async fn set_item_seq(&mut self, item: &str, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE queue_items SET seq = $1 WHERE uuid = $2")
+            .bind(seq)
+            .bind(item)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("set item seq"))?;
+        Ok(())
+    }
+
     /// Points an item at its current buildset.
     pub async fn set_item_buildset(
         &mut self,

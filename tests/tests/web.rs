@@ -923,3 +923,218 @@ fn assert_status_empties(addr: &str) {
         get_json(addr, "/api/tenant/t/status")
     );
 }
+
+/// An HS256 authenticator for `setup`'s config file, and an admin token for tenant `t`.
+fn admin_token_setup(setup: &Setup) -> String {
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str("web:\n  authenticators:\n    - name: sluice\n      driver: HS256\n      secret: s3cret\n      issuer-id: sluice-tests\n      client-id: sluice\n");
+    std::fs::write(&setup.config, config).unwrap();
+    let exp = chrono_like_now() + 600;
+    hs256_token(
+        "s3cret",
+        &serde_json::json!({"iss": "sluice-tests", "aud": "sluice", "sub": "admin", "exp": exp, "iat": exp - 600, "zuul": {"admin": ["t"]}}),
+    )
+}
+
+/// Runs `zuul-client` without a token and asserts it refuses (zuul-client checks before
+/// asking), then sends the same call without a token and asserts the server's 401 JSON.
+fn assert_needs_token(url: &str, args: &[&str], method: &str, path: &str, body: &str) {
+    let out = Command::new(zuul_client())
+        .arg("--zuul-url")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded without a token");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Auth Token required"),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = url.trim_start_matches("http://");
+    let (status, head, answer) = http(addr, method, path, &[], body);
+    assert_eq!(status, 401, "{method} {path}: {head}\n{answer}");
+    let error: Value = serde_json::from_str(&answer)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {answer}"));
+    assert_eq!(error["error"], "Unauthorized", "{error}");
+    assert_eq!(error["code"], 401, "{error}");
+}
+
+/// The `N,patchset` ids of the items in the first change queue of `pipeline`, head first.
+fn queue_ids(addr: &str, pipeline: &str) -> Vec<String> {
+    let status = get_json(addr, "/api/tenant/t/status");
+    let mut ids = Vec::new();
+    for p in status["pipelines"].as_array().into_iter().flatten() {
+        if p["name"] != pipeline {
+            continue;
+        }
+        for head in p["change_queues"][0]["heads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for item in head.as_array().into_iter().flatten() {
+                ids.push(
+                    item["refs"][0]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    ids
+}
+
+/// `zuul-client promote` moves the second change of a gate queue to its head: the status
+/// shows the new order at once, both changes' first builds are canceled (each one's items
+/// ahead changed), the promoted change merges first and the other is retested on top of it.
+#[test]
+fn web_zuul_client_promotes_a_change_to_the_head_of_the_gate_queue() {
+    let slow = "- hosts: all\n  tasks:\n    - name: Take a while\n      shell: sleep 15\n";
+    let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    gate:\n      jobs:\n        - slow\n";
+    let setup = Setup::new(
+        GATE,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", slow)],
+        )],
+        30,
+    );
+    let token = admin_token_setup(&setup);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{addr}");
+    let serve = setup.start_with("serve", "serve-promote", &["--web-listen", &addr]);
+    let sha_a = setup.push_change("org/app", "a", "Change A", &[("a.txt", "a\n")]);
+    let sha_b = setup.push_change("org/app", "b", "Change B", &[("b.txt", "b\n")]);
+    let known = wait_for(Duration::from_secs(30), || {
+        let list = setup.sluice(&["change", "list"]);
+        list.contains("review/main/a") && list.contains("review/main/b")
+    });
+    assert!(known, "changes not seen:\n{}", serve.output());
+    setup.approve("org/app", "a");
+    setup.approve("org/app", "b");
+    let (id_a, id_b) = (format!("1,{sha_a}"), format!("2,{sha_b}"));
+    let both_running = wait_for(Duration::from_secs(90), || {
+        let (_, _, body) = http(&addr, "GET", "/api/tenant/t/status", &[], "");
+        serde_json::from_str::<Value>(&body).is_ok_and(|s| {
+            let head = &s["pipelines"][0]["change_queues"][0]["heads"][0];
+            head.as_array().is_some_and(|h| h.len() == 2)
+                && head[0]["jobs"][0]["start_time"].is_number()
+                && head[1]["jobs"][0]["start_time"].is_number()
+        })
+    });
+    assert!(
+        both_running,
+        "both changes never ran in gate: {}\n{}",
+        get_json(&addr, "/api/tenant/t/status"),
+        serve.output()
+    );
+    assert_eq!(queue_ids(&addr, "gate"), [id_a.clone(), id_b.clone()]);
+
+    let promote_args = [
+        "promote",
+        "--tenant",
+        "t",
+        "--pipeline",
+        "gate",
+        "--changes",
+        &id_b,
+    ];
+    assert_needs_token(
+        &url,
+        &promote_args,
+        "POST",
+        "/api/tenant/t/promote",
+        &format!(r#"{{"pipeline": "gate", "changes": ["{id_b}"]}}"#),
+    );
+    // A change that is not in the pipeline is refused with Zuul's JSON error.
+    let out = Command::new(zuul_client())
+        .args(["--zuul-url", &url, "--auth-token", &token])
+        .args([
+            "promote",
+            "--tenant",
+            "t",
+            "--pipeline",
+            "gate",
+            "--changes",
+            "7",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Change 7 is not in pipeline gate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut with_token = vec!["--auth-token", token.as_str()];
+    with_token.extend(promote_args);
+    run_zuul_client(&url, &with_token);
+    // The status document is cached for a second.
+    let reordered = wait_for(Duration::from_secs(15), || {
+        queue_ids(&addr, "gate") == [id_b.clone(), id_a.clone()]
+    });
+    assert!(
+        reordered,
+        "{:?}\n{}",
+        queue_ids(&addr, "gate"),
+        serve.output()
+    );
+
+    let history = setup.wait_reported(&serve, "gate", &["a", "b"], Duration::from_secs(180));
+    for topic in ["a", "b"] {
+        assert_eq!(
+            items(&history, "gate", topic)[0]["result"],
+            "SUCCESS",
+            "{history:#}"
+        );
+    }
+    // B merged first, then A on top of it: main's first parents are A's merge, then B.
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(setup.bare("org/app"))
+        .args(["log", "--first-parent", "--format=%H %P", "main"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    let commits: Vec<Vec<&str>> = log
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        commits.len() >= 3
+            && (commits[0][0] == sha_a || commits[0][1..].contains(&sha_a.as_str()))
+            && commits[1][0] == sha_b,
+        "main is not B then A: {log}"
+    );
+    // Each change's builds: the first canceled by the promotion, then a success; A's
+    // successful buildset was tested on top of B.
+    for (change, ahead) in [("1", vec!["refs/heads/review/main/b"]), ("2", vec![])] {
+        let builds = get_json(
+            &addr,
+            &format!("/api/tenant/t/builds?pipeline=gate&change={change}"),
+        );
+        let results: Vec<&str> = builds
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["result"].as_str())
+            .collect();
+        assert_eq!(
+            results,
+            ["SUCCESS", "CANCELED"],
+            "change {change}: {builds:#}"
+        );
+        let buildset = get_json(
+            &addr,
+            &format!(
+                "/api/tenant/t/buildset/{}",
+                builds[0]["buildset"]["uuid"].as_str().unwrap()
+            ),
+        );
+        let ahead_now: Vec<String> = ahead_refs(&buildset);
+        assert_eq!(ahead_now, ahead, "change {change}: {buildset:#}");
+    }
+}

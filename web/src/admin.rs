@@ -335,3 +335,116 @@ async fn approve(
         user,
     }))
 }
+
+/// Zuul's `promote` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PromoteRequest {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The changes (`N,patchset` or `N`), in the order they should head their change queue.
+    pub changes: Vec<String>,
+}
+
+/// Moves changes to the head of their change queue in the order given (Zuul's `promote`);
+/// the items whose items ahead changed are reset: their builds restart on the new order.
+/// Answers `true` once the scheduler has the request.
+#[utoipa::path(post, path = "/api/tenant/{tenant}/promote", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant name")),
+    request_body = PromoteRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = bool), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn post_promote(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<bool>> {
+    let t = state.tenant(&tenant)?;
+    let caller = authorize(
+        state.config().auth.as_ref(),
+        state.config().local_admin,
+        Some(peer.ip()),
+        &headers,
+        &t.tenant.name,
+    )?;
+    let body: PromoteRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("promote body: {e}")))?;
+    let pipeline = &body.pipeline;
+    if !t.pipelines.iter().any(|pl| pl.name == *pipeline) {
+        return Err(ApiError::NotFound(format!(
+            "Pipeline {pipeline} does not exist in tenant {tenant}"
+        )));
+    }
+    if body.changes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "changes: name at least one change".into(),
+        ));
+    }
+    let active = state.store().active_items(&t.tenant.name, pipeline).await?;
+    let mut items: Vec<&sluice_store::ItemRow> = Vec::new();
+    for wanted in &body.changes {
+        let (number, patchset) = match wanted.trim().split_once(',') {
+            Some((n, ps)) => (n.trim().parse::<i64>().ok(), Some(ps.trim())),
+            None => (wanted.trim().parse::<i64>().ok(), None),
+        };
+        let Some(number) = number else {
+            return Err(ApiError::BadRequest(format!(
+                "change {wanted:?}: expected <number>,<patchset> or <number>"
+            )));
+        };
+        let matching: Vec<&sluice_store::ItemRow> = active
+            .iter()
+            .filter(|i| {
+                i.change.is_change()
+                    && i.change.number == number
+                    && patchset.is_none_or(|ps| i.change.patchset == ps)
+            })
+            .collect();
+        match matching.as_slice() {
+            [] => {
+                return Err(ApiError::BadRequest(format!(
+                    "Change {wanted} is not in pipeline {pipeline}"
+                )))
+            }
+            [one] => {
+                if items.iter().any(|i| i.uuid == one.uuid) {
+                    return Err(ApiError::BadRequest(format!(
+                        "Change {wanted} is named twice"
+                    )));
+                }
+                items.push(one)
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "Change {wanted} names items of several projects in pipeline {pipeline}: give its patchset (<number>,<sha>)"
+                )))
+            }
+        }
+    }
+    if let Some(other) = items.iter().find(|i| i.queue != items[0].queue) {
+        return Err(ApiError::BadRequest(format!(
+            "Changes {} and {} are not in the same change queue of pipeline {pipeline}",
+            items[0].change.url, other.change.url
+        )));
+    }
+    let user = match caller {
+        Caller::User(u) => u,
+        Caller::Local => "local".into(),
+    };
+    let uuids: Vec<String> = items.iter().map(|i| i.uuid.clone()).collect();
+    sluice_scheduler::promote_items(
+        state.store(),
+        &items[0].change.connection,
+        &t.tenant.name,
+        pipeline,
+        &uuids,
+        &user,
+    )
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(%tenant, %pipeline, changes = ?body.changes, %user, "promote requested");
+    Ok(Json(true))
+}

@@ -78,6 +78,7 @@ pub use state::{WebConfig, WebState};
         admin::post_project_action,
         admin::post_enqueue,
         admin::post_dequeue,
+        admin::post_promote,
     ),
     modifiers(&BearerScheme),
 )]
@@ -150,6 +151,10 @@ pub fn router(state: WebState) -> Router {
         .route(
             "/api/tenant/{tenant}/semaphores",
             get(layout_api::get_semaphores),
+        )
+        .route(
+            "/api/tenant/{tenant}/promote",
+            axum::routing::post(admin::post_promote),
         )
         .route("/api/tenant/{tenant}/labels", get(resources::get_labels))
         .route("/api/tenant/{tenant}/nodes", get(resources::get_nodes))
