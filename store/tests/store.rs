@@ -405,6 +405,46 @@ async fn reports_queue_and_record_their_tries(db: &Db) {
     let all = store.reports_of_item("item").await.unwrap();
     assert_eq!(all[0].result, Some(json!({"id": 7})));
     assert_eq!(all[1].op, json!({"status": "success"}));
+    assert_eq!(
+        (all[1].state.as_str(), all[1].result.as_ref()),
+        ("pending", None)
+    );
+
+    // A permanent refusal leaves the queue but stays readable with GitHub's (long) message;
+    // another connection's reports are not this one's.
+    let long_error = format!("HTTP 422: {}", "Validation Failed; ".repeat(200));
+    store
+        .update_report(second, "failed", now_ms(), Some(&long_error), None)
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let other = tx
+        .insert_report(&NewReport {
+            connection: "github-enterprise".into(),
+            ..report("start")
+        })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.pending_reports("github").await.unwrap().is_empty());
+    let pending = store.pending_reports("github-enterprise").await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|r| (r.id, r.attempts))
+            .collect::<Vec<_>>(),
+        [(other, 0)]
+    );
+    let all = store.reports_of_item("item").await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        (
+            all[1].state.as_str(),
+            all[1].attempts,
+            all[1].last_error.as_deref()
+        ),
+        ("failed", 2, Some(long_error.as_str()))
+    );
     let change = store
         .change_by_ref("github", "org/a", "refs/pull/42/head")
         .await
