@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_github::reports::{ops_for, MergeRequest, ReportContext};
+use sluice_github::reports::{ops_for, MergeRequest, ReportContext, ReportOp};
 use sluice_github::rules::permission_at_least;
 use sluice_github::{pull, Client, GithubConfig, Mirrors, PullRequest};
 use sluice_store::{now_ms, BuildRow, ChangeRef, ChangeRow, EventRow, ItemRow, NewReport};
@@ -20,8 +20,10 @@ use crate::errors::SchedulerError;
 use crate::pipeline::{Manager, Pipeline};
 use crate::scheduler::Scheduler;
 
-/// Pause before a failed mirror fetch is tried again.
-const MIRROR_RETRY: Duration = Duration::from_secs(30);
+/// First pause before a failed mirror fetch is tried again; it doubles with each failure.
+const MIRROR_RETRY: Duration = Duration::from_secs(1);
+/// Longest pause between tries of a mirror fetch.
+const MIRROR_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// One GitHub connection as the scheduler uses it.
 pub struct GithubSource {
@@ -32,7 +34,8 @@ pub struct GithubSource {
     /// Local mirrors.
     pub mirrors: Mirrors,
     pulls: Mutex<HashMap<(String, i64), PullRequest>>,
-    mirror_retry: Mutex<HashMap<String, Instant>>,
+    /// When a failed mirror is tried next, and how many times it failed.
+    mirror_retry: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl GithubSource {
@@ -192,19 +195,26 @@ impl Scheduler {
                     .lock()
                     .ok()
                     .and_then(|m| m.get(&project).copied())
-                    .is_none_or(|at| at <= Instant::now());
+                    .is_none_or(|(at, _)| at <= Instant::now());
                 if !due {
                     continue;
                 }
                 match gh.mirrors.fetch(&gh.client, &project, &[]).await {
                     Ok(()) => {
+                        if let Ok(mut m) = gh.mirror_retry.lock() {
+                            m.remove(&project);
+                        }
                         tracing::info!(connection = %gh.cfg.name, %project, "mirror created");
                         made += 1;
                     }
                     Err(e) => {
                         tracing::warn!(connection = %gh.cfg.name, %project, error = %e, "cannot mirror the repository; will retry");
                         if let Ok(mut m) = gh.mirror_retry.lock() {
-                            m.insert(project.clone(), Instant::now() + MIRROR_RETRY);
+                            let failures = m.get(&project).map_or(0, |(_, f)| *f);
+                            let pause = MIRROR_RETRY
+                                .saturating_mul(1 << failures.min(16))
+                                .min(MIRROR_RETRY_MAX);
+                            m.insert(project.clone(), (Instant::now() + pause, failures + 1));
                         }
                     }
                 }
@@ -392,6 +402,55 @@ impl Scheduler {
         Ok(true)
     }
 
+    /// Whether pull request `cref` meets pipeline `p`'s GitHub `require` and escapes its
+    /// `reject` now (checked again on every pass while it is queued: a label removed, an
+    /// approval dismissed or a new head dequeue it). The pull request is the one last read
+    /// from the API (every webhook about it refreshes it); if it cannot be read, it holds.
+    pub(crate) async fn github_requirements_hold(
+        &self,
+        gh: &GithubSource,
+        p: &Pipeline,
+        cref: &ChangeRef,
+    ) -> Result<bool, SchedulerError> {
+        let conn = &gh.cfg.name;
+        let applies = |list: &[(String, sluice_github::rules::Requirement)]| {
+            list.iter().any(|(c, _)| c == conn)
+        };
+        if !cref.is_change() || !(applies(&p.github.require) || applies(&p.github.reject)) {
+            return Ok(true);
+        }
+        let project = gh.short(&cref.project).to_string();
+        let pr = match gh.pull(&project, cref.number) {
+            Some(pr) => pr,
+            None => match pull::fetch_pull(&gh.client, &project, cref.number).await {
+                Ok(pr) => {
+                    if let Ok(mut m) = gh.pulls.lock() {
+                        m.insert((project.clone(), cref.number), pr.clone());
+                    }
+                    pr
+                }
+                Err(e) => {
+                    tracing::warn!(change = %cref.url, error = %e, "cannot read the pull request to check the requirements again");
+                    return Ok(true);
+                }
+            },
+        };
+        let now = now_ms();
+        for (c, r) in p.github.require.iter().filter(|(c, _)| c == conn) {
+            if let Some(why) = r.unmet(&pr, Some(&cref.patchset), now) {
+                tracing::info!(change = %cref.url, pipeline = %p.name, connection = %c, %why, "pipeline requirement not met");
+                return Ok(false);
+            }
+        }
+        for (c, r) in p.github.reject.iter().filter(|(c, _)| c == conn) {
+            if let Some(why) = r.rejects(&pr, now) {
+                tracing::info!(change = %cref.url, pipeline = %p.name, connection = %c, %why, "pipeline reject matches");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// `<web-root>/t/<tenant>/buildset/<uuid>` (or the change's status page before a result).
     pub(crate) fn item_url(&self, item: &ItemRow, buildset: Option<&str>) -> Option<String> {
         let root = self.cfg.web.root.as_deref()?.trim_end_matches('/');
@@ -434,6 +493,11 @@ impl Scheduler {
             .reporters_for(action, &gh.cfg.name)
             .into_iter()
             .flat_map(|r| ops_for(r, &ctx))
+            // A ref item (a push) has no pull request to comment on, label or review.
+            .filter(|op| {
+                item.change.is_change()
+                    || matches!(op, ReportOp::Status { .. } | ReportOp::Check { .. })
+            })
             .filter_map(|op| serde_json::to_value(op).ok())
             .map(|op| NewReport {
                 connection: gh.cfg.name.clone(),

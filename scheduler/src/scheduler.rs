@@ -402,11 +402,35 @@ impl Scheduler {
         Ok(out)
     }
 
-    /// Turns pending events into queue items.
+    /// The tenant whose layout an event must wait for: one that has the event's project but
+    /// no layout yet (its repositories could not be read). The event stays pending until then.
+    fn waits_for_layout(&self, ev: &sluice_store::EventRow) -> Option<&str> {
+        if ev.connection == TIMER {
+            return None;
+        }
+        let project = ev.payload.get("project").and_then(Value::as_str)?;
+        self.tenant_configs
+            .iter()
+            .filter(|tc| {
+                tc.projects
+                    .iter()
+                    .any(|p| p.connection == ev.connection && p.name == project)
+            })
+            .find(|tc| !self.tenants.iter().any(|t| t.tenant.name == tc.name))
+            .map(|tc| tc.name.as_str())
+    }
+
+    /// Turns pending events into queue items; returns how many were processed. Events for
+    /// a tenant whose layout is not loaded yet stay pending (in order) for a later pass.
     async fn process_events(&mut self) -> Result<usize, SchedulerError> {
-        let events = self.store.pending_events(100).await?;
-        let n = events.len();
+        let events = self.store.pending_events(1000).await?;
+        let mut n = 0;
         for ev in events {
+            if let Some(tenant) = self.waits_for_layout(&ev) {
+                tracing::debug!(event = ev.id, kind = %ev.kind, %tenant, "event kept until the tenant's layout is loaded");
+                continue;
+            }
+            n += 1;
             // One bad event must not block the ones after it.
             if let Err(e) = self.process_event(&ev).await {
                 tracing::error!(event = ev.id, kind = %ev.kind, error = %e, "event dropped");
@@ -425,6 +449,14 @@ impl Scheduler {
             return self.promote(ev).await;
         }
         let (new_items, dequeue) = if ev.connection == TIMER || ev.kind == "ref-updated" {
+            self.ref_event_items(ev).await?
+        } else if let Some(gh) = self
+            .github_source(&ev.connection)
+            .filter(|_| ev.kind == "push")
+        {
+            // A push refreshes the mirror, then is a ref item like the git driver's
+            // `ref-updated` (branch deletions never reach the store).
+            self.github_event_views(&gh, ev).await?;
             self.ref_event_items(ev).await?
         } else if let Some(gh) = self.github_source(&ev.connection) {
             // A GitHub event may concern several pull requests (a status on a shared commit).
@@ -611,8 +643,11 @@ impl Scheduler {
         p: &Pipeline,
         cref: &ChangeRef,
     ) -> Result<bool, SchedulerError> {
-        // A GitHub connection's requirements are sluice-github's (`github_admits`).
-        if !p.has_requirements(&cref.connection) || self.github_source(&cref.connection).is_some() {
+        if let Some(gh) = self.github_source(&cref.connection) {
+            // GitHub's attributes are sluice-github's; pull requests are read from the API.
+            return self.github_requirements_hold(&gh, p, cref).await;
+        }
+        if !p.has_requirements(&cref.connection) {
             return Ok(true);
         }
         let facts = self.change_facts(cref).await?;
@@ -870,6 +905,12 @@ impl Scheduler {
                                     .iter()
                                     .any(|s| Some(s.text.as_str()) == text("timespec"))
                         })
+                } else if self.github_source(connection).is_some() {
+                    p.github.triggers.iter().any(|(c, f)| {
+                        c == connection
+                            && !deleted
+                            && f.matches_event(&ev.kind, &ev.payload, branch.unwrap_or(""))
+                    })
                 } else {
                     p.triggers
                         .iter()
