@@ -72,8 +72,11 @@ pub struct Pull {
     pub closed: bool,
     /// Label names.
     pub labels: Vec<String>,
-    /// `(user, state)` reviews in order.
+    /// `(user, state)` reviews in order (submitted as long ago as [`FakeGithub::set_user`]
+    /// says for the user; now by default).
     pub reviews: Vec<(String, String)>,
+    /// A draft.
+    pub draft: bool,
 }
 
 #[derive(Default)]
@@ -87,6 +90,8 @@ struct FakeState {
     comments: Vec<(String, i64, String)>,
     calls: Vec<Call>,
     faults: Vec<Fault>,
+    /// `(login, repository permission, age of their reviews in seconds)`.
+    users: Vec<(String, String, u64)>,
 }
 
 /// The running fake.
@@ -188,6 +193,26 @@ impl FakeGithub {
         self.with(|s| s.faults.push(fault));
     }
 
+    /// Answers the next `times` matching calls with a fault.
+    pub fn add_faults(&self, fault: Fault, times: usize) {
+        self.with(|s| s.faults.extend(std::iter::repeat_n(fault, times)));
+    }
+
+    /// Forgets the faults not answered yet.
+    pub fn clear_faults(&self) {
+        self.with(|s| s.faults.clear());
+    }
+
+    /// A user's permission on every repository (default `write`) and how long ago their
+    /// reviews were submitted (default: now).
+    pub fn set_user(&self, login: &str, permission: &str, review_age_secs: u64) {
+        self.with(|s| {
+            s.users.retain(|(l, _, _)| l != login);
+            s.users
+                .push((login.to_string(), permission.to_string(), review_age_secs));
+        });
+    }
+
     /// Every call so far.
     pub fn calls(&self) -> Vec<Call> {
         self.with(|s| s.calls.clone())
@@ -233,7 +258,7 @@ fn pull_json(base_url: &str, p: &Pull) -> Value {
         "state": if p.closed || p.merged { "closed" } else { "open" },
         "title": p.title,
         "body": p.body,
-        "draft": false,
+        "draft": p.draft,
         "merged": p.merged,
         "mergeable": true,
         "user": {"login": "author"},
@@ -324,11 +349,23 @@ fn route(
             )
                 .into_response();
         }
-        return (
+        // GitHub's answers to a merge it refuses; a proxy's page for the rest.
+        let message = match f.status {
+            405 => "Required status check \"ci/protect\" is expected.",
+            409 => "Head branch was modified. Review and try the merge again.",
+            404 => "Not Found",
+            _ => {
+                return (
+                    StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    "<html>502 Bad Gateway</html>",
+                )
+                    .into_response()
+            }
+        };
+        return json_response(
             StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY),
-            "<html>502 Bad Gateway</html>",
-        )
-            .into_response();
+            json!({"message": message}),
+        );
     }
     let auth = headers
         .get("authorization")
@@ -416,7 +453,10 @@ fn route(
                     .reviews
                     .iter()
                     .enumerate()
-                    .map(|(k, (user, state))| json!({"id": k + 1, "user": {"login": user}, "state": state, "submitted_at": "2024-01-01T00:00:00Z"}))
+                    .map(|(k, (user, state))| {
+                        let age = s.users.iter().find(|(l, _, _)| l == user).map_or(0, |u| u.2);
+                        json!({"id": k + 1, "user": {"login": user}, "state": state, "submitted_at": iso(chrono_like_now().saturating_sub(age))})
+                    })
                     .collect::<Vec<_>>()),
             ),
             None => json_response(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
@@ -434,7 +474,10 @@ fn route(
             json_response(StatusCode::OK, json!(list))
         }
         ("GET", ["branches", b]) => json_response(StatusCode::OK, json!({"name": b, "protected": false})),
-        ("GET", ["collaborators", _user, "permission"]) => json_response(StatusCode::OK, json!({"permission": "write"})),
+        ("GET", ["collaborators", user, "permission"]) => {
+            let permission = s.users.iter().find(|(l, _, _)| l == user).map_or("write", |u| u.1.as_str());
+            json_response(StatusCode::OK, json!({"permission": permission}))
+        }
         ("POST", ["statuses", sha]) => {
             let mut v = body.clone();
             v["creator"] = json!({"login": "sluice-app[bot]"});

@@ -24,10 +24,15 @@ const PIPELINES: &str = r#"- pipeline:
     trigger:
       github:
         - event: pull_request
-          action: [opened, changed, reopened]
+          action: [opened, changed, reopened, ready_for_review]
         - event: pull_request
           action: comment
           comment: (?i)^\s*recheck\s*$
+        - event: check_run
+          action: rerequested
+    reject:
+      github:
+        draft: true
     start:
       github:
         check: in_progress
@@ -48,11 +53,17 @@ const PIPELINES: &str = r#"- pipeline:
         - event: pull_request
           action: labeled
           label: gate
+        - event: pull_request_review
+          action: submitted
+          state: approved
     require:
       github:
         open: true
+        label: gate
         review:
           - type: approved
+            permission: write
+            newer-than: 30d
     success:
       github:
         status: success
@@ -60,6 +71,31 @@ const PIPELINES: &str = r#"- pipeline:
     failure:
       github:
         status: failure
+        label: gate-failed
+        unlabel: gate
+- pipeline:
+    name: post
+    manager: supercedent
+    post-review: true
+    trigger:
+      github:
+        - event: push
+          ref: ^refs/heads/.*$
+    success:
+      github:
+        status: success
+- pipeline:
+    name: external
+    manager: independent
+    trigger:
+      github:
+        - event: pull_request
+          action: status
+          status: ci-bot:ci/external:success
+    success:
+      github:
+        comment: false
+        status: success
 "#;
 
 const QUICK: &str = "- hosts: all\n  tasks:\n    - name: Test\n      debug:\n        msg: tested\n";
@@ -106,8 +142,16 @@ impl Github {
             r,
             "org/a",
             &mut [
-                (".zuul.yaml", "- job:\n    name: a-test\n    run: playbooks/test.yaml\n- job:\n    name: a-gate\n    run: playbooks/wait.yaml\n- project:\n    merge-mode: squash-merge\n    queue: integrated\n    check:\n      jobs: [a-test]\n    gate:\n      jobs: [a-gate]\n".to_string()),
+                (".zuul.yaml", "- job:\n    name: a-test\n    run: playbooks/test.yaml\n- job:\n    name: a-gate\n    run: playbooks/wait.yaml\n- project:\n    merge-mode: squash-merge\n    queue: integrated\n    check:\n      jobs: [a-test]\n    gate:\n      jobs: [a-gate]\n    post:\n      jobs: [noop]\n    external:\n      jobs: [noop]\n".to_string()),
                 ("playbooks/test.yaml", QUICK.to_string()),
+                ("playbooks/wait.yaml", wait.clone()),
+            ],
+        );
+        bare_repo(
+            r,
+            "org/c",
+            &mut [
+                (".zuul.yaml", "- job:\n    name: c-gate\n    run: playbooks/wait.yaml\n- project:\n    merge-mode: rebase\n    check:\n      jobs: [noop]\n    gate:\n      jobs: [c-gate]\n".to_string()),
                 ("playbooks/wait.yaml", wait),
             ],
         );
@@ -121,7 +165,7 @@ impl Github {
         );
         std::fs::write(
             r.join("main.yaml"),
-            "- tenant:\n    name: t\n    source:\n      github:\n        config-projects:\n          - sluice/config\n        untrusted-projects:\n          - org/a\n          - org/b\n",
+            "- tenant:\n    name: t\n    source:\n      github:\n        config-projects:\n          - sluice/config\n        untrusted-projects:\n          - org/a\n          - org/b\n          - org/c\n",
         )
         .unwrap();
         let fake = FakeGithub::start(&r.join("repos"), key.to_public_key());
@@ -235,6 +279,7 @@ impl Github {
             closed: false,
             labels: vec![],
             reviews: vec![],
+            draft: false,
         });
         head
     }
@@ -657,4 +702,380 @@ fn github_gate_merges_dependencies_in_order_and_retests_a_force_pushed_pull_requ
         "the old head was not merged"
     );
     assert!(!gh.branch_files("org/a").contains("second.txt"));
+}
+
+impl Github {
+    /// Commits `files` on `main` of `repo` (a push to GitHub); returns the old and new tips.
+    fn push_main(&self, repo: &str, message: &str, files: &[(&str, &str)]) -> (String, String) {
+        let old = self.tip(repo);
+        let work = self.root.path().join("work").join(format!("{repo}-main"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(work.parent().unwrap()).unwrap();
+        let out = Command::new("git")
+            .args(["clone", "-q"])
+            .arg(self.bare(repo))
+            .arg(&work)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let g = GitRepo { path: work };
+        for (p, c) in files {
+            g.write(p, c);
+        }
+        let new = g.commit(message);
+        g.git(&["push", "-q", "origin", "HEAD:main"]);
+        (old, new)
+    }
+
+    fn tip(&self, repo: &str) -> String {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(self.bare(repo))
+            .args(["rev-parse", "main"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Approves pull request `number` of `repo` as `user` and sends the review webhook.
+    fn approve(&self, repo: &str, number: i64, user: &str) {
+        self.fake.update_pull(repo, number, |p| {
+            p.reviews.push((user.into(), "APPROVED".into()))
+        });
+        assert_eq!(
+            self.webhook(
+                "pull_request_review",
+                "pull_request_review.submitted",
+                repo,
+                number,
+                |d| d["review"]["state"] = json!("approved")
+            ),
+            200
+        );
+    }
+
+    /// Sends `pull_request` webhook `action` (fixture `pull_request.<action>`).
+    fn pr_event(&self, repo: &str, number: i64, action: &str) -> u16 {
+        self.webhook(
+            "pull_request",
+            &format!("pull_request.{action}"),
+            repo,
+            number,
+            |d| d["action"] = json!(action),
+        )
+    }
+}
+
+fn comment_with(gh: &Github, repo: &str, number: i64, text: &str) -> usize {
+    gh.fake
+        .comments(repo, number)
+        .iter()
+        .filter(|c| c.contains(text))
+        .count()
+}
+
+#[test]
+fn github_events_wait_for_the_layout_and_push_status_check_run_and_draft_events_trigger() {
+    let gh = Github::new();
+    // The config project cannot be read yet: the tenant has no layout when the first
+    // webhook arrives.
+    gh.fake.add_faults(
+        Fault {
+            method: "GET".into(),
+            path_contains: "/repos/sluice/config".into(),
+            status: 404,
+            rate_limit: false,
+        },
+        10_000,
+    );
+    let serve = gh.serve();
+    let head = gh.open_pull(
+        "org/a",
+        1,
+        "Early change",
+        "Before the layout.",
+        &[("early.txt", "1\n")],
+    );
+    assert_eq!(gh.pr_event("org/a", 1, "opened"), 200);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        gh.fake.comments("org/a", 1).is_empty() && gh.fake.check_runs("org/a").is_empty(),
+        "nothing can run without a layout"
+    );
+    gh.fake.clear_faults();
+    wait_until(
+        &serve,
+        "the early event processed once the layout loaded",
+        120,
+        || comment_with(&gh, "org/a", 1, "Build succeeded.") == 1,
+    );
+
+    // A push to a branch is a ref item of the post pipeline, with oldrev and newrev; a branch
+    // deletion is ignored.
+    assert_eq!(
+        gh.webhook("push", "push.deleted", "org/a", 0, |d| {
+            d["ref"] = json!("refs/heads/gone");
+        }),
+        200
+    );
+    let (old, new) = gh.push_main("org/a", "Direct push", &[("pushed.txt", "p\n")]);
+    assert_eq!(
+        gh.webhook("push", "push", "org/a", 0, |d| {
+            d["ref"] = json!("refs/heads/main");
+            d["before"] = json!(old);
+            d["after"] = json!(new);
+            d["created"] = json!(false);
+        }),
+        200
+    );
+    wait_until(&serve, "post item reported", 120, || {
+        gh.fake
+            .statuses(&new)
+            .iter()
+            .any(|s| s["context"] == "t/post" && s["state"] == "success")
+    });
+    let history = gh.history();
+    let posts: Vec<&Value> = history["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["pipeline"] == "post")
+        .collect();
+    assert_eq!(
+        posts.len(),
+        1,
+        "one post item, none for the deletion: {history:#}"
+    );
+    let r = &posts[0]["refs"][0];
+    assert_eq!(
+        (
+            r["ref"].as_str(),
+            r["oldrev"].as_str(),
+            r["newrev"].as_str(),
+            r["change"].is_null()
+        ),
+        (
+            Some("refs/heads/main"),
+            Some(old.as_str()),
+            Some(new.as_str()),
+            true
+        ),
+        "{history:#}"
+    );
+    assert_eq!(posts[0]["result"], "SUCCESS", "{history:#}");
+
+    // A commit status: only `ci-bot:ci/external:success` triggers the external pipeline; the
+    // pull request is found by its head commit.
+    for state in ["failure", "success"] {
+        assert_eq!(
+            gh.webhook("status", "status", "org/a", 1, |d| {
+                d["sha"] = json!(head);
+                d["context"] = json!("ci/external");
+                d["state"] = json!(state);
+                d["sender"]["login"] = json!("ci-bot");
+            }),
+            200
+        );
+    }
+    wait_until(&serve, "external pipeline ran", 120, || {
+        gh.fake
+            .statuses(&head)
+            .iter()
+            .any(|s| s["context"] == "t/external" && s["state"] == "success")
+    });
+    assert_eq!(items_of(&gh.history(), "external", "org/a", 1).len(), 1);
+
+    // A check run re-requested on GitHub runs the check pipeline again.
+    assert_eq!(
+        gh.webhook("check_run", "check_run.rerequested", "org/a", 1, |d| {
+            d["check_run"]["head_sha"] = json!(head);
+        }),
+        200
+    );
+    wait_until(&serve, "check re-run", 120, || {
+        comment_with(&gh, "org/a", 1, "Build succeeded.") == 2
+    });
+
+    // Drafts: the check pipeline rejects them; ready_for_review runs it; closed runs nothing,
+    // reopened runs it again; converted_to_draft makes the next trigger rejected.
+    gh.open_pull("org/a", 2, "Draft change", "WIP.", &[("draft.txt", "d\n")]);
+    gh.fake.update_pull("org/a", 2, |p| p.draft = true);
+    assert_eq!(gh.pr_event("org/a", 2, "opened"), 200);
+    // The event reads the pull request as it is when the scheduler gets to it.
+    wait_until(&serve, "the draft read", 60, || {
+        gh.fake
+            .calls()
+            .iter()
+            .any(|c| c.method == "GET" && c.path == "/repos/org/a/pulls/2")
+    });
+    gh.fake.update_pull("org/a", 2, |p| p.draft = false);
+    assert_eq!(gh.pr_event("org/a", 2, "ready_for_review"), 200);
+    wait_until(&serve, "ready for review checked", 120, || {
+        comment_with(&gh, "org/a", 2, "Build succeeded.") == 1
+    });
+    gh.fake.update_pull("org/a", 2, |p| p.closed = true);
+    assert_eq!(gh.pr_event("org/a", 2, "closed"), 200);
+    gh.fake.update_pull("org/a", 2, |p| p.closed = false);
+    assert_eq!(gh.pr_event("org/a", 2, "reopened"), 200);
+    wait_until(&serve, "reopened checked", 120, || {
+        comment_with(&gh, "org/a", 2, "Build succeeded.") == 2
+    });
+    gh.fake.update_pull("org/a", 2, |p| p.draft = true);
+    assert_eq!(gh.pr_event("org/a", 2, "converted_to_draft"), 200);
+    assert_eq!(
+        gh.webhook("issue_comment", "issue_comment.created", "org/a", 2, |d| {
+            d["action"] = json!("created");
+            d["comment"]["body"] = json!("recheck");
+        }),
+        200
+    );
+    // Events are processed in order: once this status has run, the recheck was refused.
+    let head2 = gh.fake.pull("org/a", 2).unwrap().head;
+    assert_eq!(
+        gh.webhook("status", "status", "org/a", 2, |d| {
+            d["sha"] = json!(head2);
+            d["context"] = json!("ci/external");
+            d["state"] = json!("success");
+            d["sender"]["login"] = json!("ci-bot");
+        }),
+        200
+    );
+    wait_until(&serve, "external pipeline ran for #2", 120, || {
+        !items_of(&gh.history(), "external", "org/a", 2).is_empty()
+    });
+    let history = gh.history();
+    let checks = items_of(&history, "check", "org/a", 2);
+    assert_eq!(
+        checks.len(),
+        2,
+        "opened as a draft and recheck of a draft refused, closed ran nothing: {history:#}"
+    );
+}
+
+#[test]
+fn github_gate_review_permission_and_age_labels_rebase_merge_failure_and_unlabel_dequeue() {
+    let gh = Github::new();
+    let serve = gh.serve();
+    gh.fake.set_user("carol", "read", 0);
+    gh.fake.set_user("dave", "admin", 60 * 86_400);
+    for n in 1..=3 {
+        gh.open_pull(
+            "org/c",
+            n,
+            &format!("Change {n}"),
+            "Body.",
+            &[(&format!("c{n}.txt"), "c\n")],
+        );
+        gh.fake
+            .update_pull("org/c", n, |p| p.labels.push("gate".into()));
+    }
+    // A reviewer with read permission, and an admin whose approval is 60 days old (the gate
+    // wants one newer than 30 days with write permission): not enough.
+    gh.approve("org/c", 1, "carol");
+    gh.approve("org/c", 1, "dave");
+    gh.approve("org/c", 2, "bob");
+    wait_until(&serve, "c#2 in gate", 60, || {
+        !items_of(&gh.history(), "gate", "org/c", 2).is_empty()
+    });
+    assert!(
+        items_of(&gh.history(), "gate", "org/c", 1).is_empty(),
+        "c#1 has no approval meeting the requirement"
+    );
+    gh.approve("org/c", 3, "bob");
+    wait_until(&serve, "c#3 in gate", 60, || {
+        !items_of(&gh.history(), "gate", "org/c", 3).is_empty()
+    });
+
+    // GitHub refuses c#2's merge (405, every try): MERGE_FAILURE with GitHub's message; the
+    // failure reporters add and remove labels; c#3 behind is re-tested without it.
+    gh.fake.add_faults(
+        Fault {
+            method: "PUT".into(),
+            path_contains: "/repos/org/c/pulls/2/merge".into(),
+            status: 405,
+            rate_limit: false,
+        },
+        5,
+    );
+    gh.go(2);
+    wait_until(&serve, "c#2 merge failure reported", 120, || {
+        comment_with(&gh, "org/c", 2, "could not be merged") == 1
+    });
+    let comment = gh.fake.comments("org/c", 2).join("\n");
+    assert!(comment.contains("Required status check"), "{comment}");
+    let c2 = gh.fake.pull("org/c", 2).unwrap();
+    assert!(!c2.merged);
+    assert!(
+        c2.labels.contains(&"gate-failed".to_string()) && !c2.labels.contains(&"gate".to_string()),
+        "{:?}",
+        c2.labels
+    );
+    let history = gh.history();
+    assert_eq!(
+        items_of(&history, "gate", "org/c", 2)[0]["result"],
+        "MERGE_FAILURE",
+        "{history:#}"
+    );
+
+    // c#3 loses its label while queued: it no longer meets the requirements and leaves.
+    wait_until(&serve, "c#3 re-tested alone", 60, || {
+        let history = gh.history();
+        history["buildsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s["refs"][0]["project"] == "org/c"
+                    && s["refs"][0]["change"] == 3
+                    && s["ahead"].as_array().is_none_or(|a| a.is_empty())
+                    && s["result"].is_null()
+            })
+    });
+    gh.fake
+        .update_pull("org/c", 3, |p| p.labels.retain(|l| l != "gate"));
+    assert_eq!(
+        gh.webhook("pull_request", "pull_request.unlabeled", "org/c", 3, |d| {
+            d["action"] = json!("unlabeled");
+            d["label"]["name"] = json!("gate");
+        }),
+        200
+    );
+    wait_until(&serve, "c#3 dequeued", 60, || {
+        comment_with(
+            &gh,
+            "org/c",
+            3,
+            "no longer meets the pipeline's requirements",
+        ) == 1
+    });
+    let history = gh.history();
+    assert_eq!(
+        items_of(&history, "gate", "org/c", 3)[0]["result"],
+        "FAILURE",
+        "{history:#}"
+    );
+
+    // c#1 approved by a writer now: merged with org/c's merge-mode, rebase.
+    gh.approve("org/c", 1, "bob");
+    gh.go(1);
+    wait_until(&serve, "c#1 merged", 120, || {
+        gh.fake.pull("org/c", 1).is_some_and(|p| p.merged)
+    });
+    let merge = gh
+        .fake
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "PUT" && c.path == "/repos/org/c/pulls/1/merge" && c.status == 200)
+        .expect("c#1 merged through the API");
+    assert_eq!(merge.body["merge_method"], "rebase");
+    let files = gh.branch_files("org/c");
+    assert!(
+        files.contains("c1.txt") && !files.contains("c2.txt"),
+        "{files}"
+    );
+    assert!(!gh.fake.pull("org/c", 3).is_some_and(|p| p.merged));
 }
