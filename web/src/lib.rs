@@ -15,6 +15,7 @@
 //! - [`admin`] and [`auth`]: admin routes behind JWT bearer tokens (HS256/RS256, per-tenant
 //!   rules).
 //! - [`errors`]: Zuul's JSON errors.
+//! - [`dashboard`]: the web UI (`/t/{tenant}/status`, ...), assets embedded in the binary.
 //! - [`metrics`]: `/metrics` (Prometheus), `/health/live`, `/health/ready`.
 //!
 //! # Why it is built this way
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 pub mod errors;
 pub mod history;
 pub mod info;
@@ -192,7 +194,10 @@ pub fn app(state: Option<WebState>, console: ConsoleState) -> Router {
                 state.config().webhooks.clone(),
                 state.store().clone(),
             );
-            console.merge(webhooks).merge(router(state))
+            console
+                .merge(webhooks)
+                .merge(dashboard::router())
+                .merge(router(state))
         }
         None => console,
     }
