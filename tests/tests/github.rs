@@ -92,6 +92,11 @@ const PIPELINES: &str = r#"- pipeline:
         - event: pull_request
           action: status
           status: ci-bot:ci/external:success
+    require:
+      github:
+        review:
+          - type: approved
+            older-than: 1d
     success:
       github:
         comment: false
@@ -169,11 +174,13 @@ impl Github {
         )
         .unwrap();
         let fake = FakeGithub::start(&r.join("repos"), key.to_public_key());
+        // The governor is not what these tests are about (tests/executors.rs is): a test
+        // machine whose disk is nearly full must not stop their builds.
         let config = r.join("sluice.yaml");
         std::fs::write(
             &config,
             format!(
-                "tenant-config: main.yaml\nstate-dir: state\ntick-seconds: 0.2\nweb:\n  root: https://sluice.example/\nconnections:\n  - name: github\n    driver: github\n    api-url: {}\n    app-id: 7\n    app-key: app.pem\n    webhook-secret: {SECRET}\nexecutor:\n  workers: 4\n  nodes: {}\n  ssh-key: {}\n",
+                "tenant-config: main.yaml\nstate-dir: state\ntick-seconds: 0.2\nweb:\n  root: https://sluice.example/\nconnections:\n  - name: github\n    driver: github\n    api-url: {}\n    app-id: 7\n    app-key: app.pem\n    webhook-secret: {SECRET}\nexecutor:\n  workers: 4\n  nodes: {}\n  ssh-key: {}\n  governor:\n    min-avail-hdd: 0\n",
                 fake.url(),
                 node.nodes_file().display(),
                 node.key().display()
@@ -868,8 +875,12 @@ fn github_events_wait_for_the_layout_and_push_status_check_run_and_draft_events_
     );
     assert_eq!(posts[0]["result"], "SUCCESS", "{history:#}");
 
-    // A commit status: only `ci-bot:ci/external:success` triggers the external pipeline; the
-    // pull request is found by its head commit.
+    // A commit status: only `ci-bot:ci/external:success` triggers the external pipeline (which
+    // wants an approval older than a day); the pull request is found by its head commit.
+    gh.fake.set_user("dave", "write", 2 * 86_400);
+    gh.fake.update_pull("org/a", 1, |p| {
+        p.reviews.push(("dave".into(), "APPROVED".into()))
+    });
     for state in ["failure", "success"] {
         assert_eq!(
             gh.webhook("status", "status", "org/a", 1, |d| {
@@ -933,17 +944,35 @@ fn github_events_wait_for_the_layout_and_push_status_check_run_and_draft_events_
         }),
         200
     );
-    // Events are processed in order: once this status has run, the recheck was refused.
+    // Events are processed in order: once the second status has run, the recheck and the
+    // first status (an approval of a minute, not older than a day) were refused.
     let head2 = gh.fake.pull("org/a", 2).unwrap().head;
-    assert_eq!(
+    gh.fake.set_user("bob", "write", 60);
+    gh.fake.update_pull("org/a", 2, |p| {
+        p.reviews.push(("bob".into(), "APPROVED".into()))
+    });
+    let status2 = || {
         gh.webhook("status", "status", "org/a", 2, |d| {
             d["sha"] = json!(head2);
             d["context"] = json!("ci/external");
             d["state"] = json!("success");
             d["sender"]["login"] = json!("ci-bot");
-        }),
-        200
-    );
+        })
+    };
+    let review_reads = || {
+        gh.fake
+            .calls()
+            .iter()
+            .filter(|c| c.method == "GET" && c.path == "/repos/org/a/pulls/2/reviews")
+            .count()
+    };
+    let before = review_reads();
+    assert_eq!(status2(), 200);
+    wait_until(&serve, "the young approval read", 60, || {
+        review_reads() > before
+    });
+    gh.fake.set_user("bob", "write", 2 * 86_400);
+    assert_eq!(status2(), 200);
     wait_until(&serve, "external pipeline ran for #2", 120, || {
         !items_of(&gh.history(), "external", "org/a", 2).is_empty()
     });
@@ -953,6 +982,11 @@ fn github_events_wait_for_the_layout_and_push_status_check_run_and_draft_events_
         checks.len(),
         2,
         "opened as a draft and recheck of a draft refused, closed ran nothing: {history:#}"
+    );
+    assert_eq!(
+        items_of(&history, "external", "org/a", 2).len(),
+        1,
+        "the approval of a minute was too young: {history:#}"
     );
 }
 
@@ -990,21 +1024,31 @@ fn github_gate_review_permission_and_age_labels_rebase_merge_failure_and_unlabel
         !items_of(&gh.history(), "gate", "org/c", 3).is_empty()
     });
 
-    // GitHub refuses c#2's merge (405, every try): MERGE_FAILURE with GitHub's message; the
+    // GitHub refuses c#2's merge (409, then 405 for every try left): MERGE_FAILURE with GitHub's message; the
     // failure reporters add and remove labels; c#3 behind is re-tested without it.
-    gh.fake.add_faults(
-        Fault {
-            method: "PUT".into(),
-            path_contains: "/repos/org/c/pulls/2/merge".into(),
-            status: 405,
-            rate_limit: false,
-        },
-        5,
-    );
+    for (status, times) in [(409, 1), (405, 4)] {
+        gh.fake.add_faults(
+            Fault {
+                method: "PUT".into(),
+                path_contains: "/repos/org/c/pulls/2/merge".into(),
+                status,
+                rate_limit: false,
+            },
+            times,
+        );
+    }
     gh.go(2);
     wait_until(&serve, "c#2 merge failure reported", 120, || {
         comment_with(&gh, "org/c", 2, "could not be merged") == 1
     });
+    let tries: Vec<u16> = gh
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PUT" && c.path == "/repos/org/c/pulls/2/merge")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(tries, [409, 405, 405, 405, 405], "five tries");
     let comment = gh.fake.comments("org/c", 2).join("\n");
     assert!(comment.contains("Required status check"), "{comment}");
     let c2 = gh.fake.pull("org/c", 2).unwrap();
