@@ -35,6 +35,8 @@ pub struct Scheduler {
     watcher: RepoWatcher,
     /// Next fire time per timer spec and project-branch (`None`: never).
     timers: HashMap<String, Option<DateTime<Local>>>,
+    /// The last layout reload error, logged once until it changes (every pass retries).
+    layout_error: Option<String>,
 }
 
 impl Scheduler {
@@ -82,6 +84,7 @@ impl Scheduler {
             last_poll: HashMap::new(),
             watcher,
             timers: HashMap::new(),
+            layout_error: None,
         };
         s.sync_github_mirrors().await;
         match s.refresh_layouts() {
@@ -109,9 +112,14 @@ impl Scheduler {
         let mut busy = false;
         busy |= self.poll().await? > 0;
         busy |= self.sync_github_mirrors().await > 0;
-        if let Err(e) = self.refresh_layouts() {
-            // The previous layouts stay in use.
-            tracing::error!(error = %e, "cannot reload layouts");
+        match self.refresh_layouts() {
+            // The previous layouts stay in use; the same error is not logged every pass.
+            Err(e) if self.layout_error.as_deref() != Some(e.to_string().as_str()) => {
+                tracing::error!(error = %e, "cannot reload layouts");
+                self.layout_error = Some(e.to_string());
+            }
+            Err(_) => {}
+            Ok(()) => self.layout_error = None,
         }
         busy |= self.record_finished_builds().await? > 0;
         busy |= self.record_paused_builds().await? > 0;
