@@ -996,7 +996,7 @@ fn github_gate_review_permission_and_age_labels_rebase_merge_failure_and_unlabel
     let serve = gh.serve();
     gh.fake.set_user("carol", "read", 0);
     gh.fake.set_user("dave", "admin", 60 * 86_400);
-    for n in 1..=3 {
+    for n in 1..=4 {
         gh.open_pull(
             "org/c",
             n,
@@ -1103,8 +1103,21 @@ fn github_gate_review_permission_and_age_labels_rebase_merge_failure_and_unlabel
         "{history:#}"
     );
 
-    // c#1 approved by a writer now: merged with org/c's merge-mode, rebase.
+    // c#1 approved by a writer now; c#4 behind it is closed while queued and leaves.
     gh.approve("org/c", 1, "bob");
+    wait_until(&serve, "c#1 in gate", 60, || {
+        !items_of(&gh.history(), "gate", "org/c", 1).is_empty()
+    });
+    gh.approve("org/c", 4, "bob");
+    wait_until(&serve, "c#4 in gate", 60, || {
+        !items_of(&gh.history(), "gate", "org/c", 4).is_empty()
+    });
+    gh.fake.update_pull("org/c", 4, |p| p.closed = true);
+    assert_eq!(gh.pr_event("org/c", 4, "closed"), 200);
+    wait_until(&serve, "c#4 dequeued", 60, || {
+        items_of(&gh.history(), "gate", "org/c", 4)[0]["result"] == "DEQUEUED"
+    });
+    // c#1 merges with org/c's merge-mode, rebase.
     gh.go(1);
     wait_until(&serve, "c#1 merged", 120, || {
         gh.fake.pull("org/c", 1).is_some_and(|p| p.merged)
@@ -1118,7 +1131,7 @@ fn github_gate_review_permission_and_age_labels_rebase_merge_failure_and_unlabel
     assert_eq!(merge.body["merge_method"], "rebase");
     let files = gh.branch_files("org/c");
     assert!(
-        files.contains("c1.txt") && !files.contains("c2.txt"),
+        files.contains("c1.txt") && !files.contains("c2.txt") && !files.contains("c4.txt"),
         "{files}"
     );
     assert!(!gh.fake.pull("org/c", 3).is_some_and(|p| p.merged));
