@@ -21,10 +21,14 @@ use crate::errors::GithubError;
 
 /// ETag entries kept before the cache starts over.
 const ETAG_CAPACITY: usize = 2000;
-/// Tries of a GET before giving up on server errors.
-const GET_ATTEMPTS: u32 = 5;
+/// Tries of a GET before giving up on server errors. Kept short: a GET runs inside the
+/// scheduler's loop, and its callers retry later with their own back-off (events stay
+/// pending, pipeline checks run again on the next pass).
+const GET_ATTEMPTS: u32 = 3;
+/// First wait between tries of a GET (doubling).
+const GET_FIRST_DELAY: Duration = Duration::from_millis(500);
 /// Longest wait for a rate limit inside one GET (longer ones fail and are retried later).
-const MAX_RATE_WAIT_MS: i64 = 15 * 60 * 1000;
+const MAX_RATE_WAIT_MS: i64 = 5 * 1000;
 
 /// A GitHub API client for one connection.
 pub struct Client {
@@ -361,10 +365,11 @@ impl Client {
         })
     }
 
-    /// A GET on `repo` with a conditional request; server errors are retried with back-off
-    /// (2 s doubling, 5 tries) and rate limits waited out (up to 15 minutes).
+    /// A GET on `repo` with a conditional request; server errors are retried briefly
+    /// (0.5 s doubling, 3 tries) and rate limits lifting within 5 s waited out; longer ones
+    /// fail with the time they lift, for the caller to retry then.
     pub async fn get(&self, repo: &str, path: &str) -> Result<Value, GithubError> {
-        let mut delay = Duration::from_secs(2);
+        let mut delay = GET_FIRST_DELAY;
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -57,6 +57,27 @@ pub enum SchedulerError {
     Join(String),
 }
 
+impl SchedulerError {
+    /// Worth trying again later: GitHub's server errors, rate limits and unanswered requests,
+    /// the store, a blocking task that died. Bad input and configuration are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SchedulerError::Github(sluice_github::GithubError::Store(_)) => true,
+            SchedulerError::Github(e) => e.is_transient(),
+            SchedulerError::Store(_) | SchedulerError::Join(_) => true,
+            _ => false,
+        }
+    }
+
+    /// When GitHub said a rate limit lifts (ms since the epoch).
+    pub fn retry_at(&self) -> Option<i64> {
+        match self {
+            SchedulerError::Github(e) => e.retry_at(),
+            _ => None,
+        }
+    }
+}
+
 /// Reads a YAML document with the position of the first error.
 pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
     path: &std::path::Path,

@@ -37,6 +37,9 @@ pub struct Scheduler {
     timers: HashMap<String, Option<DateTime<Local>>>,
     /// The last layout reload error, logged once until it changes (every pass retries).
     layout_error: Option<String>,
+    /// Events whose processing failed for a transient reason: `(attempts, next try in ms
+    /// since the epoch)`. They stay pending in the store (a restart retries them at once).
+    event_retry: HashMap<i64, (u32, i64)>,
 }
 
 impl Scheduler {
@@ -85,6 +88,7 @@ impl Scheduler {
             watcher,
             timers: HashMap::new(),
             layout_error: None,
+            event_retry: HashMap::new(),
         };
         s.sync_github_mirrors().await;
         match s.refresh_layouts() {
@@ -429,22 +433,71 @@ impl Scheduler {
     }
 
     /// Turns pending events into queue items; returns how many were processed. Events for
-    /// a tenant whose layout is not loaded yet stay pending (in order) for a later pass.
+    /// a tenant whose layout is not loaded yet stay pending (in order) for a later pass. An
+    /// event that fails for a transient reason (GitHub 5xx or rate limit, the store) stays
+    /// pending and is retried with back-off (1 s doubling to 60 s, or when a rate limit
+    /// lifts), and later events of the same change wait behind it; one that fails for a
+    /// permanent reason (a deleted pull request, a malformed payload) is logged with the
+    /// error and marked processed.
     async fn process_events(&mut self) -> Result<usize, SchedulerError> {
         let events = self.store.pending_events(1000).await?;
+        let now = now_ms();
+        self.event_retry
+            .retain(|id, _| events.iter().any(|e| e.id == *id));
+        // Changes with an event waiting for its retry: their later events keep their order.
+        let mut held: Vec<String> = Vec::new();
         let mut n = 0;
         for ev in events {
             if let Some(tenant) = self.waits_for_layout(&ev) {
                 tracing::debug!(event = ev.id, kind = %ev.kind, %tenant, "event kept until the tenant's layout is loaded");
                 continue;
             }
+            let key = event_change_key(&ev);
+            let backing_off = self
+                .event_retry
+                .get(&ev.id)
+                .is_some_and(|(_, next)| *next > now);
+            if backing_off || key.as_ref().is_some_and(|k| held.contains(k)) {
+                held.extend(key);
+                continue;
+            }
             n += 1;
             // One bad event must not block the ones after it.
-            if let Err(e) = self.process_event(&ev).await {
-                tracing::error!(event = ev.id, kind = %ev.kind, error = %e, "event dropped");
-                let mut tx = self.store.begin().await?;
-                tx.mark_event_processed(ev.id).await?;
-                tx.commit().await?;
+            match self.process_event(&ev).await {
+                Ok(()) => {
+                    self.event_retry.remove(&ev.id);
+                }
+                Err(e) if e.is_transient() => {
+                    let attempts = self.event_retry.get(&ev.id).map_or(0, |r| r.0) + 1;
+                    let backoff = (1000i64 << (attempts - 1).min(6)).min(60_000);
+                    let next = e.retry_at().unwrap_or(0).max(now_ms() + backoff);
+                    tracing::warn!(
+                        event = ev.id,
+                        kind = %ev.kind,
+                        connection = %ev.connection,
+                        change = key.as_deref().unwrap_or(""),
+                        attempts,
+                        retry_in_ms = next - now_ms(),
+                        error = %e,
+                        "event failed for a transient reason; kept pending and retried later"
+                    );
+                    self.event_retry.insert(ev.id, (attempts, next));
+                    held.extend(key);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        event = ev.id,
+                        kind = %ev.kind,
+                        connection = %ev.connection,
+                        change = key.as_deref().unwrap_or(""),
+                        error = %e,
+                        "event cannot be processed (permanent error); marked processed without effect"
+                    );
+                    self.event_retry.remove(&ev.id);
+                    let mut tx = self.store.begin().await?;
+                    tx.mark_event_processed(ev.id).await?;
+                    tx.commit().await?;
+                }
             }
         }
         Ok(n)
@@ -1177,4 +1230,11 @@ pub async fn approve_change(
         .await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// `connection/project#number` of the change an event is about, when it names one.
+fn event_change_key(ev: &sluice_store::EventRow) -> Option<String> {
+    let project = ev.payload.get("project").and_then(Value::as_str)?;
+    let number = ev.payload.get("number").and_then(Value::as_i64)?;
+    Some(format!("{}/{project}#{number}", ev.connection))
 }

@@ -461,6 +461,29 @@ fn github_check_reports_through_the_api_rechecks_and_refuses_bad_webhooks() {
         status: 403,
         rate_limit: true,
     });
+    // Reading the pull request fails six times (502): more than one GET tries, so the event
+    // must stay pending and be retried by the scheduler, not dropped.
+    gh.fake.add_faults(
+        Fault {
+            method: "GET".into(),
+            path_contains: "/repos/org/a/pulls/1".into(),
+            status: 502,
+            rate_limit: false,
+        },
+        6,
+    );
+    // An event about a pull request GitHub does not know (404): a permanent error, recorded
+    // and not retried, and it holds up nothing after it.
+    assert_eq!(
+        gh.webhook("pull_request", "pull_request.opened", "org/a", 99, |d| {
+            d["action"] = json!("opened");
+            d["number"] = json!(99);
+            d["pull_request"]["number"] = json!(99);
+            d["pull_request"]["base"]["repo"]["full_name"] = json!("org/a");
+            d["pull_request"]["base"]["ref"] = json!("main");
+        }),
+        200
+    );
     assert_eq!(
         gh.webhook("pull_request", "pull_request.opened", "org/a", 1, |d| d
             ["action"] =
@@ -517,6 +540,34 @@ fn github_check_reports_through_the_api_rechecks_and_refuses_bad_webhooks() {
     assert!(
         tried("POST", "/check-runs", 403) && tried("POST", "/check-runs", 201),
         "the rate limit was waited out"
+    );
+    let pull_reads = |status: u16| {
+        calls
+            .iter()
+            .filter(|c| c.method == "GET" && c.path.ends_with("/repos/org/a/pulls/1"))
+            .filter(|c| c.status == status)
+            .count()
+    };
+    assert!(
+        pull_reads(502) == 6 && pull_reads(200) + pull_reads(304) >= 1,
+        "the pull request read failing six times was retried until it worked: {:?}",
+        calls
+            .iter()
+            .map(|c| (&c.path, c.status))
+            .collect::<Vec<_>>()
+    );
+    let missing: Vec<u16> = calls
+        .iter()
+        .filter(|c| c.method == "GET" && c.path.ends_with("/repos/org/a/pulls/99"))
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(missing, [404], "a 404 is permanent: read once, not retried");
+    assert!(
+        serve
+            .output()
+            .contains("event cannot be processed (permanent error)"),
+        "the permanent failure is logged:\n{}",
+        serve.output()
     );
     assert!(
         tried("PATCH", "/check-runs/1", 200),
