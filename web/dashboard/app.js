@@ -224,7 +224,9 @@ function tickProgress() {
 
 function statusJob(job) {
   const running = job.start_time !== null && job.start_time !== undefined && !job.result;
-  const href = running && job.url ? base + job.url : job.report_url ? base + job.report_url : null;
+  // The status document's URLs are relative to the tenant's dashboard, unless absolute.
+  const url = (u) => (/^(https?:|\/)/.test(u) ? u : base + u);
+  const href = running && job.url ? url(job.url) : job.report_url ? url(job.report_url) : null;
   const label = job.name + (job.voting ? '' : ' (non-voting)') + (job.tries > 1 ? ` (${job.tries})` : '');
   return h('li', {class: 'job', 'data-job': job.name},
     h('span', {class: 'job-name'}, href ? h('a', {href, class: running ? 'live' : null}, label) : label),
