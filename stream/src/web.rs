@@ -156,8 +156,7 @@ async fn console_stream(
         .max_frame_size(CLIENT_MAX_MESSAGE);
     ws.on_upgrade(move |socket: WebSocket| async move {
         let (guard, notice) = state.session();
-        let (sink, stream) = socket.split();
-        console_session(&state.feeds, &tenant, sink, stream, notice).await;
+        console_session(&state.feeds, &tenant, socket, notice).await;
         drop(guard);
     })
 }
@@ -223,21 +222,21 @@ fn locate_close(error: &LocateError) -> Close {
     }
 }
 
-/// One websocket session, generic over the socket halves so that it can run on channels.
-async fn console_session<K, S, E>(
+/// One websocket session. The socket is not split: with a thousand watchers of a build every
+/// line wakes a thousand sessions, and a split socket would take a lock for each poll of each
+/// half; one owner that either waits on both directions or sends needs none.
+async fn console_session<W, E>(
     feeds: &UpstreamFeeds,
     tenant: &str,
-    mut sink: K,
-    mut stream: S,
+    mut socket: W,
     mut notice: watch::Receiver<bool>,
 ) where
-    K: Sink<Message> + Unpin,
-    S: Stream<Item = Result<Message, E>> + Unpin,
+    W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
     let first = tokio::select! {
-        first = first_text(&mut stream) => first,
+        first = first_text(&mut socket) => first,
         () = stopped(&mut notice) => {
-            close(&mut sink, GOING_AWAY).await;
+            close(&mut socket, GOING_AWAY).await;
             return;
         }
     };
@@ -247,14 +246,14 @@ async fn console_session<K, S, E>(
     let uuid = match parse_first_message(&first) {
         Ok(uuid) => uuid,
         Err(frame) => {
-            close(&mut sink, frame).await;
+            close(&mut socket, frame).await;
             return;
         }
     };
     let watch = tokio::select! {
         res = feeds.watch(&uuid, Some(tenant)) => res,
         () = stopped(&mut notice) => {
-            close(&mut sink, GOING_AWAY).await;
+            close(&mut socket, GOING_AWAY).await;
             return;
         }
     };
@@ -264,13 +263,13 @@ async fn console_session<K, S, E>(
             if let LocateError::Internal(detail) = &e {
                 tracing::warn!(tenant, build = %uuid, detail = %detail, "console stream");
             }
-            close(&mut sink, locate_close(&e)).await;
+            close(&mut socket, locate_close(&e)).await;
             return;
         }
     };
-    let end = pump(&mut watch.cursor, &mut sink, &mut stream, &mut notice).await;
+    let end = pump(&mut watch.cursor, &mut socket, &mut notice).await;
     if let Some(frame) = end {
-        close(&mut sink, frame).await;
+        close(&mut socket, frame).await;
     }
 }
 
@@ -290,15 +289,13 @@ where
 
 /// Relays the build's stream as text frames; returns the close frame to send (`None`: the
 /// client left).
-async fn pump<K, S, E>(
+async fn pump<W, E>(
     cursor: &mut Cursor<UpstreamCatchUp>,
-    sink: &mut K,
-    stream: &mut S,
+    socket: &mut W,
     notice: &mut watch::Receiver<bool>,
 ) -> Option<Close>
 where
-    K: Sink<Message> + Unpin,
-    S: Stream<Item = Result<Message, E>> + Unpin,
+    W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
     let mut send_notice = notice.clone();
     let mut decoder = Utf8Decoder::default();
@@ -310,7 +307,7 @@ where
                 let text = match res {
                     Ok(None) => {
                         let rest = decoder.finish();
-                        if !rest.is_empty() && sink.send(Message::Text(rest.into())).await.is_err() {
+                        if !rest.is_empty() && socket.send(Message::Text(rest.into())).await.is_err() {
                             return None;
                         }
                         return Some(NO_MORE_DATA);
@@ -322,17 +319,17 @@ where
                     // Back-pressure: until the client takes this frame, this watcher takes
                     // nothing more; if the build's feed moves on meanwhile, it catches up.
                     tokio::select! {
-                        res = sink.send(Message::Text(text)) => if res.is_err() { return None },
+                        res = socket.send(Message::Text(text)) => if res.is_err() { return None },
                         () = stopped(&mut send_notice) => return Some(GOING_AWAY),
                     }
                 }
             }
-            frame = stream.next() => match frame {
+            frame = socket.next() => match frame {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
                 Some(Ok(_)) => {}
             },
             _ = heartbeat.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
                     return None;
                 }
             }
