@@ -77,6 +77,9 @@ pub struct JobRunArgs {
     /// Serve the build's live log over finger on this address (Zuul's port is 7900).
     #[arg(long, value_name = "ADDR")]
     finger_listen: Option<std::net::SocketAddr>,
+    /// Finger over TLS for --finger-listen.
+    #[command(flatten)]
+    finger_tls: crate::stream_cmd::FingerTlsArgs,
 }
 
 fn parse_var(s: &str) -> anyhow::Result<(String, Value)> {
@@ -138,7 +141,10 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
     };
 
     let finger = match args.finger_listen {
-        Some(addr) => Some(crate::stream_cmd::LocalFinger::start(addr, &cfg.work_root).await?),
+        Some(addr) => Some(
+            crate::stream_cmd::LocalFinger::start(addr, &cfg.work_root, args.finger_tls.server()?)
+                .await?,
+        ),
         None => None,
     };
     let abort = BuildAbort::new();

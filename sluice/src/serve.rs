@@ -27,6 +27,15 @@ pub struct ServeArgs {
     /// ignored by `sluice executor`.
     #[arg(long, value_name = "ADDR")]
     web_listen: Option<std::net::SocketAddr>,
+    /// When started as root (to listen on a privileged finger or web port), run as this user
+    /// once the listeners are bound, as Zuul's executor `user`: the store, the state dir and
+    /// the build dirs must then be this user's.
+    #[arg(long)]
+    user: Option<String>,
+    /// Finger over TLS: the executor's finger server requires client certificates, and the
+    /// web (--web-listen) reaches executors and gateways with this certificate.
+    #[command(flatten)]
+    tls: crate::stream_cmd::FingerTlsArgs,
 }
 
 /// Which side(s) to run.
@@ -83,11 +92,17 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
         // The web's console stream reaches running builds through their executor's finger
         // server (recorded with each claim): with --web-listen and no --finger-listen, this
         // process serves its builds on a loopback port.
+        let tls = args.tls.server()?;
         let finger = match (args.finger_listen, args.web_listen, runs_builds) {
-            (Some(addr), _, true) => Some((addr, start_finger(addr, work_root, registry).await?)),
+            (Some(addr), _, true) => {
+                Some((addr, start_finger(addr, work_root, registry, tls).await?))
+            }
             (None, Some(_), true) => {
                 let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-                Some((loopback, start_finger(loopback, work_root, registry).await?))
+                Some((
+                    loopback,
+                    start_finger(loopback, work_root, registry, tls).await?,
+                ))
             }
             _ => None,
         };
@@ -99,10 +114,16 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let web = match (args.web_listen, role) {
             (Some(addr), Role::All | Role::Scheduler) => {
-                Some(start_web(addr, &cfg, layouts, keys_dir, stop_rx).await?)
+                let tls = args.tls.client()?;
+                Some(bind_web(addr, &cfg, layouts, keys_dir, tls).await?)
             }
             _ => None,
         };
+        // Every listener is bound: the rest runs unprivileged.
+        if let Some(user) = &args.user {
+            crate::stream_cmd::drop_privileges(user)?;
+        }
+        let web = web.map(|web| web.start(stop_rx));
         let shutdown = async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
@@ -126,15 +147,22 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
     })
 }
 
-/// Starts the web server on `addr` over the configured store, reading the layouts the
+/// The web server, bound and ready to start.
+struct BoundWeb {
+    listener: tokio::net::TcpListener,
+    state: sluice_web::WebState,
+    console: sluice_stream::ConsoleState,
+}
+
+/// Binds the web server on `addr` over the configured store, reading the layouts the
 /// scheduler publishes; builds stream from where their claims say (the store locator).
-async fn start_web(
+async fn bind_web(
     addr: std::net::SocketAddr,
     cfg: &ServeConfig,
     layouts: SharedLayouts,
     keys_dir: PathBuf,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    tls: Option<sluice_stream::ClientTls>,
+) -> anyhow::Result<BoundWeb> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the web server"))?;
@@ -143,21 +171,32 @@ async fn start_web(
     let config = sluice_web::WebConfig::from_serve_config(cfg, keys_dir)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let locator = std::sync::Arc::new(sluice_stream::StoreLocator::new(store.clone()));
-    let console = sluice_stream::ConsoleState::new(sluice_stream::StreamRouter::new(
-        locator,
-        None,
-        Vec::new(),
-    ));
+    let console = sluice_stream::ConsoleState::new(
+        sluice_stream::StreamRouter::new(locator, None, Vec::new()).with_tls(tls),
+    );
     let state = sluice_web::WebState::new(store, layouts, config);
     tracing::info!(%addr, "web server listening");
-    Ok(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = sluice_web::serve(listener, Some(state), console, shutdown).await {
-            tracing::error!(error = %e, "web server failed");
-        }
-    }))
+    Ok(BoundWeb {
+        listener,
+        state,
+        console,
+    })
+}
+
+impl BoundWeb {
+    /// Serves until `stop` turns true.
+    fn start(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) =
+                sluice_web::serve(self.listener, Some(self.state), self.console, shutdown).await
+            {
+                tracing::error!(error = %e, "web server failed");
+            }
+        })
+    }
 }
 
 /// Serves the registered builds' logs over finger for as long as the process runs; returns
@@ -166,6 +205,7 @@ async fn start_finger(
     addr: std::net::SocketAddr,
     work_root: PathBuf,
     registry: sluice_executor::registry::BuildRegistry,
+    tls: Option<sluice_stream::ServerTls>,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -177,6 +217,7 @@ async fn start_finger(
         sluice_stream::FingerConfig {
             work_root,
             max_connections: 8192,
+            tls,
         },
         registry,
         sluice_stream::LogWatcher::new()?,

@@ -10,9 +10,59 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use sluice_stream::{
-    ConsoleState, ExecutorsFile, FingerGateway, GatewayConfig, GatewayRegistration, StoreLocator,
-    StreamRouter, DEFAULT_GATEWAY_PORT,
+    ClientTls, ConsoleState, ExecutorsFile, FingerGateway, GatewayConfig, GatewayRegistration,
+    ServerTls, StoreLocator, StreamRouter, TlsSettings, DEFAULT_GATEWAY_PORT,
 };
+
+/// Finger over TLS (Zuul's `tls_cert`, `tls_key`, `tls_ca`, `tls_verify_hostnames`): this
+/// process's certificate and key, and the CA that signs every finger certificate. A finger
+/// server with them speaks only TLS and requires client certificates signed by the CA; a
+/// gateway or web with them reaches executors and gateways over TLS, checking their names.
+#[derive(Debug, Clone, Args)]
+pub struct FingerTlsArgs {
+    /// This process's finger certificate (PEM); needs --tls-key and --tls-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM) finger servers and clients are checked against.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// Whether an executor's or gateway's certificate must name the host dialled.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify_hostnames: bool,
+}
+
+impl FingerTlsArgs {
+    fn settings(&self) -> Option<TlsSettings> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+                verify_hostnames: self.tls_verify_hostnames,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The server side, when TLS is configured.
+    pub fn server(&self) -> anyhow::Result<Option<ServerTls>> {
+        self.settings()
+            .map(|s| ServerTls::load(&s))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// The client side, when TLS is configured.
+    pub fn client(&self) -> anyhow::Result<Option<ClientTls>> {
+        self.settings()
+            .map(|s| ClientTls::load(&s))
+            .transpose()
+            .map_err(Into::into)
+    }
+}
 
 /// Arguments of `sluice fingergw`.
 #[derive(Debug, Args)]
@@ -39,11 +89,18 @@ pub struct FingergwArgs {
     /// store is open, as Zuul's `user`.
     #[arg(long)]
     user: Option<String>,
+    #[command(flatten)]
+    tls: FingerTlsArgs,
+    /// With the TLS options: TLS towards executors and other gateways only, plaintext finger
+    /// for this gateway's own clients (Zuul's `tls_client_only`).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_only: bool,
 }
 
 /// Drops root privileges to `name` (its group, no supplementary groups); a no-op unless the
-/// process runs as root. Called once the privileged port is bound.
-fn drop_privileges(name: &str) -> anyhow::Result<()> {
+/// process runs as root. Called once the privileged port is bound (`sluice fingergw`, and the
+/// executor's finger server in `sluice serve|executor`).
+pub fn drop_privileges(name: &str) -> anyhow::Result<()> {
     use nix::unistd::{setgid, setgroups, setuid, Uid, User};
     if !Uid::effective().is_root() {
         tracing::info!(
@@ -81,6 +138,7 @@ impl BuildSource {
     async fn router(
         &self,
         zone: Option<String>,
+        tls: Option<ClientTls>,
     ) -> anyhow::Result<(StreamRouter, Option<sluice_store::Store>)> {
         if let Some(path) = &self.config {
             let cfg = sluice_scheduler::ServeConfig::load(path)?;
@@ -88,13 +146,14 @@ impl BuildSource {
                 .await
                 .with_context(|| format!("cannot open the store of {}", path.display()))?;
             let locator = std::sync::Arc::new(StoreLocator::new(store.clone()));
-            return Ok((StreamRouter::new(locator, zone, Vec::new()), Some(store)));
+            let router = StreamRouter::new(locator, zone, Vec::new()).with_tls(tls);
+            return Ok((router, Some(store)));
         }
         let Some(path) = &self.executors else {
             anyhow::bail!("give --config or --executors");
         };
         let file = ExecutorsFile::load(path)?;
-        Ok((StreamRouter::from_file(file, zone), None))
+        Ok((StreamRouter::from_file(file, zone, tls), None))
     }
 }
 
@@ -121,6 +180,9 @@ pub struct WebArgs {
     /// The web server's zone (unzoned when absent).
     #[arg(long)]
     zone: Option<String>,
+    /// TLS towards executors and gateways (Zuul's web `finger_tls_*`).
+    #[command(flatten)]
+    tls: FingerTlsArgs,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -133,11 +195,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs the finger gateway until SIGINT/SIGTERM.
 pub fn fingergw(args: &FingergwArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let (router, store) = args.builds.router(args.zone.clone()).await?;
+        let server_tls = if args.tls_client_only {
+            None
+        } else {
+            args.tls.server()?
+        };
+        let (router, store) = args
+            .builds
+            .router(args.zone.clone(), args.tls.client()?)
+            .await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(addr = %args.listen, "finger gateway listening");
+        tracing::info!(addr = %args.listen, tls = server_tls.is_some(), "finger gateway listening");
         // A zoned gateway tells the others, through the store, that it serves its zone.
         let registration = match (store, &args.zone) {
             (Some(store), Some(zone)) => {
@@ -171,6 +241,7 @@ pub fn fingergw(args: &FingergwArgs) -> anyhow::Result<ExitCode> {
         let gateway = FingerGateway::new(
             GatewayConfig {
                 max_connections: args.max_connections,
+                tls: server_tls,
             },
             router,
         );
@@ -192,7 +263,10 @@ pub fn fingergw(args: &FingergwArgs) -> anyhow::Result<ExitCode> {
 /// REST API over the store and the tenants of that file (docs/web.md).
 pub fn web(global: &crate::GlobalArgs, args: &WebArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let (router, store) = args.builds.router(args.zone.clone()).await?;
+        let (router, store) = args
+            .builds
+            .router(args.zone.clone(), args.tls.client()?)
+            .await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -253,8 +327,12 @@ pub struct LocalFinger {
 const FINGER_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl LocalFinger {
-    /// Binds `addr` and starts serving builds under `work_root`.
-    pub async fn start(addr: SocketAddr, work_root: &std::path::Path) -> anyhow::Result<Self> {
+    /// Binds `addr` and starts serving builds under `work_root` (over TLS with `tls`).
+    pub async fn start(
+        addr: SocketAddr,
+        work_root: &std::path::Path,
+        tls: Option<ServerTls>,
+    ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for finger"))?;
@@ -264,6 +342,7 @@ impl LocalFinger {
             sluice_stream::FingerConfig {
                 work_root: work_root.to_path_buf(),
                 max_connections: 8192,
+                tls,
             },
             registry.clone(),
             watcher,

@@ -35,6 +35,14 @@ pub enum StreamError {
         #[source]
         source: io::Error,
     },
+    /// A TLS certificate, key or CA could not be loaded or used.
+    #[error("finger TLS: {path}: {detail}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The file watcher (inotify) could not be set up.
     #[error("cannot watch {path}")]
     Watch {

@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use sluice_executor::registry::BuildRegistry;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::follow::{send_log, FollowEnd, LogFeeds};
 use crate::request::{read_request, Request};
 use crate::shutdown::Token;
+use crate::tls::{FingerStream, ServerTls};
 use crate::watcher::LogWatcher;
 
 /// Zuul's executor finger port.
@@ -32,6 +33,9 @@ pub struct FingerConfig {
     pub work_root: PathBuf,
     /// The most connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// TLS with client certificates (Zuul's executor with `tls_cert`/`tls_key`/`tls_ca`);
+    /// plain finger when `None`.
+    pub tls: Option<ServerTls>,
 }
 
 /// A build's state as the status query reports it.
@@ -115,7 +119,8 @@ impl FingerServer {
     /// boundary and returns once all connections are closed.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) {
         let max = self.config.max_connections;
-        crate::server::serve(listener, max, shutdown, move |stream, token| {
+        let tls = self.config.tls.clone();
+        crate::server::serve(listener, max, tls, shutdown, move |stream, token| {
             let server = self.clone();
             async move { server.handle(stream, token).await }
         })
@@ -140,7 +145,7 @@ impl FingerServer {
         }
     }
 
-    async fn handle(self, mut stream: TcpStream, mut token: Token) {
+    async fn handle(self, mut stream: FingerStream, mut token: Token) {
         self.active.send_modify(|n| *n += 1);
         let _active = Active(self.active.clone());
         let request = tokio::select! {
@@ -154,7 +159,7 @@ impl FingerServer {
                 return;
             }
         };
-        let (mut reader, mut writer) = stream.split();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let reply = match request {
             Request::Invalid(text) => format!("Build ID {text} is not valid"),
             Request::Status(uuid) => format!("{}\n", self.status(&uuid).as_str()),

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::errors::LocateError;
 use crate::fanout::Cursor;
@@ -14,6 +14,7 @@ use crate::finger::discard_input;
 use crate::locate::StreamRouter;
 use crate::request::{read_request, Request};
 use crate::shutdown::Token;
+use crate::tls::{FingerStream, ServerTls};
 use crate::upstream::{UpstreamCatchUp, UpstreamFeeds};
 
 /// Zuul's finger gateway port.
@@ -24,6 +25,10 @@ pub const DEFAULT_GATEWAY_PORT: u16 = 79;
 pub struct GatewayConfig {
     /// The most connections relayed at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// TLS towards this gateway's clients, with client certificates (Zuul's `tls_cert`,
+    /// `tls_key`, `tls_ca` without `tls_client_only`); plain finger when `None`. TLS towards
+    /// executors and other gateways is the router's.
+    pub tls: Option<ServerTls>,
 }
 
 /// A finger gateway.
@@ -45,14 +50,15 @@ impl FingerGateway {
     /// Serves until `shutdown` resolves, then closes every relay and returns once all are gone.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) {
         let max = self.config.max_connections;
-        crate::server::serve(listener, max, shutdown, move |stream, token| {
+        let tls = self.config.tls.clone();
+        crate::server::serve(listener, max, tls, shutdown, move |stream, token| {
             let gateway = self.clone();
             async move { gateway.handle(stream, token).await }
         })
         .await;
     }
 
-    async fn handle(self, mut client: TcpStream, mut token: Token) {
+    async fn handle(self, mut client: FingerStream, mut token: Token) {
         let request = tokio::select! {
             res = read_request(&mut client) => res,
             () = token.requested() => return,
@@ -75,7 +81,7 @@ impl FingerGateway {
         };
         match watch {
             Ok(mut watch) => {
-                let (mut reader, mut writer) = client.split();
+                let (mut reader, mut writer) = tokio::io::split(client);
                 let stop = async {
                     tokio::select! {
                         () = discard_input(&mut reader) => {}

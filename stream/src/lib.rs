@@ -25,6 +25,7 @@
 //! - [`store_locate`]: [`BuildLocator`] over the scheduler's store; zone gateways' registration.
 //! - [`upstream`]: one shared connection per build in the gateway and the web.
 //! - [`gateway`]: the finger gateway.
+//! - [`tls`]: finger over TLS (client certificates, hostname checks) and [`FingerStream`].
 //! - [`web`]: the websocket console stream and the build log route (axum).
 //! - [`shutdown`]: the drain every server's `run` uses.
 //! - [`errors`]: the crate's errors.
@@ -40,6 +41,7 @@ pub mod request;
 mod server;
 pub mod shutdown;
 pub mod store_locate;
+pub mod tls;
 pub mod upstream;
 pub mod watcher;
 pub mod web;
@@ -49,5 +51,6 @@ pub use finger::{FingerConfig, FingerServer, DEFAULT_FINGER_PORT};
 pub use gateway::{FingerGateway, GatewayConfig, DEFAULT_GATEWAY_PORT};
 pub use locate::{BuildLocation, BuildLocator, ExecutorsFile, StaticExecutors, StreamRouter};
 pub use store_locate::{GatewayRegistration, StoreLocator};
+pub use tls::{ClientTls, FingerStream, ServerTls, TlsSettings};
 pub use watcher::LogWatcher;
 pub use web::{router, ConsoleState};

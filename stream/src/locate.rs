@@ -15,6 +15,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::tls::{ClientTls, FingerStream};
+
 use crate::errors::{LocateError, StreamError};
 use crate::finger::{BuildStatus, DEFAULT_FINGER_PORT};
 
@@ -127,12 +129,13 @@ pub trait BuildLocator: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct StaticExecutors {
     executors: Vec<Executor>,
+    tls: Option<ClientTls>,
 }
 
 impl StaticExecutors {
-    /// A locator over these executors.
-    pub fn new(executors: Vec<Executor>) -> Self {
-        Self { executors }
+    /// A locator over these executors, reached over TLS with `tls`.
+    pub fn new(executors: Vec<Executor>, tls: Option<ClientTls>) -> Self {
+        Self { executors, tls }
     }
 }
 
@@ -143,7 +146,7 @@ impl BuildLocator for StaticExecutors {
             let answers = futures_util::future::join_all(
                 self.executors
                     .iter()
-                    .map(|executor| query_status(executor, uuid)),
+                    .map(|executor| query_status(executor, uuid, self.tls.as_ref())),
             )
             .await;
             let mut pending = false;
@@ -183,9 +186,13 @@ impl BuildLocator for StaticExecutors {
     }
 }
 
-async fn query_status(executor: &Executor, uuid: &str) -> std::io::Result<BuildStatus> {
+async fn query_status(
+    executor: &Executor,
+    uuid: &str,
+    tls: Option<&ClientTls>,
+) -> std::io::Result<BuildStatus> {
     let query = async {
-        let mut stream = connect(&executor.host, executor.finger_port).await?;
+        let mut stream = connect(&executor.host, executor.finger_port, tls).await?;
         stream.write_all(format!("?{uuid}\n").as_bytes()).await?;
         let mut answer = Vec::with_capacity(16);
         (&mut stream).take(1024).read_to_end(&mut answer).await?;
@@ -196,14 +203,25 @@ async fn query_status(executor: &Executor, uuid: &str) -> std::io::Result<BuildS
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "status query timed out"))?
 }
 
-/// Connects with [`CONNECT_TIMEOUT`], `TCP_NODELAY` set (log lines are small and late lines
-/// are the one thing a console must not have).
-pub async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+/// Connects with [`CONNECT_TIMEOUT`] (TCP and the TLS handshake), `TCP_NODELAY` set (log
+/// lines are small and late lines are the one thing a console must not have); over TLS when
+/// `tls` is given.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    tls: Option<&ClientTls>,
+) -> std::io::Result<FingerStream> {
+    let connect = async {
+        let stream = TcpStream::connect((host, port)).await?;
+        stream.set_nodelay(true)?;
+        match tls {
+            Some(tls) => tls.connect(host, stream).await,
+            None => Ok(FingerStream::Plain(stream)),
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
 }
 
 /// Connects watchers to a build's finger stream: locates the build, then goes to its executor,
@@ -213,6 +231,7 @@ pub struct StreamRouter {
     locator: Arc<dyn BuildLocator>,
     zone: Option<String>,
     gateways: Vec<Gateway>,
+    tls: Option<ClientTls>,
 }
 
 impl std::fmt::Debug for StreamRouter {
@@ -235,16 +254,24 @@ impl StreamRouter {
             locator,
             zone,
             gateways,
+            tls: None,
         }
     }
 
-    /// A router over a static executors file.
-    pub fn from_file(file: ExecutorsFile, zone: Option<String>) -> Self {
+    /// The same router reaching executors and gateways over TLS (with `Some`).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// A router over a static executors file, reaching them over TLS with `tls`.
+    pub fn from_file(file: ExecutorsFile, zone: Option<String>, tls: Option<ClientTls>) -> Self {
         Self::new(
-            Arc::new(StaticExecutors::new(file.executors)),
+            Arc::new(StaticExecutors::new(file.executors, tls.clone())),
             zone,
             file.gateways,
         )
+        .with_tls(tls)
     }
 
     /// Where the build runs (`tenant`: only a build of that tenant).
@@ -289,10 +316,10 @@ impl StreamRouter {
         &self,
         uuid: &str,
         tenant: Option<&str>,
-    ) -> Result<(TcpStream, BuildLocation), LocateError> {
+    ) -> Result<(FingerStream, BuildLocation), LocateError> {
         let location = self.locate(uuid, tenant).await?;
         let (host, port) = self.target(uuid, &location);
-        let mut stream = connect(&host, port)
+        let mut stream = connect(&host, port, self.tls.as_ref())
             .await
             .map_err(|e| LocateError::Internal(format!("connect to {host}:{port}: {e}")))?;
         stream
@@ -320,10 +347,10 @@ mod tests {
             running: true,
             zone_gateways: Vec::new(),
         };
-        let unzoned = StreamRouter::from_file(file.clone(), None);
+        let unzoned = StreamRouter::from_file(file.clone(), None, None);
         assert_eq!(unzoned.target("ab", &location(0)), ("h1".into(), 7900));
         assert_eq!(unzoned.target("ab", &location(1)), ("gw-east".into(), 79));
-        let east = StreamRouter::from_file(file.clone(), Some("east".into()));
+        let east = StreamRouter::from_file(file.clone(), Some("east".into()), None);
         assert_eq!(east.target("ab", &location(1)), ("h2".into(), 7901));
         // Gateways the locator knows (registered in the store) count as the file's.
         let mut west = location(1);

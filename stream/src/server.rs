@@ -1,5 +1,7 @@
 //! The accept loop shared by the finger server and the gateway: a connection cap whose permits
-//! live as long as the connection, a [`Token`] per connection, and a drained shutdown.
+//! live as long as the connection, the TLS handshake when the server has TLS (in the
+//! connection's task, bounded by the request timeout), a [`Token`] per connection, and a drained
+//! shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,23 +10,27 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::request::REQUEST_TIMEOUT;
 use crate::shutdown::{Drain, Token};
+use crate::tls::{FingerStream, ServerTls};
 
 /// Accepts connections until `shutdown` resolves, runs `handle` for each (at most
 /// `max_connections` at once), then announces shutdown and waits for every handler.
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     max_connections: usize,
+    tls: Option<ServerTls>,
     shutdown: impl Future,
     handle: H,
 ) where
-    H: Fn(TcpStream, Token) -> F,
+    H: Fn(FingerStream, Token) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let drain = Drain::new();
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
+    let handle = Arc::new(handle);
     tokio::select! {
-        () = accept_loop(&listener, &limit, &drain, &handle) => {}
+        () = accept_loop(&listener, &limit, &drain, &tls, &handle) => {}
         _ = shutdown => {}
     }
     // Stop accepting before draining, so no new connection starts during the drain.
@@ -36,9 +42,10 @@ async fn accept_loop<H, F>(
     listener: &TcpListener,
     limit: &Arc<Semaphore>,
     drain: &Drain,
-    handle: &H,
+    tls: &Option<ServerTls>,
+    handle: &Arc<H>,
 ) where
-    H: Fn(TcpStream, Token) -> F,
+    H: Fn(FingerStream, Token) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let mut backoff = Duration::from_millis(10);
@@ -53,9 +60,13 @@ async fn accept_loop<H, F>(
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "set_nodelay");
                 }
-                let connection = handle(stream, drain.token());
+                let token = drain.token();
+                let handle = handle.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    connection.await;
+                    if let Some(stream) = secure(stream, tls).await {
+                        handle(stream, token).await;
+                    }
                     drop(permit);
                 });
             }
@@ -66,6 +77,25 @@ async fn accept_loop<H, F>(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
+        }
+    }
+}
+
+/// The connection as the server speaks it: TLS after a handshake within [`REQUEST_TIMEOUT`]
+/// (`None`: it failed, e.g. a client without a certificate the CA signed), or plain.
+async fn secure(stream: TcpStream, tls: Option<ServerTls>) -> Option<FingerStream> {
+    let Some(tls) = tls else {
+        return Some(FingerStream::Plain(stream));
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "finger TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!("finger TLS handshake timed out");
+            None
         }
     }
 }

@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use crate::errors::LocateError;
 use crate::fanout::{CatchUp, Cursor, Feed, FeedEnd, Hub, Membership, Started};
 use crate::locate::StreamRouter;
+use crate::tls::FingerStream;
 
 /// Bytes read from an upstream at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -94,7 +94,7 @@ impl UpstreamFeeds {
 }
 
 /// The shared stream's reader: publishes every read until the upstream ends.
-async fn pump(mut upstream: TcpStream, feed: Arc<Feed>, uuid: String) {
+async fn pump(mut upstream: FingerStream, feed: Arc<Feed>, uuid: String) {
     loop {
         let mut buf = vec![0u8; READ_CHUNK];
         match upstream.read(&mut buf).await {
@@ -124,7 +124,7 @@ pub struct UpstreamCatchUp {
 }
 
 struct Private {
-    stream: TcpStream,
+    stream: FingerStream,
     /// The offset of `pending`'s first byte.
     at: u64,
     /// Read but not handed out yet.
@@ -213,6 +213,7 @@ mod tests {
             FingerConfig {
                 work_root: work.path().to_path_buf(),
                 max_connections: 64,
+                tls: None,
             },
             registry,
             LogWatcher::new().unwrap(),
@@ -227,7 +228,7 @@ mod tests {
             zone: None,
         };
         let router = StreamRouter::new(
-            Arc::new(StaticExecutors::new(vec![executor])),
+            Arc::new(StaticExecutors::new(vec![executor], None)),
             None,
             Vec::new(),
         );

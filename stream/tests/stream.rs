@@ -38,6 +38,7 @@ async fn start() -> Servers {
         FingerConfig {
             work_root: work_root.path().to_path_buf(),
             max_connections: 4096,
+            tls: None,
         },
         registry.clone(),
         LogWatcher::new().unwrap(),
@@ -57,12 +58,13 @@ async fn start() -> Servers {
         }],
         gateways: Vec::new(),
     };
-    let router = StreamRouter::from_file(file, None);
+    let router = StreamRouter::from_file(file, None, None);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = listener.local_addr().unwrap();
     let gw = FingerGateway::new(
         GatewayConfig {
             max_connections: 4096,
+            tls: None,
         },
         router.clone(),
     );
@@ -302,7 +304,7 @@ async fn web_shutdown_closes_websockets_with_1001_and_returns() {
         }],
         gateways: Vec::new(),
     };
-    let state = ConsoleState::new(StreamRouter::from_file(file, None));
+    let state = ConsoleState::new(StreamRouter::from_file(file, None, None));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -108,6 +108,11 @@ struct LiveBuild {
 impl LiveBuild {
     /// Starts the job and waits until its task runs (the node printed `waiting for go`).
     fn start(n_marks: u32, gap: &str) -> LiveBuild {
+        LiveBuild::start_with(n_marks, gap, &[])
+    }
+
+    /// The same, with more arguments for `sluice job run`.
+    fn start_with(n_marks: u32, gap: &str, extra: &[String]) -> LiveBuild {
         let scratch = tempfile::tempdir().unwrap();
         let node = Node::start();
         let config = config_project(scratch.path());
@@ -128,7 +133,7 @@ impl LiveBuild {
             format!("--var=n={n_marks}"),
             format!("--var=gap={gap}"),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args.iter().chain(extra).map(String::as_str).collect();
         let (mut cmd, _) = job_command(scratch.path(), "marks", &args);
         let job = Proc(
             cmd.stdout(Stdio::null())
@@ -674,4 +679,332 @@ fn builds_not_started_or_unreachable_through_the_store_get_zuul_errors() {
     assert_eq!(close("0d", &url), "4011 Build not found");
     // A build of another tenant is not found, as Zuul.
     assert_eq!(close("0a", &ws_url(web_port)), "4011 Build not found");
+}
+
+/// The uids (real, effective, saved, filesystem) a process runs with.
+fn uids(pid: u32) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn an_executor_started_as_root_serves_finger_as_its_user() {
+    let scratch = tempfile::tempdir().unwrap();
+    let config = store_with_builds(scratch.path());
+    // What the executor's user must own: its state (the store) and the way to it.
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let state = scratch.path().join("state");
+    nix::unistd::chown(&state, Some(nobody.uid), None).unwrap();
+    for entry in std::fs::read_dir(&state).unwrap() {
+        nix::unistd::chown(&entry.unwrap().path(), Some(nobody.uid), None).unwrap();
+    }
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let finger_port = free_port();
+    let (mut executor, _, err) = spawn(
+        Command::new(sluice_bin())
+            .arg("executor")
+            .arg("--config")
+            .arg(&config)
+            .args(["--finger-listen", &format!("127.0.0.1:{finger_port}")])
+            .args(["--user", "nobody"]),
+    );
+    wait_port(finger_port);
+    assert_eq!(
+        finger_request(finger_port, "0d\n"),
+        "Build ID 0d not found",
+        "{}",
+        err.text()
+    );
+    assert_eq!(
+        uids(executor.0.id()),
+        ["65534"; 4],
+        "the executor still runs as root"
+    );
+    assert!(
+        executor.0.try_wait().unwrap().is_none(),
+        "the executor exited: {}",
+        err.text()
+    );
+}
+
+/// What a server sends to `line` until it closes or fails, as text.
+fn raw_request(port: u16, line: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _ = stream.write_all(line.as_bytes());
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A throwaway CA and certificates signed by it, made with the `openssl` CLI.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        require_tool("openssl", "openssl");
+        std::fs::create_dir_all(dir).unwrap();
+        let pki = Pki {
+            dir: dir.to_path_buf(),
+        };
+        pki.ca("ca");
+        pki
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A self-signed CA `NAME.pem` / `NAME.key`.
+    fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+
+    /// A certificate `NAME.pem` / `NAME.key` for `san` (e.g. `IP:127.0.0.1`), signed by `ca`.
+    fn cert(&self, name: &str, san: &str, ca: &str) {
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        std::fs::write(
+            self.dir.join(format!("{name}.ext")),
+            format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        )
+        .unwrap();
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-days",
+            "2",
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// Sluice's TLS options with certificate `name` and the CA.
+    fn args(&self, name: &str) -> Vec<String> {
+        vec![
+            format!("--tls-cert={}", self.path(&format!("{name}.pem"))),
+            format!("--tls-key={}", self.path(&format!("{name}.key"))),
+            format!("--tls-ca={}", self.path("ca.pem")),
+        ]
+    }
+}
+
+/// `openssl s_client` asking `port` for `uuid` with `args` (certificate options); it runs until
+/// the server closes.
+fn s_client(port: u16, uuid: &str, args: &[String]) -> (Proc, Output, Output) {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-ign_eof", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(format!("{uuid}\n").as_bytes());
+    drop(stdin);
+    let out = Output::collect(child.stdout.take().unwrap());
+    let err = Output::collect(child.stderr.take().unwrap());
+    (Proc(child), out, err)
+}
+
+fn tls_gateway(executors: &Path, port: u16, zone: Option<&str>, tls: &[String]) -> Proc {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(["fingergw", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--executors")
+        .arg(executors)
+        .args(tls)
+        .stdin(Stdio::null());
+    if let Some(zone) = zone {
+        cmd.args(["--zone", zone]);
+    }
+    let child = cmd.spawn().expect("spawn sluice fingergw");
+    wait_port(port);
+    Proc(child)
+}
+
+#[test]
+fn finger_over_tls_needs_the_ca_s_certificates_and_the_right_host_names() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&scratch.path().join("pki"));
+    // Every finger process's certificate names 127.0.0.1, except `elsewhere`; `rogue` is
+    // signed by another CA.
+    pki.cert("finger", "IP:127.0.0.1", "ca");
+    pki.cert("elsewhere", "DNS:elsewhere.example", "ca");
+    pki.ca("rogue-ca");
+    pki.cert("rogue", "IP:127.0.0.1", "rogue-ca");
+    let mut build = LiveBuild::start_with(3, "0.01", &pki.args("finger"));
+    // Zone z's gateway `gz` reaches the executor directly; `bad`, also of zone z, presents a
+    // certificate for another host; the unzoned gateways go through `bad`.
+    let gz_port = free_port();
+    let bad_port = free_port();
+    let executors = build.executors_file(bad_port);
+    let _gz = tls_gateway(&executors, gz_port, Some("z"), &pki.args("finger"));
+    let _bad = tls_gateway(&executors, bad_port, Some("z"), &pki.args("elsewhere"));
+    let client_only = [pki.args("finger"), vec!["--tls-client-only".into()]].concat();
+    let checked_port = free_port();
+    let _checked = tls_gateway(&executors, checked_port, None, &client_only);
+    let unchecked_port = free_port();
+    let unchecked = [client_only, vec!["--tls-verify-hostnames=false".into()]].concat();
+    let _unchecked = tls_gateway(&executors, unchecked_port, None, &unchecked);
+
+    let client_cert = [
+        "-cert".to_string(),
+        pki.path("finger.pem"),
+        "-key".into(),
+        pki.path("finger.key"),
+    ];
+    let verify_server = [
+        "-CAfile".to_string(),
+        pki.path("ca.pem"),
+        "-verify_return_error".into(),
+    ];
+    // A real TLS client with a certificate of the CA, through gateway and executor over TLS.
+    let (mut good, good_out, good_err) = s_client(
+        gz_port,
+        &build.uuid,
+        &[client_cert.as_slice(), &verify_server].concat(),
+    );
+    // Refused: no certificate; a certificate of another CA; plaintext.
+    let (mut anonymous, anonymous_out, _) = s_client(gz_port, &build.uuid, &verify_server);
+    let rogue_cert = [
+        "-cert".to_string(),
+        pki.path("rogue.pem"),
+        "-key".into(),
+        pki.path("rogue.key"),
+    ];
+    let (mut rogue, rogue_out, _) = s_client(
+        gz_port,
+        &build.uuid,
+        &[rogue_cert.as_slice(), &verify_server].concat(),
+    );
+    let plain = raw_request(gz_port, &format!("{}\n", build.uuid));
+    assert!(
+        !plain.contains("waiting for go"),
+        "a plaintext client got the log: {plain}"
+    );
+    // Plaintext clients of the client-only gateways: through `bad`, whose certificate does not
+    // name 127.0.0.1, only when host names are not checked.
+    let (mut unchecked_client, unchecked_out, _) = spawn(Command::new(client_bin()).args([
+        "finger",
+        "127.0.0.1",
+        &unchecked_port.to_string(),
+        &build.uuid,
+    ]));
+    assert_eq!(
+        finger_request(checked_port, &format!("{}\n", build.uuid)),
+        "Internal streaming error",
+        "a gateway reached another whose certificate names another host"
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || good_out
+            .text()
+            .contains("| node | waiting for go")
+            && unchecked_out.text().contains("| node | waiting for go")),
+        "no stream over TLS:\ns_client: {}\n{}\nunchecked: {}",
+        good_out.text(),
+        good_err.text(),
+        unchecked_out.text()
+    );
+    build.go.go();
+    assert!(build.wait_job().success(), "{}", build.log());
+    for (name, proc) in [
+        ("s_client", &mut good),
+        ("s_client without a certificate", &mut anonymous),
+        ("s_client with another CA's certificate", &mut rogue),
+        (
+            "finger through a gateway not checking names",
+            &mut unchecked_client,
+        ),
+    ] {
+        assert!(
+            wait_exit(proc, Duration::from_secs(15)).is_some(),
+            "{name} still connected after the build ended"
+        );
+    }
+    let log = build.log();
+    assert!(log.contains("| node | MARK 3 "), "{log}");
+    assert_eq!(
+        good_out.text(),
+        log,
+        "the TLS stream differs from job-output.txt"
+    );
+    assert_eq!(unchecked_out.text(), log);
+    for (name, out) in [
+        ("no certificate", &anonymous_out),
+        ("another CA", &rogue_out),
+    ] {
+        assert!(
+            !out.text().contains("waiting for go"),
+            "a client with {name} got the log: {}",
+            out.text()
+        );
+    }
 }

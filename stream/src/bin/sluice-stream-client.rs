@@ -205,6 +205,7 @@ async fn synthetic_executor(
             sluice_stream::FingerConfig {
                 work_root: work_root.clone(),
                 max_connections: 100_000,
+                tls: None,
             },
             registry,
             watcher,
