@@ -146,28 +146,36 @@ fn main() -> std::process::ExitCode {
                 }
                 let total = firsts.len() * watchers;
                 let caught_up = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-                let sessions = futures_util::future::join_all(
-                    firsts
-                        .iter()
-                        .flat_map(|first| std::iter::repeat_n(first, watchers))
-                        .map(|first| {
-                            let caught_up = caught_up.clone();
-                            let url = &url;
-                            async move {
-                                watch(url, first, false, abort_after, move || {
-                                    let n = caught_up
-                                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                                        + 1;
-                                    if n == total {
-                                        // The bench waits for this line before measuring.
-                                        eprintln!("all {total} sessions receiving");
-                                    }
-                                })
-                                .await
-                            }
-                        }),
-                )
-                .await;
+                // One task per session, so that the runtime spreads the sessions over every
+                // core: in one task (a `join_all`), a thousand sessions' frames are handled one
+                // after the other on one thread, and that queue shows up as latency.
+                let tasks: Vec<_> = firsts
+                    .iter()
+                    .flat_map(|first| std::iter::repeat_n(first, watchers))
+                    .map(|first| {
+                        let caught_up = caught_up.clone();
+                        let url = url.clone();
+                        let first = first.clone();
+                        tokio::spawn(async move {
+                            watch(&url, &first, false, abort_after, move || {
+                                let n =
+                                    caught_up.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                                if n == total {
+                                    // The bench waits for this line before measuring.
+                                    eprintln!("all {total} sessions receiving");
+                                }
+                            })
+                            .await
+                        })
+                    })
+                    .collect();
+                let mut sessions = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    sessions.push(task.await.unwrap_or_else(|e| Session {
+                        error: Some(format!("session task: {e}")),
+                        ..Session::default()
+                    }));
+                }
                 println!("{}", report_json(&sessions, expect_marks));
                 std::process::ExitCode::SUCCESS
             }
