@@ -1,15 +1,17 @@
 """zuul_json: Sluice's aggregate callback writing Zuul's job-output.json.
 
-Collects plays, tasks and per-host results of one ansible-playbook run as plain data (Ansible
-2.19's tagged values included) and, when the playbook ends, appends one object to
-`$ZUUL_JOBDIR/work/logs/job-output.json` through `sluice_native` (which writes it exactly as
-Zuul does: indent 4, sorted keys). Playbook metadata (phase, index, trust, canonical path,
-branch) comes from the `zuul_execution_*` extra vars the executor passes.
+Collects plays, tasks and per-host results of one ansible-playbook run through `sluice_native`
+and, when the playbook ends, appends one object to `$ZUUL_JOBDIR/work/logs/job-output.json`
+(exactly as Zuul does: indent 4, sorted keys). Playbook metadata (phase, index, trust, canonical
+path, branch) comes from the `zuul_execution_*` extra vars the executor passes.
+
+When the stdout callback `zuul_stream` runs in the same process it records job-output.json
+itself (Ansible would otherwise copy every task result once more for this plugin), and this
+plugin disables itself. It records only when used without `zuul_stream`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,49 +20,26 @@ from ansible.plugins.callback import CallbackBase
 
 import sluice_native
 
+try:  # ansible-core 2.19+: tagged, lazy and vaulted values as plain data (vaulted ones redacted)
+    from ansible.utils.vars import transform_to_native_types as native_value
+except ImportError:  # 2.18: results hold plain data (and str subclasses)
+    native_value = None
+
 DOCUMENTATION = """
     name: zuul_json
     type: aggregate
     short_description: Zuul-compatible job-output.json
     description:
-      - Appends one object per playbook run to $ZUUL_JOBDIR/work/logs/job-output.json.
+      - Appends one object per playbook run to $ZUUL_JOBDIR/work/logs/job-output.json, unless the
+        zuul_stream stdout callback already does.
 """
 
-CENSORED = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
-METADATA = {
-    "zuul_execution_canonical_name_and_path": "playbook",
-    "zuul_execution_phase": "phase",
-    "zuul_execution_phase_index": "index",
-    "zuul_execution_trusted": "trusted",
-    "zuul_execution_branch": "branch",
-}
 
-
-def plain(value: Any) -> Any:
-    """Ansible data as plain JSON-able data, without Ansible's internal `_ansible_*` keys."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items() if not str(k).startswith("_ansible_")}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        # Fast path for the common big case (stdout_lines): a list of exact str needs no walk.
-        if all(type(v) is str for v in value):
-            return list(value)
-        return [plain(v) for v in value]
-    try:
-        return str(value)
-    except Exception:  # noqa: BLE001 - an unprintable value must not break the log
-        return repr(value)
+def raw_result(result: Any) -> Mapping[str, Any]:
+    """The callback's own copy of the module result (2.19+: without a second copy converted to
+    native types; sluice_native reads it as it is)."""
+    data = getattr(result, "_return_data", None)
+    return data if isinstance(data, Mapping) else result._result
 
 
 class CallbackModule(CallbackBase):
@@ -75,75 +54,45 @@ class CallbackModule(CallbackBase):
     def __init__(self) -> None:
         super().__init__()
         jobdir = os.environ.get("ZUUL_JOBDIR") or os.path.dirname(os.getcwd())
-        self._path = os.path.join(jobdir, "work", "logs", "job-output.json")
-        self._plays: list[dict[str, Any]] = []
-        self._meta: dict[str, Any] = {}
+        self._record: Any = None
+        if sluice_native.claim("job-output.json"):
+            self._record = sluice_native.JobRecord(os.path.join(jobdir, "work", "logs", "job-output.json"))
+        else:
+            # zuul_stream records it: a disabled plugin gets no events (and no result copies).
+            self.disabled = True
 
     def v2_playbook_on_play_start(self, play: Any) -> None:
         try:
             extra = play.get_variable_manager().extra_vars
         except Exception:  # noqa: BLE001
             extra = {}
-        for var, key in METADATA.items():
-            if var in extra:
-                value = plain(extra[var])
-                if key == "trusted":
-                    value = str(value).lower() == "true"
-                elif key == "index":
-                    value = str(value)
-                self._meta[key] = value
-        self._plays.append(
-            {
-                "play": {"name": str(play.get_name()), "id": str(play._uuid), "duration": {"start": sluice_native.now_utc_iso()}},
-                "tasks": [],
-            }
-        )
+        self._record.play_start(str(play.get_name()), str(play._uuid), extra)
 
     def v2_playbook_on_task_start(self, task: Any, is_conditional: Any) -> None:
-        if not self._plays:
-            return
-        entry: dict[str, Any] = {
-            "task": {"name": str(task.get_name()), "id": str(task._uuid), "duration": {"start": sluice_native.now_utc_iso()}},
-            "hosts": {},
-        }
         role = getattr(task, "_role", None)
-        if role is not None:
-            entry["role"] = {"name": str(role.get_name()), "id": str(role._uuid), "path": str(role._role_path)}
-        self._plays[-1]["tasks"].append(entry)
+        role_ref = None if role is None else (str(role.get_name()), str(role._uuid), str(role._role_path))
+        self._record.task_start(str(task.get_name()), str(task._uuid), role_ref)
 
     def v2_playbook_on_handler_task_start(self, task: Any) -> None:
         self.v2_playbook_on_task_start(task, False)
 
-    def _record(self, result: Any, **flags: bool) -> None:
-        if not self._plays or not self._plays[-1]["tasks"]:
-            return
-        task = result._task
-        res = result._result
-        if task.no_log is True or res.get("_ansible_no_log"):
-            host_result: dict[str, Any] = {"censored": CENSORED}
-        else:
-            host_result = plain(res)
-        host_result["action"] = sluice_native.short_action(str(task.action))
-        host_result.update(flags)
-        entry = self._plays[-1]["tasks"][-1]
-        entry["hosts"][result._host.get_name()] = host_result
-        end = sluice_native.now_utc_iso()
-        entry["task"]["duration"]["end"] = end
-        self._plays[-1]["play"]["duration"]["end"] = end
+    def _host_result(self, result: Any, **flags: bool) -> None:
+        res = raw_result(result)
+        censored = result._task.no_log is True or res.get("_ansible_no_log")
+        plain = None if censored else sluice_native.PlainResult(res, native_value)
+        self._record.host_result(result._host.get_name(), str(result._task.action), plain, **flags)
 
     def v2_runner_on_ok(self, result: Any) -> None:
-        self._record(result)
+        self._host_result(result)
 
     def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
-        self._record(result, failed=True)
+        self._host_result(result, failed=True)
 
     def v2_runner_on_skipped(self, result: Any) -> None:
-        self._record(result, skipped=True)
+        self._host_result(result, skipped=True)
 
     def v2_runner_on_unreachable(self, result: Any) -> None:
-        self._record(result, unreachable=True)
+        self._host_result(result, unreachable=True)
 
     def v2_playbook_on_stats(self, stats: Any) -> None:
-        summary = {str(h): plain(stats.summarize(h)) for h in sorted(stats.processed.keys())}
-        output = {"plays": self._plays, "stats": summary, **self._meta}
-        sluice_native.JobJson(self._path).append(json.dumps(output))
+        self._record.write({str(h): stats.summarize(h) for h in sorted(stats.processed.keys())})

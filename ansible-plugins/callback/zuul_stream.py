@@ -1,10 +1,15 @@
-"""zuul_stream: Sluice's stdout callback, writing Zuul's job-output.txt.
+"""zuul_stream: Sluice's stdout callback, writing Zuul's job-output.txt and job-output.json.
 
-A thin shim: Ansible's `v2_*` hooks are turned into plain data (Ansible 2.19's tagged values
-included) and handed to the `sluice_native` module, which formats the lines, appends them to
-`$ZUUL_JOBDIR/work/logs/job-output.txt` and streams command/shell output live from the node
-console daemon (one thread per host and task). Control lines for the executor (`RESULT failure`)
-go to stdout.
+A thin shim: Ansible's `v2_*` hooks are turned into plain data and handed to the `sluice_native`
+module, which formats the lines, appends them to `$ZUUL_JOBDIR/work/logs/job-output.txt`, streams
+command/shell output live from the node console daemon (one thread per host and task) and builds
+this playbook's entry of `$ZUUL_JOBDIR/work/logs/job-output.json`. Control lines for the
+executor (`RESULT failure`, `RESULT unreachable`) go to stdout.
+
+This callback also does the work of the aggregate callbacks `zuul_json` and `zuul_unreachable`
+(which then stand aside, see `sluice_native.claim`): Ansible copies every task result once per
+plugin that receives it, and for a task with a large output that copy costs more than writing
+both files. A task result is read into Rust once (`sluice_native.PlainResult`) for both files.
 """
 
 from __future__ import annotations
@@ -20,42 +25,54 @@ from ansible.plugins.callback import CallbackBase
 
 import sluice_native
 
+try:  # ansible-core 2.19+: tagged, lazy and vaulted values as plain data (vaulted ones redacted)
+    from ansible.utils.vars import transform_to_native_types as native_value
+except ImportError:  # 2.18: results hold plain data (and str subclasses)
+    native_value = None
+
 DOCUMENTATION = """
     name: zuul_stream
     type: stdout
-    short_description: Zuul-compatible job-output.txt with live node console streaming
+    short_description: Zuul-compatible job-output.txt and job-output.json with live node console streaming
     description:
-      - Writes $ZUUL_JOBDIR/work/logs/job-output.txt in Zuul's format.
+      - Writes $ZUUL_JOBDIR/work/logs/job-output.txt in Zuul's format and appends this playbook's
+        entry to $ZUUL_JOBDIR/work/logs/job-output.json.
+      - Records unreachable hosts in $ZUUL_JOBDIR/.ansible/nodes.unreachable.
 """
 
 STREAM_GRACE = 10.0
 LOCAL_ADDRS = ("localhost", "127.0.0.1", "::1")
 UNSTREAMED_CONNECTIONS = ("local", "winrm", "psrp", "kubectl", "network_cli", "httpapi", "netconf")
 NOT_RUN = ("Did not run command since", "Would not run command since")
+RECORDED = {"ok": {}, "failed": {"failed": True}, "skipped": {"skipped": True}, "unreachable": {"unreachable": True}}
 
 
-def plain(value: Any) -> Any:
-    """Ansible data (tagged 2.19 values, unsafe strings, …) as plain JSON-able data."""
-    if value is None:
+def raw_result(result: Any) -> Mapping[str, Any]:
+    """The callback's own copy of the module result. On 2.19+ this skips `result.result`, which
+    would copy the whole result once more to convert it to native types: sluice_native reads it
+    as it is and hands only unusual values to `native_value`."""
+    data = getattr(result, "_return_data", None)
+    return data if isinstance(data, Mapping) else result._result
+
+
+def jobdir() -> str:
+    return os.environ.get("ZUUL_JOBDIR") or os.path.dirname(os.getcwd())
+
+
+def record_unreachable(result: Any) -> bool:
+    """Adds the host to nodes.unreachable (unless the task ignores unreachable hosts); whether
+    the executor is to be told (`RESULT unreachable`)."""
+    if getattr(result._task, "ignore_unreachable", False) is True:
+        return False
+    sluice_native.record_unreachable(os.path.join(jobdir(), ".ansible", "nodes.unreachable"), result._host.get_name())
+    return True
+
+
+def role_of(task: Any) -> tuple[str, str, str] | None:
+    role = getattr(task, "_role", None)
+    if role is None:
         return None
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [plain(v) for v in value]
-    try:
-        return str(value)
-    except Exception:  # noqa: BLE001 - an unprintable value must not break the log
-        return repr(value)
+    return (str(role.get_name()), str(role._uuid), str(role._role_path))
 
 
 def truthy(value: Any) -> bool:
@@ -83,7 +100,7 @@ def configure_redaction() -> None:
 
 
 class CallbackModule(CallbackBase):
-    """Writes job-output.txt through sluice_native."""
+    """Writes job-output.txt and job-output.json through sluice_native."""
 
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "stdout"
@@ -91,10 +108,15 @@ class CallbackModule(CallbackBase):
 
     def __init__(self) -> None:
         super().__init__()
-        jobdir = os.environ.get("ZUUL_JOBDIR") or os.path.dirname(os.getcwd())
-        logs = os.path.join(jobdir, "work", "logs")
+        logs = os.path.join(jobdir(), "work", "logs")
         os.makedirs(logs, exist_ok=True)
         self._out = sluice_native.JobOutput(os.path.join(logs, "job-output.txt"), self._control)
+        # Ansible instantiates the stdout callback first: zuul_json and zuul_unreachable find
+        # these claimed and stand aside.
+        self._record: Any = None
+        if sluice_native.claim("job-output.json"):
+            self._record = sluice_native.JobRecord(os.path.join(logs, "job-output.json"))
+        self._unreachable = sluice_native.claim("nodes.unreachable")
         try:
             self._out.set_failure_output([str(r) for r in json.loads(os.environ.get("ZUUL_JOB_FAILURE_OUTPUT") or "[]")])
         except ValueError as e:
@@ -121,7 +143,7 @@ class CallbackModule(CallbackBase):
         sys.stdout.flush()
 
     def _emit(self, event: dict[str, Any]) -> None:
-        self._out.lines(sluice_native.format_event(json.dumps(event)))
+        self._out.lines(sluice_native.format_event(event))
 
     def _host_vars(self, host: Any, task: Any) -> Mapping[str, Any]:
         try:
@@ -135,9 +157,11 @@ class CallbackModule(CallbackBase):
             return True
         return host.get_name() in LOCAL_ADDRS and not hvars.get("ansible_host") and conn in ("", "smart")
 
-    def _result_event(self, kind: str, result: Any, **extra: Any) -> dict[str, Any]:
+    def _result(self, kind: str, result: Any, **extra: Any) -> None:
+        """Writes a host's result to job-output.txt and, for a task's final result, records it
+        for job-output.json."""
         task = result._task
-        res = result._result
+        res = raw_result(result)
         host = result._host.get_name()
         shown = host
         delegated = res.get("_ansible_delegated_vars") or {}
@@ -146,22 +170,25 @@ class CallbackModule(CallbackBase):
         action = str(task.action)
         is_command = sluice_native.is_command_action(action)
         unstreamed = self._unstreamed.get((str(task._uuid), host), False)
-        return {
-            "event": kind,
+        meta = {
             "host": shown,
             "action": action,
             "is_loop": bool(task.loop or getattr(task, "loop_with", None)),
             "print_stdout": sluice_native.short_action(action) == "raw" or (is_command and unstreamed),
             "no_log": task.no_log is True,
-            "result": plain(res),
             **extra,
         }
+        plain = sluice_native.PlainResult(res, native_value)
+        self._out.lines(sluice_native.format_result(kind, meta, plain))
+        if self._record is not None and kind in RECORDED:
+            censored = task.no_log is True or res.get("_ansible_no_log")
+            self._record.host_result(host, action, None if censored else plain, **RECORDED[kind])
 
     def _finish_stream(self, result: Any, grace: float) -> None:
         task_uuid = str(result._task._uuid)
         host = result._host.get_name()
         stream = self._streams.pop((task_uuid, host), None)
-        log_id = str(result._result.get("zuul_log_id") or "")
+        log_id = str(raw_result(result).get("zuul_log_id") or "")
         m = re.fullmatch(re.escape(task_uuid) + r"-(\d+)-" + re.escape(log_host(host)), log_id)
         if m:
             self._last_log_n[(task_uuid, log_host(host))] = int(m.group(1))
@@ -183,6 +210,12 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_play_start(self, play: Any) -> None:
         self._play = play
         self._emit({"event": "play", "name": str(play.get_name())})
+        if self._record is not None:
+            try:
+                extra = play.get_variable_manager().extra_vars
+            except Exception:  # noqa: BLE001
+                extra = {}
+            self._record.play_start(str(play.get_name()), str(play._uuid), extra)
 
     def v2_playbook_on_task_start(self, task: Any, is_conditional: Any) -> None:
         args = task.args or {}
@@ -198,6 +231,8 @@ class CallbackModule(CallbackBase):
                 "is_loop": bool(task.loop or getattr(task, "loop_with", None)),
             }
         )
+        if self._record is not None:
+            self._record.task_start(str(task.get_name()), str(task._uuid), role_of(task))
 
     v2_playbook_on_handler_task_start = v2_playbook_on_task_start
 
@@ -243,28 +278,30 @@ class CallbackModule(CallbackBase):
         self._streams[(str(task._uuid), name)] = self._out.stream(name, addr, self._port, log_id)
 
     def v2_runner_on_ok(self, result: Any) -> None:
-        msg = str(result._result.get("msg") or "")
+        msg = str(raw_result(result).get("msg") or "")
         self._finish_stream(result, 0.0 if msg.startswith(NOT_RUN) else STREAM_GRACE)
-        self._emit(self._result_event("ok", result))
+        self._result("ok", result)
 
     def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
         self._finish_stream(result, STREAM_GRACE)
-        self._emit(self._result_event("failed", result, ignore_errors=bool(ignore_errors)))
+        self._result("failed", result, ignore_errors=bool(ignore_errors))
         if not ignore_errors and not self._in_rescue_block(result._task):
             self._out.signal_failure()
 
     def v2_runner_on_skipped(self, result: Any) -> None:
         self._finish_stream(result, 0.0)
-        self._emit(self._result_event("skipped", result))
+        self._result("skipped", result)
 
     def v2_runner_on_unreachable(self, result: Any) -> None:
         self._finish_stream(result, 0.0)
-        self._emit(self._result_event("unreachable", result))
+        self._result("unreachable", result)
+        if self._unreachable and record_unreachable(result):
+            self._control("RESULT unreachable")
 
     def _item(self, kind: str, result: Any) -> None:
-        res = result._result
+        res = raw_result(result)
         label = res.get("_ansible_item_label", res.get("item"))
-        self._emit(self._result_event(kind, result, item_label=plain(label)))
+        self._result(kind, result, item_label=label if native_value is None else native_value(label))
 
     def v2_runner_item_on_ok(self, result: Any) -> None:
         self._item("item_ok", result)
@@ -285,5 +322,7 @@ class CallbackModule(CallbackBase):
         for stream in self._streams.values():
             stream.join()
         self._streams.clear()
-        hosts = {str(h): plain(stats.summarize(h)) for h in sorted(stats.processed.keys())}
+        hosts = {str(h): stats.summarize(h) for h in sorted(stats.processed.keys())}
         self._emit({"event": "stats", "hosts": hosts})
+        if self._record is not None:
+            self._record.write(hosts)

@@ -175,6 +175,99 @@ def test_callbacks_job_output_json_structure(run_playbook, console_port: int, en
     assert not Path(f"/tmp/console-{node['zuul_log_id']}.log").exists()
 
 
+def test_callbacks_job_output_json_large_output_and_flags(run_playbook, console_port: int, env: dict[str, str]) -> None:
+    # zuul_stream writes job-output.json itself (one copy of each result from Ansible) and
+    # zuul_json stands aside: one entry per playbook, the whole output in it, Zuul's format.
+    pre = run_playbook(start_console(console_port), phase="pre", index=0, trusted=True, extra_env=env)
+    assert pre.rc == 0, pre.stdout
+    run = run_playbook("""\
+        - hosts: node
+          gather_facts: false
+          tasks:
+            - name: Many lines
+              shell: seq 1 50000
+            - name: Hidden
+              command: echo hidden
+              no_log: true
+            - name: Not now
+              command: echo no
+              when: false
+            - name: Fails
+              shell: "echo out; exit 3"
+              ignore_errors: true
+        """, phase="run", index=1, extra_env=env)
+    assert run.rc == 0, run.stdout
+    text = run.job_output_json
+    data = json.loads(text)
+    assert text == "[\n" + ",\n".join(json.dumps(o, indent=4, sort_keys=True) for o in data) + "\n]\n"
+    assert [(o["phase"], o["index"]) for o in data] == [("pre", "0"), ("run", "1")]
+    tasks = data[1]["plays"][0]["tasks"]
+    assert [t["task"]["name"] for t in tasks] == ["Many lines", "Hidden", "Not now", "Fails"]
+    many, hidden, skipped, failed = (t["hosts"]["node"] for t in tasks)
+    expected = [str(i) for i in range(1, 50001)]
+    assert many["stdout_lines"] == expected
+    assert many["stdout"] == "\n".join(expected)
+    assert many["rc"] == 0 and many["changed"] is True and many["action"] == "shell"
+    assert many["cmd"] == "seq 1 50000" and many["stderr_lines"] == []
+    assert many["invocation"]["module_args"]["_raw_params"] == "seq 1 50000"
+    assert not any(k.startswith("_ansible") for k in many)
+    assert "failed" not in many and "skipped" not in many
+    assert hidden == {"action": "command", "censored": "the output has been hidden due to the fact that 'no_log: true' was specified for this result"}
+    assert skipped["skipped"] is True and skipped["action"] == "command"
+    assert skipped["skip_reason"] == "Conditional result was False"
+    assert failed["failed"] is True and failed["rc"] == 3 and failed["stdout_lines"] == ["out"]
+    stats = data[1]["stats"]["node"]
+    assert (stats["failures"], stats["ignored"], stats["skipped"], stats["unreachable"]) == (0, 1, 1, 0), stats
+    for t in tasks:
+        assert t["task"]["duration"]["start"] <= t["task"]["duration"]["end"]
+    # The streamed output reached job-output.txt line by line, in order.
+    node_lines = [line.split(" | ", 2)[2] for line in run.job_output.splitlines() if " | node | " in line]
+    i = node_lines.index("1")
+    assert node_lines[i:i + 50000] == expected
+
+
+def test_zuul_json_and_zuul_unreachable_without_zuul_stream(run_playbook, node, env: dict[str, str]) -> None:
+    # Jobs that use another stdout callback still get job-output.json and nodes.unreachable
+    # from the aggregate callbacks.
+    closed = free_port()
+    run = run_playbook(f"""\
+        - hosts: localhost
+          gather_facts: false
+          tasks:
+            - name: Say
+              debug:
+                msg: hello
+            - add_host:
+                name: ghost
+                ansible_host: 127.0.0.1
+                ansible_port: {closed}
+                ansible_user: {node.user}
+                ansible_ssh_private_key_file: {node.key}
+        - hosts: ghost
+          gather_facts: false
+          tasks:
+            - name: Unreachable
+              command: "true"
+        """, extra_env={**env, "ANSIBLE_STDOUT_CALLBACK": "default"})
+    assert run.rc == 4, run.stdout
+    assert not (run.jobdir / "work" / "logs" / "job-output.txt").exists()
+    assert "PLAY RECAP" in run.stdout
+    assert run.stdout.splitlines().count("RESULT unreachable") == 1, run.stdout
+    assert (run.jobdir / ".ansible" / "nodes.unreachable").read_text() == "ghost\n"
+    text = run.job_output_json
+    data = json.loads(text)
+    assert text == "[\n" + ",\n".join(json.dumps(o, indent=4, sort_keys=True) for o in data) + "\n]\n"
+    assert len(data) == 1
+    assert (data[0]["phase"], data[0]["index"], data[0]["trusted"], data[0]["branch"]) == ("run", "0", False, "main")
+    say = data[0]["plays"][0]["tasks"][0]
+    assert say["task"]["name"] == "Say"
+    assert say["hosts"]["localhost"]["msg"] == "hello"
+    assert say["hosts"]["localhost"]["action"] == "debug"
+    ghost = data[0]["plays"][1]["tasks"][0]["hosts"]["ghost"]
+    assert ghost["unreachable"] is True
+    assert data[0]["stats"]["ghost"]["unreachable"] == 1
+
+
 def test_callbacks_streams_live(run_playbook, console_port: int, env: dict[str, str]) -> None:
     pre = run_playbook(start_console(console_port), extra_env=env)
     assert pre.rc == 0, pre.stdout
@@ -275,9 +368,12 @@ def test_callbacks_unreachable_host(run_playbook, node, env: dict[str, str]) -> 
         """, extra_env=env)
     assert run.rc == 4, run.stdout
     assert (run.jobdir / ".ansible" / "nodes.unreachable").read_text() == "ghost\n"
-    assert "RESULT unreachable" in run.stdout.splitlines()
+    # zuul_stream records it; zuul_unreachable stands aside: one control line.
+    assert run.stdout.splitlines().count("RESULT unreachable") == 1, run.stdout
     lines = masked(run.job_output)
     assert any(line.startswith("TS | ghost | UNREACHABLE") for line in lines), lines
+    ghost = json.loads(run.job_output_json)[0]["plays"][1]["tasks"][0]["hosts"]["ghost"]
+    assert ghost["unreachable"] is True and ghost["action"] == "command", ghost
     assert "TS | ghost | ok: 0 changed: 0 unreachable: 1 failed: 0 skipped: 0 rescued: 0 ignored: 0" in lines
 
 

@@ -2,8 +2,9 @@
 //! task banners, per-host result lines (ok/changed/ERROR, pretty JSON, `Runtime:` for command
 //! tasks, loop items), includes and the PLAY RECAP.
 //!
-//! The Python callback converts Ansible objects to a plain [`Event`] (JSON); everything about
-//! how it reads in the log is decided here.
+//! The Python callback hands over plain data (an [`Event`], or a [`HostResult`] read straight
+//! from Ansible's result by the pyo3 layer); everything about how it reads in the log is decided
+//! here.
 
 use crate::errors::CallbackError;
 use crate::pyjson::{dumps_indent, py_str};
@@ -161,6 +162,12 @@ pub fn format_event_json(event_json: &str) -> Result<Vec<String>, CallbackError>
     Ok(format_event(&event))
 }
 
+/// Reads an event from a JSON value and formats it.
+pub fn format_event_value(event: Value) -> Result<Vec<String>, CallbackError> {
+    let event: Event = serde_json::from_value(event)?;
+    Ok(format_event(&event))
+}
+
 /// The job-output.txt messages for one event.
 pub fn format_event(event: &Event) -> Vec<String> {
     match event {
@@ -170,9 +177,63 @@ pub fn format_event(event: &Event) -> Vec<String> {
             .iter()
             .map(|h| format!("{h} | included: {file}"))
             .collect(),
-        Event::Ok(r) => on_ok(r),
-        Event::Failed(r) => on_failed(r),
-        Event::Skipped(r) => {
+        Event::Ok(r) => format_result(ResultKind::Ok, r),
+        Event::Failed(r) => format_result(ResultKind::Failed, r),
+        Event::Skipped(r) => format_result(ResultKind::Skipped, r),
+        Event::Unreachable(r) => format_result(ResultKind::Unreachable, r),
+        Event::ItemOk(r) => format_result(ResultKind::ItemOk, r),
+        Event::ItemFailed(r) => format_result(ResultKind::ItemFailed, r),
+        Event::ItemSkipped(r) => format_result(ResultKind::ItemSkipped, r),
+        Event::Stats { hosts } => recap(hosts),
+    }
+}
+
+/// The kinds of per-host result events (the `event` names of [`Event`]'s result variants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultKind {
+    /// A task succeeded on a host.
+    Ok,
+    /// A task failed on a host.
+    Failed,
+    /// A task was skipped on a host.
+    Skipped,
+    /// A host was unreachable.
+    Unreachable,
+    /// A loop item succeeded.
+    ItemOk,
+    /// A loop item failed.
+    ItemFailed,
+    /// A loop item was skipped.
+    ItemSkipped,
+}
+
+impl std::str::FromStr for ResultKind {
+    type Err = CallbackError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "ok" => ResultKind::Ok,
+            "failed" => ResultKind::Failed,
+            "skipped" => ResultKind::Skipped,
+            "unreachable" => ResultKind::Unreachable,
+            "item_ok" => ResultKind::ItemOk,
+            "item_failed" => ResultKind::ItemFailed,
+            "item_skipped" => ResultKind::ItemSkipped,
+            other => {
+                return Err(CallbackError::Shape(format!(
+                    "unknown result event {other:?}"
+                )))
+            }
+        })
+    }
+}
+
+/// The job-output.txt messages for one host's result.
+pub fn format_result(kind: ResultKind, r: &HostResult) -> Vec<String> {
+    match kind {
+        ResultKind::Ok => on_ok(r),
+        ResultKind::Failed => on_failed(r),
+        ResultKind::Skipped => {
             let reason = str_key(&r.result, "skip_reason").or_else(|| {
                 if r.is_loop {
                     str_key(&r.result, "msg")
@@ -182,17 +243,16 @@ pub fn format_event(event: &Event) -> Vec<String> {
             });
             message(&r.host, "skipping", reason)
         }
-        Event::Unreachable(r) => {
+        ResultKind::Unreachable => {
             error_block(&r.host, "UNREACHABLE", &r.result, &["msg", "unreachable"])
         }
-        Event::ItemOk(r) => on_item_ok(r),
-        Event::ItemFailed(r) => on_item_failed(r),
-        Event::ItemSkipped(r) => message(
+        ResultKind::ItemOk => on_item_ok(r),
+        ResultKind::ItemFailed => on_item_failed(r),
+        ResultKind::ItemSkipped => message(
             &r.host,
             "skipping",
             Some(&format!("Item: {}", item_label(r))),
         ),
-        Event::Stats { hosts } => recap(hosts),
     }
 }
 

@@ -26,13 +26,12 @@ impl JobJson {
     /// Appends one playbook object given as a JSON document.
     pub fn append_str(&self, obj_json: &str) -> Result<(), CallbackError> {
         let value: Value = serde_json::from_str(obj_json)?;
-        self.append(&value)
+        self.append(value)
     }
 
     /// Appends one playbook object.
     /// Strings holding a secret value are replaced by [`crate::redact::NOTICE`].
-    pub fn append(&self, obj: &Value) -> Result<(), CallbackError> {
-        let mut obj = obj.clone();
+    pub fn append(&self, mut obj: Value) -> Result<(), CallbackError> {
         if crate::redact::value(&mut obj) {
             println!("{}", crate::redact::CONTROL);
         }
@@ -74,7 +73,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job-output.json");
         let w = JobJson::new(&path);
-        w.append(&objs[0]).unwrap();
+        w.append(objs[0].clone()).unwrap();
         let first = std::fs::read_to_string(&path).unwrap();
         assert!(first.starts_with("[\n{\n    \"branch\": \"main\",\n"));
         assert!(first.ends_with("\n}\n]\n"));

@@ -6,14 +6,31 @@
 //!   `line(msg)`, `lines(msgs)`, `host_line(host, text)`, `signal_failure() -> bool`,
 //!   `stream(host, addr, port, log_id) -> Stream`.
 //! - `Stream`: `stop(grace_seconds)`, `join(timeout_seconds=30.0) -> bool`, `done`.
-//! - `JobJson(path)`: job-output.json writer; `append(obj_json)`.
-//! - `format_event(event_json) -> list[str]`, `short_action(action)`,
-//!   `is_command_action(action)`, `now_utc_iso()`, `__version__`.
+//! - `PlainResult(result, native=None)`: a task result read into Rust once (see [`convert`];
+//!   `native` converts values that are not plain Python data), shared by the two uses below.
+//! - `format_event(event) -> list[str]` (a dict), `format_result(kind, meta, result) -> list[str]`
+//!   (`meta`: the event's other fields; `result`: a `PlainResult`).
+//! - `JobRecord(path)`: the job-output.json entry of this playbook run: `play_start(name, id,
+//!   extra_vars)`, `task_start(name, id, role=None)` (`role`: `(name, id, path)`),
+//!   `host_result(host, action, result, failed=False, skipped=False, unreachable=False)`
+//!   (`result`: a `PlainResult`, which it takes over, or None for a `no_log` result), and
+//!   `write(stats)`, which appends the entry to the file.
+//! - `claim(name) -> bool`: true for the first claimer of a piece of work in this process.
+//! - `record_unreachable(path, host)`: adds a host to `nodes.unreachable` once.
+//! - `short_action(action)`, `is_command_action(action)`, `now_utc_iso()`, `__version__`.
 #![warn(missing_docs)]
+
+mod convert;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use serde_json::{Map, Value};
+use sluice_callback::format::{HostResult, ResultKind};
+use sluice_callback::record::{self, Flags, PlaybookRecord, RoleRef};
 use sluice_callback::{console, format, timefmt, CallbackError, ControlSink, StdoutControl};
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Maps core errors to Python exceptions.
@@ -127,22 +144,129 @@ impl Stream {
     }
 }
 
-/// Appends playbook objects to job-output.json.
+/// A task result read into Rust once, for job-output.txt and job-output.json alike.
 #[pyclass(module = "sluice_native", frozen)]
-struct JobJson(sluice_callback::JobJson);
+struct PlainResult(Mutex<Option<Map<String, Value>>>);
 
 #[pymethods]
-impl JobJson {
+impl PlainResult {
     #[new]
-    fn new(path: std::path::PathBuf) -> Self {
-        JobJson(sluice_callback::JobJson::new(path))
+    #[pyo3(signature = (result, native=None))]
+    fn new(result: &Bound<'_, PyAny>, native: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        Ok(PlainResult(Mutex::new(Some(convert::to_map(
+            result, native,
+        )?))))
+    }
+}
+
+impl PlainResult {
+    /// Takes the result out (the caller puts it back if it only borrows it).
+    fn take(&self) -> PyResult<Map<String, Value>> {
+        self.0
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("task result lock poisoned"))?
+            .take()
+            .ok_or_else(|| PyValueError::new_err("task result already handed to JobRecord"))
     }
 
-    /// Appends one playbook object given as JSON.
-    fn append(&self, py: Python<'_>, obj_json: &str) -> PyResult<()> {
-        py.allow_threads(|| self.0.append_str(obj_json))
+    fn put_back(&self, map: Map<String, Value>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(map);
+        }
+    }
+}
+
+/// The job-output.json entry of one ansible-playbook run.
+#[pyclass(module = "sluice_native", frozen)]
+struct JobRecord {
+    path: PathBuf,
+    record: Mutex<PlaybookRecord>,
+}
+
+impl JobRecord {
+    fn with<T>(&self, f: impl FnOnce(&mut PlaybookRecord) -> T) -> PyResult<T> {
+        let mut record = self
+            .record
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("job record lock poisoned"))?;
+        Ok(f(&mut record))
+    }
+}
+
+#[pymethods]
+impl JobRecord {
+    #[new]
+    fn new(path: PathBuf) -> Self {
+        JobRecord {
+            path,
+            record: Mutex::new(PlaybookRecord::new()),
+        }
+    }
+
+    /// A play starts; the `zuul_execution_*` extra vars become the entry's metadata.
+    fn play_start(&self, name: &str, id: &str, extra_vars: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut meta = Map::new();
+        for (var, _) in record::METADATA {
+            let value = extra_vars.call_method1("get", (*var,))?;
+            if !value.is_none() {
+                meta.insert(var.to_string(), convert::to_value(&value, None)?);
+            }
+        }
+        self.with(|r| r.play_start(name, id, &meta))
+    }
+
+    /// A task or handler starts; `role` is `(name, id, path)`.
+    #[pyo3(signature = (name, id, role=None))]
+    fn task_start(
+        &self,
+        name: &str,
+        id: &str,
+        role: Option<(String, String, String)>,
+    ) -> PyResult<()> {
+        let role = role.map(|(name, id, path)| RoleRef { name, id, path });
+        self.with(|r| r.task_start(name, id, role))
+    }
+
+    /// A host's result for the current task (takes `result` over; None: censored).
+    #[pyo3(signature = (host, action, result, failed=false, skipped=false, unreachable=false))]
+    fn host_result(
+        &self,
+        host: &str,
+        action: &str,
+        result: Option<&PlainResult>,
+        failed: bool,
+        skipped: bool,
+        unreachable: bool,
+    ) -> PyResult<()> {
+        let result = result.map(PlainResult::take).transpose()?;
+        let flags = Flags {
+            failed,
+            skipped,
+            unreachable,
+        };
+        self.with(|r| r.host_result(host, format::short_action(action), result, flags))
+    }
+
+    /// Appends the entry, with the PLAY RECAP counters (`{host: counters}`), to the file.
+    fn write(&self, py: Python<'_>, stats: &Bound<'_, PyAny>) -> PyResult<()> {
+        let stats = convert::to_map(stats, None)?;
+        let record = self.with(std::mem::take)?;
+        py.allow_threads(|| record.write(&self.path, stats))
             .map_err(to_py)
     }
+}
+
+/// Claims a piece of work for the caller: true the first time `name` is claimed in this process.
+#[pyfunction]
+fn claim(name: &str) -> bool {
+    record::claim(name)
+}
+
+/// Adds `host` to the `nodes.unreachable` file at `path` unless it is listed already.
+#[pyfunction]
+fn record_unreachable(py: Python<'_>, path: PathBuf, host: &str) -> PyResult<()> {
+    py.allow_threads(|| sluice_callback::unreachable::record(&path, host))
+        .map_err(to_py)
 }
 
 /// Sets the secret values whose lines are redacted, and whether a detection fails the build.
@@ -151,10 +275,32 @@ fn set_redaction(values: Vec<String>, fail: bool) {
     sluice_callback::redact::configure(&values, fail);
 }
 
-/// Formats a callback event (JSON) into job-output.txt messages.
+/// Formats a callback event (a dict) into job-output.txt messages.
 #[pyfunction]
-fn format_event(event_json: &str) -> PyResult<Vec<String>> {
-    format::format_event_json(event_json).map_err(to_py)
+fn format_event(py: Python<'_>, event: &Bound<'_, PyDict>) -> PyResult<Vec<String>> {
+    let event = convert::to_value(event.as_any(), None)?;
+    py.allow_threads(|| format::format_event_value(event))
+        .map_err(to_py)
+}
+
+/// Formats one host's result event: `kind` (`ok`, `failed`, `item_ok`, …), `meta` the event's
+/// fields but the result (host, action, is_loop, print_stdout, no_log, ignore_errors,
+/// item_label).
+#[pyfunction]
+fn format_result(
+    py: Python<'_>,
+    kind: &str,
+    meta: &Bound<'_, PyDict>,
+    result: &PlainResult,
+) -> PyResult<Vec<String>> {
+    let kind: ResultKind = kind.parse().map_err(to_py)?;
+    let meta = convert::to_value(meta.as_any(), None)?;
+    let mut host: HostResult =
+        serde_json::from_value(meta).map_err(|e| to_py(CallbackError::Json(e)))?;
+    host.result = result.take()?;
+    let lines = py.allow_threads(|| format::format_result(kind, &host));
+    result.put_back(std::mem::take(&mut host.result));
+    Ok(lines)
 }
 
 /// `ansible.builtin.X` / `ansible.legacy.X` → `X`.
@@ -182,8 +328,12 @@ fn sluice_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_CONSOLE_PORT", console::DEFAULT_PORT)?;
     m.add_class::<JobOutput>()?;
     m.add_class::<Stream>()?;
-    m.add_class::<JobJson>()?;
+    m.add_class::<PlainResult>()?;
+    m.add_class::<JobRecord>()?;
     m.add_function(wrap_pyfunction!(format_event, m)?)?;
+    m.add_function(wrap_pyfunction!(format_result, m)?)?;
+    m.add_function(wrap_pyfunction!(claim, m)?)?;
+    m.add_function(wrap_pyfunction!(record_unreachable, m)?)?;
     m.add_function(wrap_pyfunction!(short_action, m)?)?;
     m.add_function(wrap_pyfunction!(is_command_action, m)?)?;
     m.add_function(wrap_pyfunction!(now_utc_iso, m)?)?;
