@@ -45,15 +45,17 @@ impl JobJson {
             .open(&self.path)
             .map_err(err)?;
         let len = f.metadata().map_err(err)?.len();
-        let bytes = if len >= 3 {
+        let opening = if len >= 3 {
             f.seek(SeekFrom::End(-3)).map_err(err)?;
-            format!(",\n{body}\n]\n")
+            ",\n"
         } else {
             f.set_len(0).map_err(err)?;
             f.seek(SeekFrom::Start(0)).map_err(err)?;
-            format!("[\n{body}\n]\n")
+            "[\n"
         };
-        f.write_all(bytes.as_bytes()).map_err(err)?;
+        for part in [opening, body.as_str(), "\n]\n"] {
+            f.write_all(part.as_bytes()).map_err(err)?;
+        }
         f.flush().map_err(err)
     }
 }

@@ -19,9 +19,13 @@ fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
 }
 
 fn newline(out: &mut String, indent: usize, level: usize) {
+    const SPACES: &str = "                                                                ";
     out.push('\n');
-    for _ in 0..indent * level {
-        out.push(' ');
+    let mut n = indent * level;
+    while n > 0 {
+        let chunk = n.min(SPACES.len());
+        out.push_str(&SPACES[..chunk]);
+        n -= chunk;
     }
 }
 
@@ -66,7 +70,14 @@ fn write_value(out: &mut String, value: &Value, indent: usize, level: usize) {
 /// A JSON string literal with Python's `ensure_ascii=True` escaping.
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
+    // Runs of printable ASCII other than `"` and `\` are copied as they are.
+    let mut plain_from = 0;
+    for (i, c) in s.char_indices() {
+        if matches!(c, ' '..='~') && c != '"' && c != '\\' {
+            continue;
+        }
+        out.push_str(&s[plain_from..i]);
+        plain_from = i + c.len_utf8();
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -75,7 +86,6 @@ fn write_string(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
             _ => {
                 let mut buf = [0u16; 2];
                 for unit in c.encode_utf16(&mut buf) {
@@ -84,6 +94,7 @@ fn write_string(out: &mut String, s: &str) {
             }
         }
     }
+    out.push_str(&s[plain_from..]);
     out.push('"');
 }
 
@@ -212,6 +223,12 @@ mod tests {
         let v = json!({"b": [1, {"z": null, "a": true}], "a": {}, "c": [], "d": "x\"\u{e9}\u{1f600}\u{7f}"});
         let expected = "{\n  \"a\": {},\n  \"b\": [\n    1,\n    {\n      \"a\": true,\n      \"z\": null\n    }\n  ],\n  \"c\": [],\n  \"d\": \"x\\\"\\u00e9\\ud83d\\ude00\\u007f\"\n}";
         assert_eq!(dumps_indent(&v, 2), expected);
+        // Escapes between and after plain runs, as `json.dumps` writes them.
+        let v = json!(["a\\b\tc\u{1}d\u{e9}e\"f", "end\n", "\r\u{8}\u{c} plain ~"]);
+        assert_eq!(
+            dumps_indent(&v, 0),
+            "[\n\"a\\\\b\\tc\\u0001d\\u00e9e\\\"f\",\n\"end\\n\",\n\"\\r\\b\\f plain ~\"\n]"
+        );
     }
 
     #[test]
