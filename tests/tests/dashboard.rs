@@ -90,7 +90,6 @@ fn dashboard_shows_a_running_build_its_progress_and_its_live_console_in_chromium
     let go_dir = tempfile::tempdir().expect("tempdir");
     let go = go_dir.path().join("go");
     let playbook = watched_playbook(&go);
-    // The disk is shared with other work: the governor's free-space floor is not under test.
     let setup = Setup::with_executor(
         CHECK,
         &[(
@@ -101,7 +100,7 @@ fn dashboard_shows_a_running_build_its_progress_and_its_live_console_in_chromium
             ],
         )],
         30,
-        "  governor:\n    min-avail-hdd: 0\n",
+        "",
     );
     let addr = format!("127.0.0.1:{}", free_port());
     let serve = setup.start_with("serve", "serve-web", &["--web-listen", &addr]);
