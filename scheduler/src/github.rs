@@ -611,6 +611,7 @@ mod tests {
             dependencies: vec![],
             pending_request: None,
             paused: false,
+            held: false,
         };
         let text = report_text("Build failed.", Some("https://ci/t/t/buildset/b"), &[&b]);
         assert_eq!(

@@ -291,6 +291,7 @@ mod tests {
                 .collect(),
             pending_request: (!deps.is_empty()).then(|| json!({})),
             paused: false,
+            held: false,
         }
     }
 

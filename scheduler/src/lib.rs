@@ -33,6 +33,7 @@
 //! process (`sluice executor`) without changing either.
 #![warn(missing_docs)]
 
+pub mod autohold;
 pub mod config;
 pub mod errors;
 pub mod git;

@@ -1,7 +1,8 @@
 //! Node providers: what an executor asks for a build's nodeset before it claims the build.
 //! [`StaticProvider`] serves the static nodes file (Nodepool's static driver): a node takes up
 //! to `max-parallel-jobs` builds at once (default 1), labels are matched as the executor's
-//! allocation does, and nodes are never deleted, only returned. Which node slots are in use is
+//! allocation does, and nodes are never deleted, only returned (a node held by an autohold
+//! request, `autohold.rs`, is handed to no build until the request lets it go). Which node slots are in use is
 //! kept in the store (`node_locks`), so several `sluice executor` processes sharing the nodes
 //! never put more builds on a node than it allows; a lock lives as long as its executor renews
 //! it with the build's lease.
@@ -63,7 +64,7 @@ pub struct StaticProvider {
 }
 
 /// A node's identity in the store: Nodepool's unique `name` + `username` + port.
-fn node_key(node: &StaticNode) -> String {
+pub(crate) fn node_key(node: &StaticNode) -> String {
     format!(
         "{}@{}:{}",
         node.username.as_deref().unwrap_or(""),
@@ -88,6 +89,7 @@ impl StaticProvider {
         &self,
         nodeset: &Nodeset,
         taken: &[(String, i64)],
+        held: &[String],
     ) -> Result<Option<Vec<(usize, i64)>>, String> {
         let keys: Vec<String> = self.nodes.iter().map(node_key).collect();
         let mut taken: Vec<(String, i64)> = taken.to_vec();
@@ -106,6 +108,8 @@ impl StaticProvider {
             let used = |i: usize| taken.iter().filter(|(k, _)| *k == keys[i]).count();
             let free = offering
                 .into_iter()
+                // A node held by an autohold request is out of use until it is released.
+                .filter(|i| !held.contains(&keys[*i]))
                 .filter(|i| used(*i) < Self::max(&self.nodes[*i]) as usize)
                 .min_by_key(|i| used(*i));
             let Some(i) = free else {
@@ -127,10 +131,12 @@ impl StaticProvider {
         lease: Duration,
     ) -> Result<NodeRequest, sluice_store::StoreError> {
         let now = now_ms();
+        // (Read before the transaction: a `Tx` holds the one SQLite connection.)
+        let held = self.store.held_nodes(now).await?;
         let mut tx = self.store.begin().await?;
         tx.expire_node_locks(now).await?;
         let taken = tx.node_locks().await?;
-        let plan = match self.plan(nodeset, &taken) {
+        let plan = match self.plan(nodeset, &taken, &held) {
             Err(reason) => return Ok(NodeRequest::Fail(reason)),
             Ok(None) => return Ok(NodeRequest::Wait),
             Ok(Some(plan)) => plan,

@@ -40,6 +40,8 @@ pub struct Scheduler {
     /// Events whose processing failed for a transient reason: `(attempts, next try in ms
     /// since the epoch)`. They stay pending in the store (a restart retries them at once).
     event_retry: HashMap<i64, (u32, i64)>,
+    /// When used-up autohold requests were last looked at.
+    last_hold_expiry: Option<Instant>,
 }
 
 impl Scheduler {
@@ -89,6 +91,7 @@ impl Scheduler {
             timers: HashMap::new(),
             layout_error: None,
             event_retry: HashMap::new(),
+            last_hold_expiry: None,
         };
         s.sync_github_mirrors().await;
         match s.refresh_layouts() {
@@ -128,6 +131,18 @@ impl Scheduler {
         busy |= self.record_finished_builds().await? > 0;
         busy |= self.record_paused_builds().await? > 0;
         busy |= self.store.expire_leases(now_ms()).await? > 0;
+        if self
+            .last_hold_expiry
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            self.last_hold_expiry = Some(Instant::now());
+            // Autohold requests used up longer than their nodes' expiration ago go, with
+            // their nodes (Zuul's hold request cleanup).
+            let gone = self.store.expire_hold_requests(now_ms() / 1000).await?;
+            if gone > 0 {
+                tracing::info!(requests = gone, "expired autohold requests deleted");
+            }
+        }
         busy |= self.fire_timers().await? > 0;
         busy |= self.process_events().await? > 0;
         busy |= self.flush_github_reports().await > 0;

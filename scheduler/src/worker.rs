@@ -174,6 +174,14 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
         drop(registered);
         let _ = stop_tx.send(true);
         let _ = heartbeat.await;
+        // A failing build an autohold request matches keeps its nodes (before they go back).
+        match crate::autohold::hold_if_requested(&ctx.store, &req, &result, &allocation).await {
+            Ok(Some(hold)) => {
+                tracing::info!(build = %req.uuid, job = %req.job.name, hold, "nodes held")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(build = %req.uuid, error = %e, "cannot apply autohold"),
+        }
         ctx.provider.release(&allocation).await;
         let kept = ctx
             .store

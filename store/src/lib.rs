@@ -11,6 +11,7 @@
 //!   address and zone) and the zones' finger gateways, for `sluice fingergw` and the web.
 //! - `schema.rs`: the migrations, applied in order at open.
 //! - `metrics.rs`: aggregate counts for the web server's `/metrics` ([`MetricCounts`]).
+//! - `holds.rs`: autohold requests and the nodes they hold ([`HoldRequestRow`]).
 //! - `reports.rs`: the queue of reports to code-review systems ([`ReportRow`]).
 //! - `model.rs`: the row types ([`ItemRow`], [`BuildsetRow`], [`BuildRow`], [`RequestRow`],
 //!   [`ChangeRow`], [`EventRow`]).
@@ -30,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod errors;
+mod holds;
 mod metrics;
 mod model;
 mod reports;
@@ -39,6 +41,7 @@ mod streams;
 mod tx;
 
 pub use errors::StoreError;
+pub use holds::{HeldBuild, HoldRequestRow, NewHoldRequest};
 pub use metrics::{JobResultKey, MetricCounts};
 pub use model::*;
 pub use reports::{NewReport, ReportRow};

@@ -195,6 +195,8 @@ pub struct BuildRow {
     /// Paused after its run phase (`zuul.pause`): its children may start; `data` holds what
     /// it returned at the pause.
     pub paused: bool,
+    /// Its nodes were held by an autohold request.
+    pub held: bool,
 }
 
 /// A job dependency of a build.
@@ -325,6 +327,8 @@ pub struct BuildQuery {
     pub voting: Option<bool>,
     /// Final tries or retried ones.
     pub final_: Option<bool>,
+    /// Held (autohold) or not.
+    pub held: Option<bool>,
     /// Finished (a result) or not.
     pub complete: Option<bool>,
     /// Smallest `_id`.

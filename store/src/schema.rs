@@ -231,4 +231,34 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
             PRIMARY KEY (node, slot)
         )"],
     ),
+    // Autohold (Zuul's hold requests): a failing build matching a request keeps its nodes out
+    // of use (`held_nodes`, until the request is deleted or the nodes' expiration passes) and
+    // is recorded `held`.
+    (
+        11,
+        &[
+            "CREATE TABLE hold_requests (
+            id BIGINT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            project TEXT NOT NULL,
+            job TEXT NOT NULL,
+            ref_filter TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            max_count BIGINT NOT NULL,
+            current_count BIGINT NOT NULL,
+            node_expiration BIGINT NOT NULL,
+            expired BIGINT,
+            nodes_json TEXT NOT NULL,
+            created BIGINT NOT NULL
+        )",
+            "CREATE TABLE held_nodes (
+            node TEXT NOT NULL,
+            hold_id BIGINT NOT NULL,
+            build TEXT NOT NULL,
+            expires BIGINT,
+            PRIMARY KEY (node, hold_id, build)
+        )",
+            "ALTER TABLE builds ADD COLUMN held BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
 ];

@@ -28,7 +28,7 @@ pub struct Store {
 
 const ITEM_COLUMNS: &str = "uuid, tenant, pipeline, queue, seq, state, live, change_json, deps_json, event_id, enqueue_time, buildset_uuid, result";
 const BUILDSET_COLUMNS: &str = "uuid, id, tenant, pipeline, item_uuid, context_json, refs_json, state, result, message, event_id, event_timestamp, created, first_build_start_time, last_build_end_time";
-const BUILD_COLUMNS: &str = "uuid, id, buildset_uuid, item_uuid, tenant, pipeline, job_name, voting, attempt, nodeset, result, final, error_detail, log_url, start_time, end_time, data_json, dependencies_json, pending_request_json, paused";
+const BUILD_COLUMNS: &str = "uuid, id, buildset_uuid, item_uuid, tenant, pipeline, job_name, voting, attempt, nodeset, result, final, error_detail, log_url, start_time, end_time, data_json, dependencies_json, pending_request_json, paused, held";
 const REQUEST_COLUMNS: &str = "uuid, tenant, pipeline, precedence, state, executor, lease_expires, cancel, request_json, result_json";
 const CHANGE_COLUMNS: &str =
     "connection, project, number, refname, branch, topic, patchset, message, status";
@@ -637,6 +637,7 @@ impl Store {
         w.none_of("result", &query.exclude_results);
         w.flag("voting", query.voting);
         w.flag("final", query.final_);
+        w.flag("held", query.held);
         w.complete(query.complete);
         w.id_range(query.idx_min, query.idx_max);
         let page = w.page(query.limit, query.skip);
@@ -954,6 +955,7 @@ pub(crate) fn build_row(r: &AnyRow) -> Result<BuildRow, StoreError> {
         dependencies: get_opt_json(r, "dependencies_json")?.unwrap_or_default(),
         pending_request: get_opt_json(r, "pending_request_json")?,
         paused: get::<i64>(r, "paused")? != 0,
+        held: get::<i64>(r, "held")? != 0,
     })
 }
 

@@ -699,10 +699,24 @@ fn chrono_like_now() -> u64 {
 fn web_api_holds_to_its_openapi_document_under_schemathesis() {
     let app_jobs = "- project:\n    check:\n      jobs:\n        - noop\n";
     let setup = Setup::new(CHECK, &[("org/app", &[(".zuul.yaml", app_jobs)])], 30);
+    let token = admin_token_setup(&setup);
     let addr = format!("127.0.0.1:{}", free_port());
     let serve = setup.start_with("serve", "serve-schemathesis", &["--web-listen", &addr]);
     setup.push_change("org/app", "ok", "A change", &[("ok.txt", "ok\n")]);
     setup.wait_reported(&serve, "check", &["ok"], Duration::from_secs(90));
+    // A hold request, so that `autohold/{id}` has a real id (schemathesis sends no token, so
+    // it cannot delete it).
+    let auth = format!("Authorization: Bearer {token}");
+    let (status, _, body) = http(
+        &addr,
+        "POST",
+        "/api/tenant/t/project/org/app/autohold",
+        &[&auth],
+        r#"{"job": "noop", "reason": "schemathesis", "count": 1}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let hold = get_json(&addr, "/api/tenant/t/autohold")[0]["id"].clone();
+    let hold = hold.as_str().unwrap_or_default();
 
     // Real identifiers for the path parameters, so that the fuzzed queries reach the handlers
     // rather than the tenant's 404.
@@ -733,6 +747,14 @@ fn web_api_holds_to_its_openapi_document_under_schemathesis() {
             "/api/tenant/{tenant}/key/{project}",
             "project = \"org/app.pub\"",
         ),
+        operation(
+            "/api/tenant/{tenant}/project/{project}/autohold",
+            "project = \"org/app\"",
+        ),
+        operation(
+            "/api/tenant/{tenant}/autohold/{id}",
+            &format!("id = \"{hold}\""),
+        ),
     ]
     .join("\n");
     std::fs::write(setup.root().join("schemathesis.toml"), config).unwrap();
@@ -753,6 +775,9 @@ fn web_api_holds_to_its_openapi_document_under_schemathesis() {
             "none",
             "--request-timeout",
             "20",
+            // A generator check, not a server one: the admin operations answer 401 to every
+            // tokenless example, and the fixed project name leaves little to vary.
+            "--suppress-health-check=filter_too_much",
         ])
         .current_dir(setup.root())
         .output()
@@ -1137,4 +1162,167 @@ fn web_zuul_client_promotes_a_change_to_the_head_of_the_gate_queue() {
         let ahead_now: Vec<String> = ahead_refs(&buildset);
         assert_eq!(ahead_now, ahead, "change {change}: {buildset:#}");
     }
+}
+
+/// The ids in the first column of a `zuul-client autohold-list` table.
+fn autohold_ids(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .filter_map(|l| l.strip_prefix('|'))
+        .filter_map(|l| l.split('|').next())
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit()))
+        .collect()
+}
+
+/// `zuul-client autohold` for a failing job: the request is listed in Zuul's shape, the next
+/// failing build holds the (only) static node (`held` build record, the request counts it),
+/// so the next change's build waits for a node; `autohold-delete` gives the node back and
+/// that build runs. Without a token every admin command fails with a 401.
+#[test]
+fn web_zuul_client_autohold_holds_the_node_of_a_failing_build_until_deleted() {
+    let broken =
+        "- hosts: all\n  tasks:\n    - name: Break\n      fail:\n        msg: broken on purpose\n";
+    let app_jobs = "- job:\n    name: broken\n    run: playbooks/broken.yaml\n\n- project:\n    check:\n      jobs:\n        - broken\n";
+    let setup = Setup::new(
+        CHECK,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", app_jobs), ("playbooks/broken.yaml", broken)],
+        )],
+        30,
+    );
+    let token = admin_token_setup(&setup);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{addr}");
+    let serve = setup.start_with("serve", "serve-autohold", &["--web-listen", &addr]);
+    let ready = wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+            && http(&addr, "GET", "/api/tenant/t/autohold", &[], "").0 == 200
+    });
+    assert!(ready, "{}", serve.output());
+
+    let hold_args = [
+        "autohold",
+        "--tenant",
+        "t",
+        "--project",
+        "org/app",
+        "--job",
+        "broken",
+        "--reason",
+        "debug the breakage",
+        "--count",
+        "1",
+    ];
+    assert_needs_token(
+        &url,
+        &hold_args,
+        "POST",
+        "/api/tenant/t/project/org/app/autohold",
+        r#"{"job": "broken", "reason": "r", "count": 1, "change": "", "ref": "", "node_hold_expiration": null}"#,
+    );
+    let mut with_token = vec!["--auth-token", token.as_str()];
+    with_token.extend(hold_args);
+    run_zuul_client(&url, &with_token);
+
+    let table = run_zuul_client(&url, &["autohold-list", "--tenant", "t"]);
+    let ids = autohold_ids(&table);
+    assert_eq!(ids.len(), 1, "{table}");
+    let id = ids[0].clone();
+    for cell in ["localhost/org/app", "broken", ".*", "debug the breakage"] {
+        assert!(table.contains(cell), "{cell:?} missing:\n{table}");
+    }
+    let listed = get_json(&addr, "/api/tenant/t/autohold");
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["max_count"], 1, "{listed}");
+    assert_eq!(listed[0]["current_count"], 0, "{listed}");
+    assert_eq!(listed[0]["expired"], Value::Null, "{listed}");
+    assert_eq!(
+        get_json(&addr, "/api/tenant/t/project/org/app/autohold"),
+        listed
+    );
+
+    // The failing build holds the node.
+    setup.push_change("org/app", "one", "First", &[("1.txt", "1\n")]);
+    let history = setup.wait_reported(&serve, "check", &["one"], Duration::from_secs(120));
+    assert_eq!(
+        items(&history, "check", "one")[0]["result"],
+        "FAILURE",
+        "{history:#}"
+    );
+    let held = get_json(&addr, "/api/tenant/t/builds?held=true");
+    assert_eq!(held.as_array().map(Vec::len), Some(1), "{held:#}");
+    assert_eq!(held[0]["held"], true, "{held:#}");
+    assert_eq!(held[0]["result"], "FAILURE", "{held:#}");
+    let build = held[0]["uuid"].as_str().unwrap().to_string();
+    let info = run_zuul_client(&url, &["autohold-info", "--tenant", "t", &id]);
+    for line in [
+        format!("ID: {id}"),
+        "Current Count: 1".to_string(),
+        "Reason: debug the breakage".to_string(),
+    ] {
+        assert!(info.contains(&line), "{line:?} missing:\n{info}");
+    }
+    assert!(info.contains(&build), "held build missing:\n{info}");
+    let request = get_json(&addr, &format!("/api/tenant/t/autohold/{id}"));
+    assert_eq!(request["current_count"], 1, "{request}");
+    assert!(request["expired"].is_number(), "{request}");
+    assert_eq!(request["nodes"][0]["build"], build.as_str(), "{request}");
+    assert_eq!(
+        request["nodes"][0]["nodes"].as_array().map(Vec::len),
+        Some(1),
+        "{request}"
+    );
+
+    // The only node is held: the next change's build waits for it.
+    setup.push_change("org/app", "two", "Second", &[("2.txt", "2\n")]);
+    let waiting = wait_for(Duration::from_secs(30), || {
+        let (_, _, body) = http(&addr, "GET", "/api/tenant/t/status", &[], "");
+        serde_json::from_str::<Value>(&body).is_ok_and(|s| {
+            s["pipelines"][0]["change_queues"][0]["heads"][0][0]["jobs"][0]["name"] == "broken"
+        })
+    });
+    assert!(waiting, "{}", serve.output());
+    std::thread::sleep(Duration::from_secs(5));
+    let status = get_json(&addr, "/api/tenant/t/status");
+    let job = &status["pipelines"][0]["change_queues"][0]["heads"][0][0]["jobs"][0];
+    assert!(
+        job["start_time"].is_null() && job["result"].is_null(),
+        "a build got the held node: {status:#}"
+    );
+
+    let delete_path = format!("/api/tenant/t/autohold/{id}");
+    assert_needs_token(
+        &url,
+        &["autohold-delete", "--tenant", "t", &id],
+        "DELETE",
+        &delete_path,
+        "",
+    );
+    run_zuul_client(
+        &url,
+        &[
+            "--auth-token",
+            &token,
+            "autohold-delete",
+            "--tenant",
+            "t",
+            &id,
+        ],
+    );
+    let table = run_zuul_client(&url, &["autohold-list", "--tenant", "t"]);
+    assert!(table.contains("No autohold requests found"), "{table}");
+    let (status, _, body) = http(&addr, "GET", &delete_path, &[], "");
+    assert_eq!(status, 404, "{body}");
+
+    // The node is back: the second change's build runs (and, with no request left, is not held).
+    let history = setup.wait_reported(&serve, "check", &["two"], Duration::from_secs(120));
+    assert_eq!(
+        items(&history, "check", "two")[0]["result"],
+        "FAILURE",
+        "{history:#}"
+    );
+    let held = get_json(&addr, "/api/tenant/t/builds?held=true");
+    assert_eq!(held.as_array().map(Vec::len), Some(1), "{held:#}");
 }

@@ -115,8 +115,11 @@ pub async fn post_project_action(
                 .unwrap_or_default(),
             ))
         }
+        "autohold" => Ok(Json(serde_json::Value::Bool(
+            crate::autohold::create(&state, peer, &headers, &tenant, project, &body).await?,
+        ))),
         other => Err(ApiError::NotFound(format!(
-            "Unknown project action {other:?} (supported: approve, enqueue, dequeue)"
+            "Unknown project action {other:?} (supported: approve, enqueue, dequeue, autohold)"
         ))),
     }
 }
@@ -247,7 +250,7 @@ async fn manage(
 
 /// The change `wanted` names (its review branch, number, or `N,patchset` with the current
 /// patchset) among `project`'s.
-async fn find_change(
+pub(crate) async fn find_change(
     state: &WebState,
     connection: &str,
     short: &str,

@@ -55,7 +55,7 @@ pub struct BuildsParams {
     #[serde(rename = "final")]
     #[param(rename = "final")]
     final_: Option<String>,
-    /// Held builds only (no build is held yet).
+    /// Held builds (autohold) or not.
     held: Option<String>,
     /// Finished builds (`true`) or unfinished ones (`false`).
     complete: Option<String>,
@@ -281,8 +281,8 @@ pub async fn get_builds(
     let refs = RefFilter::new(&p);
     let limit = p.int("limit")?.unwrap_or(DEFAULT_LIMIT);
     let skip = p.int("skip")?.unwrap_or(0);
-    // Nothing is held and no build records its node names yet.
-    if p.bool("held")? == Some(true) || !p.all("node_name").is_empty() {
+    // No build records its node names yet.
+    if !p.all("node_name").is_empty() {
         return Ok(Json(Vec::new()));
     }
     let query = BuildQuery {
@@ -295,6 +295,7 @@ pub async fn get_builds(
         nodesets: p.all("nodeset"),
         voting: p.bool("voting")?,
         final_: p.bool("final")?,
+        held: p.bool("held")?,
         complete: p.bool("complete")?,
         idx_min: p.int("idx_min")?,
         idx_max: p.int("idx_max")?,

@@ -14,6 +14,7 @@
 //! - [`resources`]: `labels`, `nodes`, `key/{project}.pub`.
 //! - [`admin`] and [`auth`]: admin routes behind JWT bearer tokens (HS256/RS256, per-tenant
 //!   rules).
+//! - [`autohold`]: `project/{p}/autohold`, `autohold`, `autohold/{id}` (hold requests).
 //! - [`errors`]: Zuul's JSON errors.
 //! - [`dashboard`]: the web UI (`/t/{tenant}/status`, ...), assets embedded in the binary.
 //! - [`metrics`]: `/metrics` (Prometheus), `/health/live`, `/health/ready`.
@@ -27,6 +28,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod autohold;
 pub mod dashboard;
 pub mod errors;
 pub mod history;
@@ -81,6 +83,11 @@ pub use state::{WebConfig, WebState};
         admin::post_enqueue,
         admin::post_dequeue,
         admin::post_promote,
+        autohold::post_autohold,
+        autohold::get_project_autohold,
+        autohold::get_autoholds,
+        autohold::get_autohold,
+        autohold::delete_autohold,
     ),
     modifiers(&BearerScheme),
 )]
@@ -144,7 +151,7 @@ pub fn router(state: WebState) -> Router {
         // project and an action (POST).
         .route(
             "/api/tenant/{tenant}/project/{*project}",
-            get(layout_api::get_project).post(admin::post_project_action),
+            get(autohold::get_project_route).post(admin::post_project_action),
         )
         .route(
             "/api/tenant/{tenant}/config-errors",
@@ -157,6 +164,14 @@ pub fn router(state: WebState) -> Router {
         .route(
             "/api/tenant/{tenant}/promote",
             axum::routing::post(admin::post_promote),
+        )
+        .route(
+            "/api/tenant/{tenant}/autohold",
+            get(autohold::get_autoholds),
+        )
+        .route(
+            "/api/tenant/{tenant}/autohold/{id}",
+            get(autohold::get_autohold).delete(autohold::delete_autohold),
         )
         .route("/api/tenant/{tenant}/labels", get(resources::get_labels))
         .route("/api/tenant/{tenant}/nodes", get(resources::get_nodes))

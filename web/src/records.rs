@@ -240,7 +240,7 @@ pub fn build_record(b: &BuildRow, bs: Option<&BuildsetRow>, item: Option<&ItemRo
         uuid: b.uuid.clone(),
         job_name: b.job_name.clone(),
         result: b.result.clone(),
-        held: false,
+        held: b.held,
         execute_time: bs.map(|s| iso_ms(s.created)),
         start_time: b.start_time.clone(),
         end_time: b.end_time.clone(),
