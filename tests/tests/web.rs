@@ -1184,13 +1184,15 @@ fn web_zuul_client_autohold_holds_the_node_of_a_failing_build_until_deleted() {
     let broken =
         "- hosts: all\n  tasks:\n    - name: Break\n      fail:\n        msg: broken on purpose\n";
     let app_jobs = "- job:\n    name: broken\n    run: playbooks/broken.yaml\n\n- project:\n    check:\n      jobs:\n        - broken\n";
-    let setup = Setup::new(
+    // (The governor's free-space floor is off: the test machine's disk is shared.)
+    let setup = Setup::with_executor(
         CHECK,
         &[(
             "org/app",
             &[(".zuul.yaml", app_jobs), ("playbooks/broken.yaml", broken)],
         )],
         30,
+        "  governor:\n    min-avail-hdd: 0\n",
     );
     let token = admin_token_setup(&setup);
     let addr = format!("127.0.0.1:{}", free_port());
