@@ -26,6 +26,9 @@ pub const MAX_BLOCK: usize = 470;
 /// Key size of project keys.
 pub const KEY_BITS: usize = 4096;
 
+/// Size of the per-project SSH keys.
+pub const SSH_KEY_BITS: usize = 2048;
+
 /// Canonical host name given to project names without one (as `sluice job run` names them).
 pub const DEFAULT_HOSTNAME: &str = "localhost";
 
@@ -120,25 +123,34 @@ impl KeyStore {
         path.join("0.pem")
     }
 
+    /// The project's SSH key file (canonical name), where Zuul keeps it
+    /// (`ssh/project/<host>/<project>/0.pem`).
+    pub fn ssh_key_path(&self, project: &str) -> PathBuf {
+        let mut path = self.dir.join("ssh").join("project");
+        for part in project.split('/').filter(|p| !p.is_empty() && *p != "..") {
+            path.push(part);
+        }
+        path.join("0.pem")
+    }
+
+    /// The project's SSH key (Zuul's per-project key an executor would log in to nodes
+    /// with), generated (RSA-2048) and stored like the secrets key when it has none.
+    pub fn load_or_create_ssh(&self, project: &str) -> Result<RsaPrivateKey, SecretsError> {
+        let path = self.ssh_key_path(project);
+        match load_at(&path, project) {
+            Err(SecretsError::NoKey { path, .. }) => {
+                let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, SSH_KEY_BITS)
+                    .map_err(|e| SecretsError::Crypto(format!("cannot generate a key: {e}")))?;
+                write_private(&path, &key)?;
+                load_at(&path, project)
+            }
+            other => other,
+        }
+    }
+
     /// The project's key; an error when it has none.
     pub fn load(&self, project: &str) -> Result<RsaPrivateKey, SecretsError> {
-        let path = self.key_path(project);
-        let pem = match fs::read_to_string(&path) {
-            Ok(pem) => pem,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SecretsError::NoKey {
-                    project: project.to_string(),
-                    path,
-                })
-            }
-            Err(source) => return Err(SecretsError::Read { path, source }),
-        };
-        RsaPrivateKey::from_pkcs1_pem(&pem)
-            .or_else(|_| RsaPrivateKey::from_pkcs8_pem(&pem))
-            .map_err(|e| SecretsError::BadKey {
-                path,
-                message: e.to_string(),
-            })
+        load_at(&self.key_path(project), project)
     }
 
     /// The project's key, generated (RSA-4096, e = 65537) and stored when it has none.
@@ -154,6 +166,27 @@ impl KeyStore {
             other => other,
         }
     }
+}
+
+/// The key stored at `path` (of `project`); `NoKey` when there is none.
+fn load_at(path: &Path, project: &str) -> Result<RsaPrivateKey, SecretsError> {
+    let path = path.to_path_buf();
+    let pem = match fs::read_to_string(&path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SecretsError::NoKey {
+                project: project.to_string(),
+                path,
+            })
+        }
+        Err(source) => return Err(SecretsError::Read { path, source }),
+    };
+    RsaPrivateKey::from_pkcs1_pem(&pem)
+        .or_else(|_| RsaPrivateKey::from_pkcs8_pem(&pem))
+        .map_err(|e| SecretsError::BadKey {
+            path,
+            message: e.to_string(),
+        })
 }
 
 fn write_private(path: &Path, key: &RsaPrivateKey) -> Result<(), SecretsError> {
@@ -188,6 +221,28 @@ fn write_private(path: &Path, key: &RsaPrivateKey) -> Result<(), SecretsError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(err(e)),
     }
+}
+
+/// The public key in OpenSSH's `authorized_keys` format (`ssh-rsa <base64> <comment>`).
+pub fn ssh_public_key(key: &RsaPrivateKey, comment: &str) -> String {
+    use rsa::traits::PublicKeyParts;
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    // An mpint is big-endian, with a leading zero byte when the top bit is set.
+    fn mpint(n: &rsa::BigUint) -> Vec<u8> {
+        let mut bytes = n.to_bytes_be();
+        if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+            bytes.insert(0, 0);
+        }
+        bytes
+    }
+    let mut blob = Vec::new();
+    put(&mut blob, b"ssh-rsa");
+    put(&mut blob, &mpint(key.e()));
+    put(&mut blob, &mpint(key.n()));
+    format!("ssh-rsa {} {comment}\n", BASE64.encode(blob))
 }
 
 /// The public key as PEM SubjectPublicKeyInfo (what Zuul serves at `key/<project>.pub`).

@@ -748,6 +748,10 @@ fn web_api_holds_to_its_openapi_document_under_schemathesis() {
             "project = \"org/app.pub\"",
         ),
         operation(
+            "/api/tenant/{tenant}/project-ssh-key/{project}",
+            "project = \"org/app.pub\"",
+        ),
+        operation(
             "/api/tenant/{tenant}/project/{project}/autohold",
             "project = \"org/app\"",
         ),
@@ -1327,4 +1331,62 @@ fn web_zuul_client_autohold_holds_the_node_of_a_failing_build_until_deleted() {
     );
     let held = get_json(&addr, "/api/tenant/t/builds?held=true");
     assert_eq!(held.as_array().map(Vec::len), Some(1), "{held:#}");
+}
+
+/// `project-ssh-key/{project}.pub`: an OpenSSH public key that `ssh-keygen` reads (RSA-2048),
+/// the same on every call (stored with the project keys), and a 404 for an unknown project.
+#[test]
+fn web_serves_a_stored_per_project_ssh_key() {
+    let setup = Setup::new(CHECK, &[("org/app", &[])], 30);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let serve = setup.start_with("serve", "serve-ssh-key", &["--web-listen", &addr]);
+    let ready = wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+            && http(&addr, "GET", "/api/tenant/t/info", &[], "").0 == 200
+            && http(&addr, "GET", "/api/tenant/t/projects", &[], "")
+                .2
+                .contains("org/app")
+    });
+    assert!(ready, "{}", serve.output());
+    let (status, head, key) = http(
+        &addr,
+        "GET",
+        "/api/tenant/t/project-ssh-key/org/app.pub",
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{head}\n{key}");
+    assert!(key.starts_with("ssh-rsa "), "{key}");
+    let file = setup.root().join("project.pub");
+    std::fs::write(&file, &key).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .expect("ssh-keygen (Debian openssh-client) must be installed");
+    let fingerprint = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success()
+            && fingerprint.starts_with("2048 SHA256:")
+            && fingerprint.contains("(RSA)"),
+        "ssh-keygen does not read it: {fingerprint}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, _, again) = http(
+        &addr,
+        "GET",
+        "/api/tenant/t/project-ssh-key/localhost/org/app.pub",
+        &[],
+        "",
+    );
+    assert_eq!(again, key, "the key changed between calls");
+    let (status, _, body) = http(
+        &addr,
+        "GET",
+        "/api/tenant/t/project-ssh-key/org/nope.pub",
+        &[],
+        "",
+    );
+    assert_eq!(status, 404, "{body}");
 }

@@ -11,7 +11,7 @@
 //! - [`records`]: build and buildset records (also `sluice change history`).
 //! - [`layout_api`]: `pipelines`, `jobs`, `job/{name}`, `projects`, `project/{p}`,
 //!   `config-errors`, `semaphores`.
-//! - [`resources`]: `labels`, `nodes`, `key/{project}.pub`.
+//! - [`resources`]: `labels`, `nodes`, `key/{project}.pub`, `project-ssh-key/{project}.pub`.
 //! - [`admin`] and [`auth`]: admin routes behind JWT bearer tokens (HS256/RS256, per-tenant
 //!   rules).
 //! - [`autohold`]: `project/{p}/autohold`, `autohold`, `autohold/{id}` (hold requests).
@@ -79,6 +79,7 @@ pub use state::{WebConfig, WebState};
         resources::get_labels,
         resources::get_nodes,
         resources::get_key,
+        resources::get_project_ssh_key,
         admin::post_project_action,
         admin::post_enqueue,
         admin::post_dequeue,
@@ -176,6 +177,10 @@ pub fn router(state: WebState) -> Router {
         .route("/api/tenant/{tenant}/labels", get(resources::get_labels))
         .route("/api/tenant/{tenant}/nodes", get(resources::get_nodes))
         .route("/api/tenant/{tenant}/key/{*file}", get(resources::get_key))
+        .route(
+            "/api/tenant/{tenant}/project-ssh-key/{*file}",
+            get(resources::get_project_ssh_key),
+        )
         .fallback(not_found)
         .with_state(state)
 }

@@ -125,3 +125,38 @@ pub async fn get_key(
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], pem).into_response())
 }
+
+/// A project's SSH public key (OpenSSH format): the per-project key Zuul's executors log in
+/// to nodes with, created on first use and kept with the project keys.
+#[utoipa::path(get, path = "/api/tenant/{tenant}/project-ssh-key/{project}", tag = "keys",
+    params(("tenant" = String, Path, description = "Tenant name"),
+           ("project" = String, Path, description = "`<project>.pub` (short or canonical name)")),
+    responses((status = 200, body = String, content_type = "text/plain"),
+              (status = 404, body = ErrorBody)))]
+pub async fn get_project_ssh_key(
+    State(state): State<WebState>,
+    Path((tenant, file)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let t = state.tenant(&tenant)?;
+    let project = file.strip_suffix(".pub").ok_or_else(|| {
+        ApiError::NotFound(format!("{file}: keys are at project-ssh-key/<project>.pub"))
+    })?;
+    let canonical = t
+        .project(project)
+        .map(|p| p.canonical.clone())
+        .ok_or_else(|| ApiError::NotFound(format!("Project {project} does not exist")))?;
+    let keys = state.keys().clone();
+    let public = tokio::task::spawn_blocking(move || {
+        keys.load_or_create_ssh(&canonical).map(|key| {
+            sluice_executor::secrets::ssh_public_key(&key, &format!("project key of {canonical}"))
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("key task: {e}")))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        public,
+    )
+        .into_response())
+}
