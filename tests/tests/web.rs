@@ -811,13 +811,15 @@ fn web_zuul_client_dequeues_and_enqueues_a_change_with_an_admin_token() {
         "{CHECK}\n- pipeline:\n    name: manual\n    manager: independent\n    trigger:\n      git:\n        - event: change-approved\n"
     );
     let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n    manual:\n      jobs:\n        - noop\n";
-    let setup = Setup::new(
+    // (The governor's free-space floor is off: the test machine's disk is shared.)
+    let setup = Setup::with_executor(
         &pipelines,
         &[(
             "org/app",
             &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
         )],
         30,
+        "  governor:\n    min-avail-hdd: 0\n",
     );
     let mut config = std::fs::read_to_string(&setup.config).unwrap();
     config.push_str("web:\n  authenticators:\n    - name: sluice\n      driver: HS256\n      secret: s3cret\n      issuer-id: sluice-tests\n      client-id: sluice\n");
@@ -1022,13 +1024,15 @@ fn queue_ids(addr: &str, pipeline: &str) -> Vec<String> {
 fn web_zuul_client_promotes_a_change_to_the_head_of_the_gate_queue() {
     let slow = "- hosts: all\n  tasks:\n    - name: Take a while\n      shell: sleep 15\n";
     let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    gate:\n      jobs:\n        - slow\n";
-    let setup = Setup::new(
+    // (The governor's free-space floor is off: the test machine's disk is shared.)
+    let setup = Setup::with_executor(
         GATE,
         &[(
             "org/app",
             &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", slow)],
         )],
         30,
+        "  governor:\n    min-avail-hdd: 0\n",
     );
     let token = admin_token_setup(&setup);
     let addr = format!("127.0.0.1:{}", free_port());
@@ -1337,7 +1341,7 @@ fn web_zuul_client_autohold_holds_the_node_of_a_failing_build_until_deleted() {
 /// the same on every call (stored with the project keys), and a 404 for an unknown project.
 #[test]
 fn web_serves_a_stored_per_project_ssh_key() {
-    let setup = Setup::new(CHECK, &[("org/app", &[])], 30);
+    let setup = Setup::new(CHECK, &[("org/app", &[("README", "app\n")])], 30);
     let addr = format!("127.0.0.1:{}", free_port());
     let serve = setup.start_with("serve", "serve-ssh-key", &["--web-listen", &addr]);
     let ready = wait_for(Duration::from_secs(30), || {
