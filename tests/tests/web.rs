@@ -811,15 +811,13 @@ fn web_zuul_client_dequeues_and_enqueues_a_change_with_an_admin_token() {
         "{CHECK}\n- pipeline:\n    name: manual\n    manager: independent\n    trigger:\n      git:\n        - event: change-approved\n"
     );
     let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    check:\n      jobs:\n        - slow\n    manual:\n      jobs:\n        - noop\n";
-    // (The governor's free-space floor is off: the test machine's disk is shared.)
-    let setup = Setup::with_executor(
+    let setup = Setup::new(
         &pipelines,
         &[(
             "org/app",
             &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", SLOW)],
         )],
         30,
-        "  governor:\n    min-avail-hdd: 0\n",
     );
     let mut config = std::fs::read_to_string(&setup.config).unwrap();
     config.push_str("web:\n  authenticators:\n    - name: sluice\n      driver: HS256\n      secret: s3cret\n      issuer-id: sluice-tests\n      client-id: sluice\n");
@@ -1024,15 +1022,13 @@ fn queue_ids(addr: &str, pipeline: &str) -> Vec<String> {
 fn web_zuul_client_promotes_a_change_to_the_head_of_the_gate_queue() {
     let slow = "- hosts: all\n  tasks:\n    - name: Take a while\n      shell: sleep 15\n";
     let app_jobs = "- job:\n    name: slow\n    run: playbooks/slow.yaml\n\n- project:\n    gate:\n      jobs:\n        - slow\n";
-    // (The governor's free-space floor is off: the test machine's disk is shared.)
-    let setup = Setup::with_executor(
+    let setup = Setup::new(
         GATE,
         &[(
             "org/app",
             &[(".zuul.yaml", app_jobs), ("playbooks/slow.yaml", slow)],
         )],
         30,
-        "  governor:\n    min-avail-hdd: 0\n",
     );
     let token = admin_token_setup(&setup);
     let addr = format!("127.0.0.1:{}", free_port());
@@ -1192,15 +1188,13 @@ fn web_zuul_client_autohold_holds_the_node_of_a_failing_build_until_deleted() {
     let broken =
         "- hosts: all\n  tasks:\n    - name: Break\n      fail:\n        msg: broken on purpose\n";
     let app_jobs = "- job:\n    name: broken\n    run: playbooks/broken.yaml\n\n- project:\n    check:\n      jobs:\n        - broken\n";
-    // (The governor's free-space floor is off: the test machine's disk is shared.)
-    let setup = Setup::with_executor(
+    let setup = Setup::new(
         CHECK,
         &[(
             "org/app",
             &[(".zuul.yaml", app_jobs), ("playbooks/broken.yaml", broken)],
         )],
         30,
-        "  governor:\n    min-avail-hdd: 0\n",
     );
     let token = admin_token_setup(&setup);
     let addr = format!("127.0.0.1:{}", free_port());
