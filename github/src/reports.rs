@@ -5,7 +5,6 @@
 //! which the scheduler does itself because its outcome decides the item's result.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use http::Method;
 use serde::{Deserialize, Serialize};
@@ -463,14 +462,13 @@ pub struct MergeRequest {
     pub body: String,
     /// `Reviewed-by:` lines' `Name <email>` (or login).
     pub reviewers: Vec<String>,
-    /// Tries.
-    pub attempts: u32,
-    /// Pause between tries.
-    pub pause: Duration,
+    /// An earlier try failed: check first whether it merged meanwhile.
+    pub retry: bool,
 }
 
-/// Merges a pull request with `PUT /repos/{project}/pulls/{number}/merge`, trying again
-/// (after checking whether it merged meanwhile) up to `attempts` times.
+/// Merges a pull request with `PUT /repos/{project}/pulls/{number}/merge`, once (the caller
+/// schedules the next try, without waiting for it); a retry first checks whether the pull
+/// request merged meanwhile.
 pub async fn merge(client: &Client, req: &MergeRequest) -> Result<(), String> {
     let method = merge_method(&req.mode)?;
     let mut message = if method == "squash" {
@@ -489,34 +487,29 @@ pub async fn merge(client: &Client, req: &MergeRequest) -> Result<(), String> {
     let project = &req.project;
     let body = json!({"merge_method": method, "sha": req.sha, "commit_message": message});
     let path = format!("/repos/{project}/pulls/{}/merge", req.number);
-    let mut last = String::new();
-    for attempt in 1..=req.attempts.max(1) {
-        if attempt > 1 {
-            tokio::time::sleep(req.pause).await;
-            match client
-                .get(project, &format!("/repos/{project}/pulls/{}", req.number))
-                .await
-            {
-                Ok(pr) if pr.get("merged").and_then(Value::as_bool) == Some(true) => return Ok(()),
-                _ => {}
-            }
-        }
-        match client.write(project, Method::PUT, &path, Some(&body)).await {
-            Ok(v) if v.get("merged").and_then(Value::as_bool) != Some(false) => {
-                tracing::info!(%project, number = req.number, method, "pull request merged");
+    if req.retry {
+        if let Ok(pr) = client
+            .get(project, &format!("/repos/{project}/pulls/{}", req.number))
+            .await
+        {
+            if pr.get("merged").and_then(Value::as_bool) == Some(true) {
                 return Ok(());
             }
-            Ok(v) => {
-                last = v
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("not merged")
-                    .to_string()
-            }
-            Err(e) => last = e.to_string(),
         }
-        tracing::warn!(%project, number = req.number, attempt, error = %last, "merge failed");
     }
+    let last = match client.write(project, Method::PUT, &path, Some(&body)).await {
+        Ok(v) if v.get("merged").and_then(Value::as_bool) != Some(false) => {
+            tracing::info!(%project, number = req.number, method, "pull request merged");
+            return Ok(());
+        }
+        Ok(v) => v
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("not merged")
+            .to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(%project, number = req.number, error = %last, "merge failed");
     Err(format!("Merge of {project}#{} failed: {last}", req.number))
 }
 

@@ -24,6 +24,20 @@ use crate::scheduler::Scheduler;
 const MIRROR_RETRY: Duration = Duration::from_secs(1);
 /// Longest pause between tries of a mirror fetch.
 const MIRROR_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Tries of a gate item's merge before it is a `MERGE_FAILURE`.
+const MERGE_ATTEMPTS: u32 = 5;
+/// Pause between tries of a merge (other items and pipelines go on meanwhile).
+const MERGE_PAUSE: Duration = Duration::from_secs(5);
+
+/// What became of a try to merge a gate item's pull request.
+pub(crate) enum MergeOutcome {
+    /// Merged (or found merged).
+    Merged,
+    /// Refused; tried again on a later pass once the pause is over.
+    Later,
+    /// Refused on the last try (or cannot be tried): GitHub's message.
+    Failed(String),
+}
 
 /// One GitHub connection as the scheduler uses it.
 pub struct GithubSource {
@@ -36,6 +50,8 @@ pub struct GithubSource {
     pulls: Mutex<HashMap<(String, i64), PullRequest>>,
     /// When a failed mirror is tried next, and how many times it failed.
     mirror_retry: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Gate items whose merge was refused: tries so far and when the next one is due.
+    merge_retry: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl GithubSource {
@@ -47,6 +63,7 @@ impl GithubSource {
             mirrors: Mirrors::new(root),
             pulls: Mutex::new(HashMap::new()),
             mirror_retry: Mutex::new(HashMap::new()),
+            merge_retry: Mutex::new(HashMap::new()),
         })
     }
 
@@ -515,11 +532,59 @@ impl Scheduler {
         t: usize,
         item: &ItemRow,
         success_reports: &[NewReport],
+    ) -> MergeOutcome {
+        let Some(gh) = self.github_source(&item.change.connection) else {
+            return MergeOutcome::Failed(format!(
+                "no GitHub connection {}",
+                item.change.connection
+            ));
+        };
+        let tried = gh
+            .merge_retry
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&item.uuid).copied());
+        if tried.is_some_and(|(_, next)| Instant::now() < next) {
+            return MergeOutcome::Later;
+        }
+        let tries = tried.map_or(0, |(n, _)| n);
+        let outcome = self
+            .github_merge_once(&gh, t, item, success_reports, tries)
+            .await;
+        let Ok(mut retry) = gh.merge_retry.lock() else {
+            return MergeOutcome::Failed("internal: merge state lock poisoned".into());
+        };
+        match outcome {
+            Ok(()) => {
+                retry.remove(&item.uuid);
+                MergeOutcome::Merged
+            }
+            Err(e) if tries + 1 < MERGE_ATTEMPTS => {
+                tracing::warn!(change = %item.change.url, attempt = tries + 1, error = %e, "merge refused; tried again in a later pass");
+                retry.insert(item.uuid.clone(), (tries + 1, Instant::now() + MERGE_PAUSE));
+                MergeOutcome::Later
+            }
+            Err(e) => {
+                retry.remove(&item.uuid);
+                MergeOutcome::Failed(e)
+            }
+        }
+    }
+
+    /// One try of a merge (`tries` made before it); the first sends the success reports
+    /// (statuses, comments) before merging.
+    async fn github_merge_once(
+        &self,
+        gh: &GithubSource,
+        t: usize,
+        item: &ItemRow,
+        success_reports: &[NewReport],
+        tries: u32,
     ) -> Result<(), String> {
-        let gh = self
-            .github_source(&item.change.connection)
-            .ok_or_else(|| format!("no GitHub connection {}", item.change.connection))?;
         let project = gh.short(&item.change.project).to_string();
+        if tries > 0 {
+            return self.github_merge_put(gh, t, item, &project, true).await;
+        }
         let queued = async {
             let mut tx = self.store.begin().await?;
             for r in success_reports {
@@ -534,6 +599,19 @@ impl Scheduler {
         if let Err(e) = sluice_github::reports::flush(&gh.client, &self.store).await {
             tracing::warn!(change = %item.change.url, error = %e, "reports before the merge not sent");
         }
+        self.github_merge_put(gh, t, item, &project, false).await
+    }
+
+    /// `PUT .../merge` for the item, with the pull request's title, body and reviewers.
+    async fn github_merge_put(
+        &self,
+        gh: &GithubSource,
+        t: usize,
+        item: &ItemRow,
+        project: &str,
+        retry: bool,
+    ) -> Result<(), String> {
+        let project = project.to_string();
         let pr = match gh.pull(&project, item.change.number) {
             Some(pr) => pr,
             None => pull::fetch_pull(&gh.client, &project, item.change.number)
@@ -560,8 +638,7 @@ impl Scheduler {
                     None => r.username.clone(),
                 })
                 .collect(),
-            attempts: 5,
-            pause: Duration::from_secs(5),
+            retry,
         };
         sluice_github::reports::merge(&gh.client, &request).await?;
         // The branch moved: the layouts and later merges read the mirror.

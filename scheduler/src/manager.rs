@@ -22,7 +22,7 @@ use sluice_store::{now_ms, BuildDependency, BuildRow, BuildsetRow, ChangeRef, It
 
 use crate::errors::SchedulerError;
 use crate::git::NULL_SHA;
-use crate::github::{action_of, report_text};
+use crate::github::{action_of, report_text, MergeOutcome};
 use crate::job_graph::JobGraph;
 use crate::layout::{Override, TenantLayout};
 use crate::pipeline::{Manager, Pipeline};
@@ -164,8 +164,9 @@ impl Scheduler {
                         .iter()
                         .all(|b| builds.iter().any(|f| f.job_name == b.job_name && f.final_)));
             let at_head = pipeline.manager == Manager::Independent || idx == 0;
-            if at_head && complete {
-                self.report(t, pipeline, item, &bs, &builds).await?;
+            // A GitHub merge refused and tried again on a later pass reports nothing (false):
+            // the items behind go on meanwhile.
+            if at_head && complete && self.report(t, pipeline, item, &bs, &builds).await? {
                 changed = true;
                 if pipeline.manager != Manager::Independent {
                     // The items behind are re-examined next pass against the new branch tip.
@@ -740,7 +741,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Reports the item (merging it first where the pipeline says so) and dequeues it.
+    /// Reports the item (merging it first where the pipeline says so) and dequeues it; false
+    /// when a refused GitHub merge is to be tried again on a later pass (nothing reported).
     async fn report(
         &self,
         t: usize,
@@ -748,7 +750,7 @@ impl Scheduler {
         item: &ItemRow,
         bs: &BuildsetRow,
         builds: &[BuildRow],
-    ) -> Result<(), SchedulerError> {
+    ) -> Result<bool, SchedulerError> {
         let finals: Vec<&BuildRow> = builds.iter().filter(|b| b.final_).collect();
         let mut result = match bs.result.as_deref() {
             Some(r) if EARLY_RESULTS.contains(&r) => r.to_string(),
@@ -794,7 +796,11 @@ impl Scheduler {
                 // Phase 1 (statuses, comments) goes out before the merge.
                 let text = report_text(&lines[0], item_url.as_deref(), &finals);
                 let success = self.github_reports(pipeline, item, "success", &text);
-                self.github_merge(t, item, &success).await
+                match self.github_merge(t, item, &success).await {
+                    MergeOutcome::Merged => Ok(()),
+                    MergeOutcome::Later => return Ok(false),
+                    MergeOutcome::Failed(e) => Err(e),
+                }
             } else {
                 self.merge_change(t, item).await
             };
@@ -869,7 +875,7 @@ impl Scheduler {
         }
         tx.commit().await?;
         tracing::info!(pipeline = %pipeline.name, change = %item.change.url, %result, "reported");
-        Ok(())
+        Ok(true)
     }
 
     /// Merges the item's change into its target branch with the project's merge mode.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
 use serde_json::{json, Value};
-use sluice_tests::fake_github::{FakeGithub, Fault, Pull, INSTALLATION};
+use sluice_tests::fake_github::{Call, FakeGithub, Fault, Pull, INSTALLATION};
 use sluice_tests::scenario::{bare_repo, Serve, BASE_JOB, BASE_PRE};
 use sluice_tests::{repo_root, sluice_bin, wait_for, GitRepo, Node};
 
@@ -1089,17 +1089,34 @@ fn github_gate_review_permission_and_age_labels_rebase_merge_failure_and_unlabel
         );
     }
     gh.go(2);
+    // The tries are 5 s apart, and the scheduler does not wait for them: c#1 opened after
+    // the first refusal is checked (its check pipeline runs `noop`) before the last try.
+    let merge_put = |c: &Call| c.method == "PUT" && c.path == "/repos/org/c/pulls/2/merge";
+    wait_until(&serve, "c#2's first merge try", 120, || {
+        gh.fake.calls().iter().any(merge_put)
+    });
+    let c1_head = gh.fake.pull("org/c", 1).unwrap().head;
+    assert_eq!(gh.pr_event("org/c", 1, "opened"), 200);
     wait_until(&serve, "c#2 merge failure reported", 120, || {
         comment_with(&gh, "org/c", 2, "could not be merged") == 1
     });
-    let tries: Vec<u16> = gh
-        .fake
-        .calls()
+    let calls = gh.fake.calls();
+    let tries: Vec<u16> = calls
         .iter()
-        .filter(|c| c.method == "PUT" && c.path == "/repos/org/c/pulls/2/merge")
+        .filter(|c| merge_put(c))
         .map(|c| c.status)
         .collect();
     assert_eq!(tries, [409, 405, 405, 405, 405], "five tries");
+    let last_try = calls.iter().rposition(merge_put).unwrap_or(0);
+    let c1_checked = calls.iter().position(|c| {
+        c.method == "POST"
+            && c.path == format!("/repos/org/c/statuses/{c1_head}")
+            && c.body["state"] == "success"
+    });
+    assert!(
+        c1_checked.is_some_and(|i| i < last_try),
+        "c#1's check reported while c#2's merge was being retried (status at {c1_checked:?}, last merge try at {last_try})"
+    );
     let comment = gh.fake.comments("org/c", 2).join("\n");
     assert!(comment.contains("Required status check"), "{comment}");
     let c2 = gh.fake.pull("org/c", 2).unwrap();
