@@ -2,8 +2,11 @@
 //! each carrying the collections Zuul users expect (the `ansible` community package), Sluice's
 //! plugin tree and its native callback module.
 //!
-//! Layout under the state dir, as Zuul's: `ansible-bin/<version>/` is the venv,
-//! `ansible/<version>/zuul/ansible/{action,callback,library,filter}` the plugins.
+//! Layout under the state dir: `ansible-bin/<version>/` is the venv (as Zuul's), and
+//! `ansible/<version>/plugins/<fingerprint>/` one installed copy of the plugins
+//! (`zuul/ansible/{action,callback,library,filter,lookup,restricted}`) and the native module
+//! (`python/`, put on `PYTHONPATH`). The fingerprint is taken from the sources, so executors of
+//! different Sluice builds sharing one state dir never swap each other's plugins mid-build.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -51,8 +54,14 @@ const PLUGIN_FOLDERS: &[&str] = &[
     "restricted",
 ];
 
-/// File name the native module is installed under in each venv's site-packages.
+/// File name the native module is installed under, in an installation's `python/` folder.
 const NATIVE_MODULE_FILE: &str = "sluice_native.abi3.so";
+
+/// Written last into a plugin copy: a folder without it is an install cut short.
+const COMPLETE_MARKER: &str = ".complete";
+
+/// Plugin copies not used for this long are removed at the next install.
+const UNUSED_COPY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
 
 /// One installed version, with the paths a build needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +70,11 @@ pub struct Installation {
     pub version: String,
     /// The venv root.
     pub venv: PathBuf,
-    /// `<state>/ansible/<version>/zuul/ansible`: ansible.cfg's plugin paths point here.
+    /// `<plugin copy>/zuul/ansible`: ansible.cfg's plugin paths point here. Set by
+    /// [`Installations::install_plugins`].
     pub plugin_dir: PathBuf,
+    /// `<plugin copy>/python`: holds the native module; goes first on `PYTHONPATH`.
+    pub native_dir: PathBuf,
     /// `<state>/ansible/<version>`: mounted read-only in the sandbox.
     pub plugin_root: PathBuf,
     /// The base interpreter's prefix the venv's python links to (mounted read-only too).
@@ -152,6 +164,7 @@ impl Installations {
             version: version.to_string(),
             python_prefix: base_interpreter_prefix(&venv),
             plugin_dir: plugin_root.join("zuul").join("ansible"),
+            native_dir: plugin_root.join("python"),
             plugin_root,
             venv,
         })
@@ -192,61 +205,135 @@ impl Installations {
                 run(pip.arg(spec.requirement))?;
             }
             let installation = self.resolve(Some(spec.version))?;
-            self.install_plugins(&installation, sources)?;
+            let installation = self.install_plugins(&installation, sources)?;
             validate(&installation)?;
             done.push(installation);
         }
         Ok(done)
     }
 
-    /// Copies the plugin tree and the native module into one installation, replacing what is
-    /// there; cheap enough to run before every build so plugins never go stale.
+    /// Makes sure a copy of the plugin tree and the native module as they are in `sources`
+    /// exists under the installation, and returns the installation pointing at it. Cheap when
+    /// the copy exists (it is found by the sources' fingerprint), so it runs before every build
+    /// and plugins never go stale; a copy is written beside and renamed into place, so a running
+    /// playbook never sees a half-written one.
     pub fn install_plugins(
         &self,
         installation: &Installation,
         sources: &PluginSources,
-    ) -> Result<(), AnsibleError> {
-        let dest = &installation.plugin_dir;
-        // Builds run concurrently (several executor workers, several processes) against one
-        // installation: a folder whose content is already right is left alone, and a changed
-        // one is copied beside and swapped in, so a running playbook never loses its plugins
-        // to another build's install.
-        for folder in PLUGIN_FOLDERS {
-            let from = sources.plugins_dir.join(folder);
-            let to = dest.join(folder);
-            if from.is_dir() && same_tree(&from, &to) {
-                continue;
-            }
-            if !from.is_dir() && to.is_dir() {
-                continue;
-            }
-            let tmp = dest.join(format!(".{folder}.{}", unique_suffix()));
-            if from.is_dir() {
-                copy_tree(&from, &tmp)?;
-            } else {
-                fs::create_dir_all(&tmp).map_err(|e| AnsibleError::io(&tmp, e))?;
-            }
-            let old = dest.join(format!(".{folder}.old.{}", unique_suffix()));
-            if to.exists() {
-                fs::rename(&to, &old).map_err(|e| AnsibleError::io(&to, e))?;
-            }
-            fs::rename(&tmp, &to).map_err(|e| AnsibleError::io(&to, e))?;
-            let _ = fs::remove_dir_all(&old);
-        }
-        let site = site_packages(installation)?;
-        let target = site.join(NATIVE_MODULE_FILE);
+    ) -> Result<Installation, AnsibleError> {
         if !sources.native_lib.is_file() {
             return Err(AnsibleError::NativeModuleMissing {
                 path: sources.native_lib.clone(),
             });
         }
-        if !same_file_content(&sources.native_lib, &target) {
-            // Write beside and rename so a running Ansible never maps a half-written library.
-            let tmp = site.join(format!(".{NATIVE_MODULE_FILE}.{}", unique_suffix()));
-            fs::copy(&sources.native_lib, &tmp).map_err(|e| AnsibleError::io(&tmp, e))?;
-            fs::rename(&tmp, &target).map_err(|e| AnsibleError::io(&target, e))?;
+        let copies = installation.plugin_root.join("plugins");
+        let copy = copies.join(fingerprint(sources)?);
+        let marker = copy.join(COMPLETE_MARKER);
+        if marker.is_file() {
+            // Its age tells the pruning below that it is in use.
+            let _ = fs::File::options()
+                .write(true)
+                .open(&marker)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        } else {
+            fs::create_dir_all(&copies).map_err(|e| AnsibleError::io(&copies, e))?;
+            let tmp = copies.join(format!(".new.{}", unique_suffix()));
+            let plugins = tmp.join("zuul").join("ansible");
+            for folder in PLUGIN_FOLDERS {
+                let from = sources.plugins_dir.join(folder);
+                let to = plugins.join(folder);
+                if from.is_dir() {
+                    copy_tree(&from, &to)?;
+                } else {
+                    fs::create_dir_all(&to).map_err(|e| AnsibleError::io(&to, e))?;
+                }
+            }
+            let python = tmp.join("python");
+            fs::create_dir_all(&python).map_err(|e| AnsibleError::io(&python, e))?;
+            let lib = python.join(NATIVE_MODULE_FILE);
+            fs::copy(&sources.native_lib, &lib).map_err(|e| AnsibleError::io(&lib, e))?;
+            let tmp_marker = tmp.join(COMPLETE_MARKER);
+            fs::write(&tmp_marker, b"").map_err(|e| AnsibleError::io(&tmp_marker, e))?;
+            match fs::rename(&tmp, &copy) {
+                Ok(()) => prune_unused_copies(&copies, &copy),
+                // Another install of the same sources won the race: its copy is as good.
+                Err(_) if marker.is_file() => {
+                    let _ = fs::remove_dir_all(&tmp);
+                }
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&tmp);
+                    return Err(AnsibleError::io(&copy, e));
+                }
+            }
+        }
+        Ok(Installation {
+            plugin_dir: copy.join("zuul").join("ansible"),
+            native_dir: copy.join("python"),
+            ..installation.clone()
+        })
+    }
+}
+
+/// A name for the sources' current content: paths, sizes and modification times of every plugin
+/// file and of the native module (reading the files would cost more than the build's setup).
+fn fingerprint(sources: &PluginSources) -> Result<String, AnsibleError> {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &Path, hasher: &mut impl Hasher) -> Result<(), AnsibleError> {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .map_err(|e| AnsibleError::io(dir, e))?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != "__pycache__")
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            entry.file_name().hash(hasher);
+            if path.is_dir() {
+                walk(&path, hasher)?;
+            } else {
+                stamp(&path, hasher)?;
+            }
         }
         Ok(())
+    }
+    fn stamp(path: &Path, hasher: &mut impl Hasher) -> Result<(), AnsibleError> {
+        let meta = fs::metadata(path).map_err(|e| AnsibleError::io(path, e))?;
+        meta.len().hash(hasher);
+        meta.modified().ok().hash(hasher);
+        Ok(())
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for folder in PLUGIN_FOLDERS {
+        let dir = sources.plugins_dir.join(folder);
+        folder.hash(&mut hasher);
+        if dir.is_dir() {
+            walk(&dir, &mut hasher)?;
+        }
+    }
+    stamp(&sources.native_lib, &mut hasher)?;
+    Ok(format!("{:016x}", hasher.finish()))
+}
+
+/// Removes plugin copies (and abandoned half-written ones) unused for [`UNUSED_COPY_MAX_AGE`].
+fn prune_unused_copies(copies: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(copies) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path == keep {
+            continue;
+        }
+        let stamp = fs::metadata(path.join(COMPLETE_MARKER)).or_else(|_| fs::metadata(&path));
+        let unused = stamp
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > UNUSED_COPY_MAX_AGE);
+        if unused {
+            let _ = fs::remove_dir_all(&path);
+        }
     }
 }
 
@@ -263,34 +350,13 @@ fn base_interpreter_prefix(venv: &Path) -> Option<PathBuf> {
     (!prefix.starts_with("/usr")).then_some(prefix)
 }
 
-/// The venv's site-packages. This runs before every build, so the usual
-/// `lib/python3.X/site-packages` layout is found on disk; only an unusual venv costs asking its
-/// interpreter.
-fn site_packages(installation: &Installation) -> Result<PathBuf, AnsibleError> {
-    let lib = installation.venv.join("lib");
-    if let Ok(entries) = fs::read_dir(&lib) {
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("python"))
-            .map(|e| e.path().join("site-packages"))
-            .filter(|p| p.is_dir())
-            .collect();
-        if found.len() == 1 {
-            return Ok(found.remove(0));
-        }
-    }
-    let out = run(Command::new(installation.python()).args([
-        "-c",
-        "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-    ]))?;
-    Ok(PathBuf::from(out.trim()))
-}
-
 fn validate(installation: &Installation) -> Result<(), AnsibleError> {
-    let out = run(Command::new(installation.python()).args([
-        "-c",
-        "import ansible.release, sluice_native; print(ansible.release.__version__)",
-    ]))?;
+    let out = run(Command::new(installation.python())
+        .env("PYTHONPATH", &installation.native_dir)
+        .args([
+            "-c",
+            "import ansible.release, sluice_native; print(ansible.release.__version__)",
+        ]))?;
     let core = out.trim();
     if !core.starts_with(&format!("{}.", installation.version)) {
         return Err(AnsibleError::WrongCore {
@@ -348,98 +414,69 @@ fn unique_suffix() -> String {
     )
 }
 
-/// Whether `to` holds exactly the files `copy_tree(from, to)` would write.
-fn same_tree(from: &Path, to: &Path) -> bool {
-    let list = |dir: &Path| -> Option<Vec<std::ffi::OsString>> {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.file_name())
-            .filter(|n| n != "__pycache__")
-            .collect();
-        names.sort();
-        Some(names)
-    };
-    let (Some(a), Some(b)) = (list(from), list(to)) else {
-        return false;
-    };
-    a == b
-        && a.iter().all(|name| {
-            let (x, y) = (from.join(name), to.join(name));
-            if x.is_dir() {
-                same_tree(&x, &y)
-            } else {
-                !y.is_dir() && same_file_content(&x, &y)
-            }
-        })
-}
-
-/// Compares two files in small chunks: this runs before every build, and reading a native
-/// module of several megabytes whole would set the executor's peak memory.
-fn same_file_content(a: &Path, b: &Path) -> bool {
-    use std::io::Read;
-    let (Ok(mut fa), Ok(mut fb)) = (fs::File::open(a), fs::File::open(b)) else {
-        return false;
-    };
-    match (fa.metadata(), fb.metadata()) {
-        (Ok(ma), Ok(mb)) if ma.len() == mb.len() => {}
-        _ => return false,
-    }
-    let mut ba = [0u8; 16 * 1024];
-    let mut bb = [0u8; 16 * 1024];
-    loop {
-        let n = match fa.read(&mut ba) {
-            Ok(n) => n,
-            Err(_) => return false,
-        };
-        if n == 0 {
-            return true;
-        }
-        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
-            return false;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn same_tree_sees_copies_and_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let from = dir.path().join("from");
-        let to = dir.path().join("to");
-        fs::create_dir_all(from.join("sub/__pycache__")).unwrap();
-        fs::write(from.join("a.py"), "a").unwrap();
-        fs::write(from.join("sub/b.py"), "b").unwrap();
-        assert!(!same_tree(&from, &to));
-        copy_tree(&from, &to).unwrap();
-        assert!(same_tree(&from, &to));
-        fs::write(to.join("sub/b.py"), "changed").unwrap();
-        assert!(!same_tree(&from, &to));
-        fs::write(to.join("sub/b.py"), "b").unwrap();
-        fs::write(to.join("extra.py"), "x").unwrap();
-        assert!(!same_tree(&from, &to));
+    fn sources(dir: &Path, native: &[u8]) -> PluginSources {
+        let plugins_dir = dir.join("plugins");
+        fs::create_dir_all(plugins_dir.join("callback/__pycache__")).unwrap();
+        fs::write(plugins_dir.join("callback/zuul_stream.py"), "x").unwrap();
+        fs::write(plugins_dir.join("callback/__pycache__/junk.pyc"), "junk").unwrap();
+        let native_lib = dir.join("libsluice_native.so");
+        fs::write(&native_lib, native).unwrap();
+        PluginSources {
+            plugins_dir,
+            native_lib,
+        }
+    }
+
+    fn installation(state: &Path) -> Installation {
+        let venv = state.join("ansible-bin/2.19/bin");
+        fs::create_dir_all(&venv).unwrap();
+        fs::write(venv.join("ansible-playbook"), "").unwrap();
+        Installations::new(state).resolve(Some("2.19")).unwrap()
     }
 
     #[test]
-    fn file_comparison_sees_equal_and_different_content() {
+    fn plugins_are_installed_once_per_content_and_two_builds_keep_their_own() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b, c) = (
-            dir.path().join("a"),
-            dir.path().join("b"),
-            dir.path().join("c"),
+        let state = dir.path().join("state");
+        let base = installation(&state);
+        let installs = Installations::new(&state);
+        let one = sources(&dir.path().join("one"), b"native one");
+        let first = installs.install_plugins(&base, &one).unwrap();
+        let native = first.native_dir.join(NATIVE_MODULE_FILE);
+        assert_eq!(fs::read(&native).unwrap(), b"native one");
+        assert!(first.plugin_dir.join("callback/zuul_stream.py").is_file());
+        assert!(!first.plugin_dir.join("callback/__pycache__").exists());
+        assert!(first.plugin_dir.join("restricted").is_dir());
+        assert!(first.plugin_dir.starts_with(&base.plugin_root));
+        assert_eq!(installs.install_plugins(&base, &one).unwrap(), first);
+
+        // Another checkout's sources (a different native module) get a copy of their own, and
+        // the first copy is left as it was for the builds still using it.
+        let two = sources(&dir.path().join("two"), b"native two, longer");
+        let second = installs.install_plugins(&base, &two).unwrap();
+        assert_ne!(second.plugin_dir, first.plugin_dir);
+        assert_eq!(
+            fs::read(second.native_dir.join(NATIVE_MODULE_FILE)).unwrap(),
+            b"native two, longer"
         );
-        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        fs::write(&a, &big).unwrap();
-        fs::write(&b, &big).unwrap();
-        let mut other = big.clone();
-        other[99_999] ^= 1;
-        fs::write(&c, &other).unwrap();
-        assert!(same_file_content(&a, &b));
-        assert!(!same_file_content(&a, &c));
-        assert!(!same_file_content(&a, &dir.path().join("missing")));
+        assert_eq!(fs::read(&native).unwrap(), b"native one");
+    }
+
+    #[test]
+    fn a_missing_native_module_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let base = installation(&state);
+        let src = sources(&dir.path().join("src"), b"n");
+        fs::remove_file(&src.native_lib).unwrap();
+        let err = Installations::new(&state)
+            .install_plugins(&base, &src)
+            .unwrap_err();
+        assert!(err.to_string().contains("libsluice_native.so"), "{err}");
     }
 
     #[test]

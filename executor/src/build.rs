@@ -323,9 +323,11 @@ impl Build<'_> {
             Ok(i) => i,
             Err(e) => return (Some(BuildResultKind::Error), Some(e.to_string())),
         };
-        if let Err(e) = installations.install_plugins(&installation, &self.cfg.plugin_sources) {
-            return (Some(BuildResultKind::Error), Some(e.to_string()));
-        }
+        let installation =
+            match installations.install_plugins(&installation, &self.cfg.plugin_sources) {
+                Ok(i) => i,
+                Err(e) => return (Some(BuildResultKind::Error), Some(e.to_string())),
+            };
         self.installation = Some(installation);
         match Bwrap::detect().await {
             Ok(bwrap) => self.bwrap = Some(bwrap),
@@ -479,6 +481,14 @@ impl Build<'_> {
         }
         if let Some(sock) = &self.agent_sock {
             env.insert("SSH_AUTH_SOCK".into(), sock.display().to_string());
+        }
+        if let Some(inst) = &self.installation {
+            // The native module of this executor's own plugin copy, ahead of anything else.
+            let mut path = inst.native_dir.display().to_string();
+            if let Some(rest) = env.get("PYTHONPATH").filter(|p| !p.is_empty()) {
+                path = format!("{path}:{rest}");
+            }
+            env.insert("PYTHONPATH".into(), path);
         }
         env
     }
