@@ -186,6 +186,37 @@ pub fn translate(event: &str, delivery: &str, body: &Value) -> Result<Vec<Trigge
                 payload: p,
             });
         }
+        "check_run" if action == "requested_action" => {
+            // The `Abort` button of a running check run: the item its `external_id` names
+            // (`{"tenant", "pipeline", "change"}`, set by the check reporter) leaves its
+            // pipeline. Other buttons, and check runs that are not Sluice's, are ignored.
+            if s(body, &["requested_action", "identifier"]) != Some("abort") {
+                return Ok(out);
+            }
+            let run = body.get("check_run").ok_or("no check_run")?;
+            let Some(ext) =
+                s(run, &["external_id"]).and_then(|e| serde_json::from_str::<Value>(e).ok())
+            else {
+                return Ok(out);
+            };
+            let (Some(tenant), Some(pipeline), Some(number)) = (
+                s(&ext, &["tenant"]),
+                s(&ext, &["pipeline"]),
+                n(&ext, &["change"]),
+            ) else {
+                return Ok(out);
+            };
+            let mut p = base(&need_project()?);
+            p["action"] = json!("abort");
+            p["tenant"] = json!(tenant);
+            p["pipeline"] = json!(pipeline);
+            p["number"] = json!(number);
+            p["sha"] = json!(s(run, &["head_sha"]));
+            out.push(TriggerEvent {
+                kind: "check_run".into(),
+                payload: p,
+            });
+        }
         "check_run" => {
             let action = match action {
                 "requested" | "rerequested" => "rerequested",
@@ -394,6 +425,35 @@ mod tests {
         assert!(translate("ping", "d", &json!({"zen": "x"}))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn check_run_abort() {
+        let body = json!({
+            "action": "requested_action",
+            "check_run": {"head_sha": "abc", "external_id": "{\"tenant\":\"t\",\"pipeline\":\"check\",\"change\":5}"},
+            "requested_action": {"identifier": "abort"},
+            "repository": {"full_name": "org/a"},
+            "sender": {"login": "alice"}
+        });
+        let ev = translate("check_run", "d", &body).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kind, "check_run");
+        assert_eq!(
+            (
+                &ev[0].payload["action"],
+                &ev[0].payload["tenant"],
+                &ev[0].payload["pipeline"],
+                &ev[0].payload["number"]
+            ),
+            (&json!("abort"), &json!("t"), &json!("check"), &json!(5))
+        );
+        let mut other = body.clone();
+        other["requested_action"]["identifier"] = json!("lgtm");
+        assert!(translate("check_run", "d", &other).unwrap().is_empty());
+        let mut foreign = body.clone();
+        foreign["check_run"]["external_id"] = json!("");
+        assert!(translate("check_run", "d", &foreign).unwrap().is_empty());
     }
 
     #[test]

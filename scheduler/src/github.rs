@@ -100,6 +100,12 @@ pub(crate) fn change_gone(kind: &str, payload: &Value) -> bool {
             && payload.get("action").and_then(Value::as_str) == Some("closed"))
 }
 
+/// Whether an event is the Abort button of a check run: the item it names leaves its
+/// pipeline, like the web's `dequeue`.
+pub(crate) fn check_run_abort(kind: &str, payload: &Value) -> bool {
+    kind == "check_run" && payload.get("action").and_then(Value::as_str) == Some("abort")
+}
+
 fn duration_text(b: &BuildRow) -> String {
     let parse = |s: &Option<String>| {
         s.as_deref()
@@ -420,12 +426,15 @@ impl Scheduler {
     }
 
     /// Whether pull request `cref` meets pipeline `p`'s GitHub `require` and escapes its
-    /// `reject` now (checked again on every pass while it is queued: a label removed, an
-    /// approval dismissed or a new head dequeue it). The pull request is the one last read
-    /// from the API (every webhook about it refreshes it); if it cannot be read, it holds.
+    /// `reject` now, and in a dependent pipeline can still be merged (`canMerge`: not a
+    /// draft, no conflict, required checks, approvals). Checked again on every pass while it
+    /// is queued: a label removed, an approval dismissed, a conversion to draft or a new head
+    /// dequeue it. The pull request is the one last read from the API (every webhook about
+    /// it refreshes it); if it cannot be read, it holds.
     pub(crate) async fn github_requirements_hold(
         &self,
         gh: &GithubSource,
+        tenant: &str,
         p: &Pipeline,
         cref: &ChangeRef,
     ) -> Result<bool, SchedulerError> {
@@ -433,7 +442,10 @@ impl Scheduler {
         let applies = |list: &[(String, sluice_github::rules::Requirement)]| {
             list.iter().any(|(c, _)| c == conn)
         };
-        if !cref.is_change() || !(applies(&p.github.require) || applies(&p.github.reject)) {
+        let dependent = p.manager == Manager::Dependent;
+        if !cref.is_change()
+            || !(dependent || applies(&p.github.require) || applies(&p.github.reject))
+        {
             return Ok(true);
         }
         let project = gh.short(&cref.project).to_string();
@@ -462,6 +474,18 @@ impl Scheduler {
         for (c, r) in p.github.reject.iter().filter(|(c, _)| c == conn) {
             if let Some(why) = r.rejects(&pr, now) {
                 tracing::info!(change = %cref.url, pipeline = %p.name, connection = %c, %why, "pipeline reject matches");
+                return Ok(false);
+            }
+        }
+        // A closed pull request leaves through its `closed` event (DEQUEUED), not here.
+        if dependent && pr.is_open() {
+            let own = if p.github.sets_status(conn) {
+                vec![format!("{tenant}/{}", p.name)]
+            } else {
+                Vec::new()
+            };
+            if let Err(why) = pr.can_merge(&own) {
+                tracing::info!(change = %cref.url, pipeline = %p.name, %why, "can no longer be merged");
                 return Ok(false);
             }
         }
@@ -582,7 +606,14 @@ impl Scheduler {
         tries: u32,
     ) -> Result<(), String> {
         let project = gh.short(&item.change.project).to_string();
-        if tries > 0 {
+        // The success reports are queued once: a scheduler restarted between two tries
+        // (the tries are counted in memory) finds them in the store and does not send them
+        // again; it checks whether the pull request merged meanwhile before trying.
+        let queued_before = match self.store.reports_of_item(&item.uuid).await {
+            Ok(rows) => rows.iter().any(|r| r.action == "success"),
+            Err(e) => return Err(format!("cannot read the item's reports: {e}")),
+        };
+        if tries > 0 || queued_before {
             return self.github_merge_put(gh, t, item, &project, true).await;
         }
         let queued = async {

@@ -99,6 +99,17 @@ impl Scheduler {
                     continue;
                 }
             }
+            if pipeline.manager == Manager::Independent && item.live {
+                // A needed change closed (abandoned) will never merge: Zuul's "Change X is
+                // needed." (in the gate, `unmet_need` above covers it).
+                if let Some(gone) = self.closed_need(t, item).await? {
+                    let reason = format!("Change {} is needed.", gone.url);
+                    self.dequeue_failed(t, pipeline, item, buildset.as_ref(), &reason)
+                        .await?;
+                    changed = true;
+                    continue;
+                }
+            }
             // Requirements are checked again on every pass (a status, an approval or the
             // change itself may have changed since the item entered).
             if item.live
@@ -233,6 +244,29 @@ impl Scheduler {
                 .await?
                 .is_some_and(|c| c.status == "merged");
             if !merged {
+                return Ok(Some(need.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A needed change of the item that was closed (GitHub) or abandoned (git driver).
+    async fn closed_need(
+        &self,
+        t: usize,
+        item: &ItemRow,
+    ) -> Result<Option<ChangeRef>, SchedulerError> {
+        for need in &item.deps {
+            let short = self.tenants[t]
+                .project(&need.project)
+                .map(|p| p.entry.name.clone())
+                .unwrap_or_default();
+            let closed = self
+                .store
+                .change_by_ref(&need.connection, &short, &need.refname)
+                .await?
+                .is_some_and(|c| matches!(c.status.as_str(), "closed" | "abandoned"));
+            if closed {
                 return Ok(Some(need.clone()));
             }
         }

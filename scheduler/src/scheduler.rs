@@ -17,7 +17,7 @@ use sluice_store::{now_ms, ChangeRef, ChangeRow, ItemRow, NewBuild, Store};
 use crate::config::ServeConfig;
 use crate::errors::SchedulerError;
 use crate::git::{change_url, depends_on, parse_change_url, GitDriver, RepoWatcher, NULL_SHA};
-use crate::github::{change_gone, new_patchset, GithubSource};
+use crate::github::{change_gone, check_run_abort, new_patchset, GithubSource};
 use crate::layout::{refresh_layouts, SharedLayouts, TenantLayout};
 use crate::pipeline::{ChangeFacts, Manager, Pipeline, TIMER};
 use crate::tenant::{load_tenants, TenantConfig};
@@ -721,7 +721,9 @@ impl Scheduler {
     ) -> Result<bool, SchedulerError> {
         if let Some(gh) = self.github_source(&cref.connection) {
             // GitHub's attributes are sluice-github's; pull requests are read from the API.
-            return self.github_requirements_hold(&gh, p, cref).await;
+            return self
+                .github_requirements_hold(&gh, &t.tenant.name, p, cref)
+                .await;
         }
         if !p.has_requirements(&cref.connection) {
             return Ok(true);
@@ -798,9 +800,11 @@ impl Scheduler {
         };
         let cref = self.change_ref(driver, &change);
         // The web's admin events name one tenant's pipeline: `zuul-enqueue` enqueues the
-        // change there whatever its triggers, `zuul-dequeue` takes it out.
-        let admin = match ev.kind.as_str() {
-            MANAGEMENT_ENQUEUE | MANAGEMENT_DEQUEUE => Some((
+        // change there whatever its triggers, `zuul-dequeue` takes it out; so does the Abort
+        // button of a GitHub check run.
+        let dequeue_event = ev.kind == MANAGEMENT_DEQUEUE || check_run_abort(&ev.kind, payload);
+        let admin = (dequeue_event || ev.kind == MANAGEMENT_ENQUEUE).then(|| {
+            (
                 ev.payload
                     .get("tenant")
                     .and_then(Value::as_str)
@@ -809,9 +813,8 @@ impl Scheduler {
                     .get("pipeline")
                     .and_then(Value::as_str)
                     .unwrap_or(""),
-            )),
-            _ => None,
-        };
+            )
+        });
         for t in &self.tenants {
             if t.project(&cref.project).is_none()
                 || admin.is_some_and(|(tenant, _)| tenant != t.tenant.name)
@@ -824,7 +827,7 @@ impl Scheduler {
                     continue;
                 }
                 let active = self.store.active_items(&t.tenant.name, &p.name).await?;
-                if ev.kind == MANAGEMENT_DEQUEUE {
+                if dequeue_event {
                     dequeue.extend(
                         active
                             .iter()

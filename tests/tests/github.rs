@@ -28,6 +28,7 @@ const PIPELINES: &str = r#"- pipeline:
         - event: pull_request
           action: comment
           comment: (?i)^\s*recheck\s*$
+          permission: write
         - event: check_run
           action: rerequested
     reject:
@@ -36,6 +37,10 @@ const PIPELINES: &str = r#"- pipeline:
     start:
       github:
         check: in_progress
+        comment: false
+    dequeue:
+      github:
+        check: cancelled
         comment: false
     success:
       github:
@@ -56,6 +61,7 @@ const PIPELINES: &str = r#"- pipeline:
         - event: pull_request_review
           action: submitted
           state: approved
+          permission: write
     require:
       github:
         open: true
@@ -1203,4 +1209,223 @@ fn github_gate_review_permission_and_age_labels_rebase_merge_failure_and_unlabel
         "{files}"
     );
     assert!(!gh.fake.pull("org/c", 3).is_some_and(|p| p.merged));
+}
+
+/// org/a's configuration with its check pipeline running the job that waits for `go`.
+const A_WAITING_CHECK: &str = "- job:\n    name: a-test\n    run: playbooks/test.yaml\n- job:\n    name: a-gate\n    run: playbooks/wait.yaml\n- project:\n    merge-mode: squash-merge\n    queue: integrated\n    check:\n      jobs: [a-gate]\n    gate:\n      jobs: [a-gate]\n";
+
+/// Whether a build of `job` for pull request `number` is running (or waiting to).
+fn build_running(gh: &Github, job: &str, number: i64) -> bool {
+    gh.history()["builds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|b| b["job_name"] == job && b["ref"]["change"] == number && b["result"].is_null())
+}
+
+/// The result of the first item of `project`#`number` in `pipeline` (null while it runs).
+fn item_result(gh: &Github, pipeline: &str, project: &str, number: i64) -> Value {
+    items_of(&gh.history(), pipeline, project, number)
+        .first()
+        .map_or(Value::Null, |i| i["result"].clone())
+}
+
+#[test]
+fn github_reports_survive_a_restart_and_closed_needs_drafts_aborts_and_permissions_dequeue_or_refuse(
+) {
+    let gh = Github::new();
+    let mut serve = gh.serve();
+
+    // b#1's check report and b#2's gate merge fail (502 on the status and the comment, 405 on
+    // the merge); Sluice is killed (SIGKILL) meanwhile and started again with GitHub healthy:
+    // the queued reports go out once, the merge is tried again without re-sending the
+    // success reports.
+    let head1 = gh.open_pull("org/b", 1, "Checked", "Body.", &[("b1.txt", "1\n")]);
+    let head2 = gh.open_pull("org/b", 2, "Gated", "Body.", &[("b2.txt", "2\n")]);
+    let fault = |method: &str, path: String, status: u16| {
+        gh.fake.add_faults(
+            Fault {
+                method: method.into(),
+                path_contains: path,
+                status,
+                rate_limit: false,
+            },
+            10_000,
+        )
+    };
+    fault("POST", format!("/repos/org/b/statuses/{head1}"), 502);
+    fault("POST", "/repos/org/b/issues/1/comments".into(), 502);
+    fault("PUT", "/repos/org/b/pulls/2/merge".into(), 405);
+    assert_eq!(gh.pr_event("org/b", 1, "opened"), 200);
+    gh.fake
+        .update_pull("org/b", 2, |p| p.labels.push("gate".into()));
+    gh.approve("org/b", 2, "bob");
+    wait_until(&serve, "the report and the merge refused", 120, || {
+        let calls = gh.fake.calls();
+        let seen = |m: &str, p: &str, status: u16| {
+            calls
+                .iter()
+                .any(|c| c.method == m && c.path.contains(p) && c.status == status)
+        };
+        seen("POST", &format!("/statuses/{head1}"), 502) && seen("PUT", "/pulls/2/merge", 405)
+    });
+    serve.kill();
+    drop(serve);
+    gh.fake.clear_faults();
+    let serve = gh.serve();
+    wait_until(&serve, "reported and merged after the restart", 120, || {
+        comment_with(&gh, "org/b", 1, "Build succeeded.") == 1
+            && gh.fake.pull("org/b", 2).is_some_and(|p| p.merged)
+    });
+
+    // a#4 depends on b#3 and waits in check; a#5 waits in check; a#6 waits in the gate.
+    gh.open_pull("org/b", 3, "Needed", "Base.", &[("b3.txt", "3\n")]);
+    gh.open_pull(
+        "org/a",
+        4,
+        "Needing",
+        "Depends-On: https://github.com/org/b/pull/3\n",
+        &[(".zuul.yaml", A_WAITING_CHECK)],
+    );
+    let head5 = gh.open_pull(
+        "org/a",
+        5,
+        "Aborted",
+        "Body.",
+        &[(".zuul.yaml", A_WAITING_CHECK)],
+    );
+    gh.open_pull("org/a", 6, "Drafted", "Body.", &[("a6.txt", "6\n")]);
+    assert_eq!(gh.pr_event("org/a", 4, "opened"), 200);
+    assert_eq!(gh.pr_event("org/a", 5, "opened"), 200);
+    gh.fake
+        .update_pull("org/a", 6, |p| p.labels.push("gate".into()));
+    gh.approve("org/a", 6, "bob");
+    wait_until(&serve, "a#4, a#5 and a#6 running", 180, || {
+        build_running(&gh, "a-gate", 4)
+            && build_running(&gh, "a-gate", 5)
+            && build_running(&gh, "a-gate", 6)
+    });
+    // b#3 is closed: a#4, which needs it, leaves the check pipeline with Zuul's report.
+    gh.fake.update_pull("org/b", 3, |p| p.closed = true);
+    assert_eq!(gh.pr_event("org/b", 3, "closed"), 200);
+    // The Abort button of a#5's check run: a#5 leaves, its check run is cancelled.
+    let run_of_5 = || {
+        gh.fake
+            .check_runs("org/a")
+            .into_iter()
+            .find(|r| r["head_sha"] == head5.as_str())
+    };
+    wait_until(&serve, "a#5's check run in progress", 60, || {
+        run_of_5().is_some_and(|r| r["status"] == "in_progress")
+    });
+    let run5 = run_of_5().unwrap_or_default();
+    assert_eq!(
+        gh.webhook("check_run", "check_run.requested_action", "org/a", 5, |d| {
+            d["check_run"]["head_sha"] = json!(head5);
+            d["check_run"]["external_id"] = run5["external_id"].clone();
+            d["requested_action"]["identifier"] = json!("abort");
+        }),
+        200
+    );
+    // a#6 becomes a draft while in the gate: it can no longer be merged and leaves.
+    gh.fake.update_pull("org/a", 6, |p| p.draft = true);
+    assert_eq!(gh.pr_event("org/a", 6, "converted_to_draft"), 200);
+    wait_until(&serve, "a#4, a#5 and a#6 dequeued", 120, || {
+        comment_with(&gh, "org/a", 4, "is needed.") == 1
+            && item_result(&gh, "check", "org/a", 5) == "DEQUEUED"
+            && comment_with(
+                &gh,
+                "org/a",
+                6,
+                "no longer meets the pipeline's requirements",
+            ) == 1
+    });
+    for n in 4..=6 {
+        gh.go(n);
+    }
+    let comment4 = gh.fake.comments("org/a", 4).join("\n");
+    assert!(comment4.contains("org/b/pull/3 is needed."), "{comment4}");
+    assert_eq!(item_result(&gh, "check", "org/a", 4), "FAILURE");
+    assert_eq!(item_result(&gh, "gate", "org/a", 6), "FAILURE");
+    wait_until(&serve, "a#5's check run cancelled", 60, || {
+        gh.fake
+            .check_runs("org/a")
+            .iter()
+            .any(|r| r["head_sha"] == head5.as_str() && r["conclusion"] == "cancelled")
+    });
+    let a6 = gh.fake.pull("org/a", 6).unwrap();
+    assert!(
+        !a6.merged && a6.labels.contains(&"gate-failed".to_string()),
+        "{a6:?}"
+    );
+
+    // Trigger `permission: write`: eve (read) can neither recheck nor gate by approving;
+    // alice's recheck after them shows they were processed; bob's approval then gates b#7.
+    gh.fake.set_user("eve", "read", 0);
+    gh.open_pull("org/b", 7, "Permissions", "Body.", &[("b7.txt", "7\n")]);
+    gh.fake.update_pull("org/b", 7, |p| {
+        p.labels.push("gate".into());
+        p.reviews.push(("bob".into(), "APPROVED".into()));
+    });
+    let comment = |user: &str| {
+        gh.webhook("issue_comment", "issue_comment.created", "org/b", 7, |d| {
+            d["action"] = json!("created");
+            d["comment"]["body"] = json!("recheck");
+            d["sender"]["login"] = json!(user);
+        })
+    };
+    let review = |user: &str| {
+        gh.webhook(
+            "pull_request_review",
+            "pull_request_review.submitted",
+            "org/b",
+            7,
+            |d| {
+                d["review"]["state"] = json!("approved");
+                d["sender"]["login"] = json!(user);
+            },
+        )
+    };
+    assert_eq!(comment("eve"), 200);
+    assert_eq!(review("eve"), 200);
+    assert_eq!(comment("alice"), 200);
+    wait_until(&serve, "alice's recheck reported", 60, || {
+        comment_with(&gh, "org/b", 7, "Build succeeded.") == 1
+    });
+    let history = gh.history();
+    assert_eq!(
+        items_of(&history, "check", "org/b", 7).len(),
+        1,
+        "only alice's recheck ran: {history:#}"
+    );
+    assert!(
+        items_of(&history, "gate", "org/b", 7).is_empty(),
+        "eve's approval gated nothing: {history:#}"
+    );
+    assert_eq!(review("bob"), 200);
+    wait_until(&serve, "b#7 merged after bob's approval", 60, || {
+        gh.fake.pull("org/b", 7).is_some_and(|p| p.merged)
+    });
+
+    // Nothing of b#1 and b#2 was reported twice across the restart.
+    let success = |sha: &str, context: &str| {
+        gh.fake
+            .statuses(sha)
+            .iter()
+            .filter(|s| s["context"] == context && s["state"] == "success")
+            .count()
+    };
+    assert_eq!(success(&head1, "t/check"), 1, "b#1's status once");
+    assert_eq!(comment_with(&gh, "org/b", 1, "Build succeeded."), 1);
+    assert_eq!(success(&head2, "t/gate"), 1, "b#2's gate status once");
+    assert_eq!(comment_with(&gh, "org/b", 2, "Build succeeded."), 1);
+    let merges: Vec<u16> = gh
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PUT" && c.path == "/repos/org/b/pulls/2/merge")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(merges.last(), Some(&200), "{merges:?}");
+    assert!(gh.branch_files("org/b").contains("b2.txt"));
 }
