@@ -1,4 +1,4 @@
-//! Admin routes, behind [`crate::auth::authorize`]: approving a change of the git driver's
+//! Admin routes, behind [`WebState::authorize_admin`]: approving a change of the git driver's
 //! local review flow (what `sluice change approve` does: a `change-approved` event, which moves
 //! the change into the pipelines it triggers, the gate), and Zuul's `enqueue` and `dequeue`
 //! of a change in one pipeline (admin events the scheduler acts on in order).
@@ -14,9 +14,8 @@ use utoipa::ToSchema;
 use sluice_scheduler::MANAGEMENT_ENQUEUE;
 use sluice_scheduler::{AdminEvent, MANAGEMENT_DEQUEUE};
 
-use crate::auth::{authorize, Caller};
 use crate::errors::{ApiError, ApiResult, ErrorBody};
-use crate::state::WebState;
+use crate::state::{AdminCall, WebState};
 
 /// What to approve.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -175,14 +174,7 @@ async fn manage(
     change: Option<&str>,
     ref_: Option<&str>,
 ) -> ApiResult<bool> {
-    let t = state.tenant(tenant)?;
-    let caller = authorize(
-        state.config().auth.as_ref(),
-        state.config().local_admin,
-        Some(peer.ip()),
-        headers,
-        &t.tenant.name,
-    )?;
+    let AdminCall { tenant: t, user } = state.authorize_admin(peer, headers, tenant)?;
     let p = t
         .project(project)
         .ok_or_else(|| ApiError::NotFound(format!("Project {project} does not exist")))?;
@@ -226,10 +218,6 @@ async fn manage(
             change.number, change.status
         )));
     }
-    let user = match caller {
-        Caller::User(u) => u,
-        Caller::Local => "local".into(),
-    };
     sluice_scheduler::manage_change(
         state.store(),
         AdminEvent {
@@ -300,14 +288,7 @@ async fn approve(
     project: &str,
     body: ApproveRequest,
 ) -> ApiResult<Json<ApproveResponse>> {
-    let t = state.tenant(tenant)?;
-    let caller = authorize(
-        state.config().auth.as_ref(),
-        state.config().local_admin,
-        Some(peer.ip()),
-        headers,
-        &t.tenant.name,
-    )?;
+    let AdminCall { tenant: t, user } = state.authorize_admin(peer, headers, tenant)?;
     let p = t
         .project(project)
         .ok_or_else(|| ApiError::NotFound(format!("Project {project} does not exist")))?;
@@ -324,10 +305,6 @@ async fn approve(
         sluice_scheduler::approve_change(state.store(), &connection, &short, &change.refname)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let user = match caller {
-        Caller::User(u) => u,
-        Caller::Local => "local".into(),
-    };
     tracing::info!(%tenant, project = %short, change = change.number, %user, "change approved");
     Ok(Json(ApproveResponse {
         project: short,
@@ -365,14 +342,7 @@ pub async fn post_promote(
     Path(tenant): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<bool>> {
-    let t = state.tenant(&tenant)?;
-    let caller = authorize(
-        state.config().auth.as_ref(),
-        state.config().local_admin,
-        Some(peer.ip()),
-        &headers,
-        &t.tenant.name,
-    )?;
+    let AdminCall { tenant: t, user } = state.authorize_admin(peer, &headers, &tenant)?;
     let body: PromoteRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("promote body: {e}")))?;
     let pipeline = &body.pipeline;
@@ -433,10 +403,6 @@ pub async fn post_promote(
             items[0].change.url, other.change.url
         )));
     }
-    let user = match caller {
-        Caller::User(u) => u,
-        Caller::Local => "local".into(),
-    };
     let uuids: Vec<String> = items.iter().map(|i| i.uuid.clone()).collect();
     sluice_scheduler::promote_items(
         state.store(),

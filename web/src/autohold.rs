@@ -15,9 +15,8 @@ use sluice_store::{HoldRequestRow, NewHoldRequest};
 use utoipa::ToSchema;
 
 use crate::admin::find_change;
-use crate::auth::{authorize, Caller};
 use crate::errors::{ApiError, ApiResult, ErrorBody};
-use crate::state::WebState;
+use crate::state::{AdminCall, WebState};
 
 /// Zuul's `autohold` body (what `zuul-client autohold` sends).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -119,14 +118,7 @@ pub(crate) async fn create(
     project: &str,
     body: &[u8],
 ) -> ApiResult<bool> {
-    let t = state.tenant(tenant)?;
-    let caller = authorize(
-        state.config().auth.as_ref(),
-        state.config().local_admin,
-        Some(peer.ip()),
-        headers,
-        &t.tenant.name,
-    )?;
+    let AdminCall { tenant: t, user } = state.authorize_admin(peer, headers, tenant)?;
     let body: AutoholdRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("autohold body: {e}")))?;
     let p = t
@@ -178,10 +170,6 @@ pub(crate) async fn create(
             node_expiration,
         })
         .await?;
-    let user = match caller {
-        Caller::User(u) => u,
-        Caller::Local => "local".into(),
-    };
     tracing::info!(%tenant, project = %p.canonical, job = %body.job, %ref_filter, count, id, %user, "autohold requested");
     Ok(true)
 }
@@ -271,20 +259,9 @@ pub async fn delete_autohold(
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let t = state.tenant(&tenant)?;
-    let caller = authorize(
-        state.config().auth.as_ref(),
-        state.config().local_admin,
-        Some(peer.ip()),
-        &headers,
-        &t.tenant.name,
-    )?;
+    let AdminCall { tenant: t, user } = state.authorize_admin(peer, &headers, &tenant)?;
     let request = find(&state, &t.tenant.name, &id).await?;
     state.store().delete_hold_request(request.id).await?;
-    let user = match caller {
-        Caller::User(u) => u,
-        Caller::Local => "local".into(),
-    };
     tracing::info!(%tenant, id = request.id, project = %request.project, %user, "autohold deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,17 +2,19 @@
 //! and the connections, behind one cheap, cloneable [`WebState`].
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::http::HeaderMap;
 use sluice_executor::nodes::StaticNode;
 use sluice_executor::secrets::KeyStore;
 use sluice_scheduler::{ServeConfig, SharedLayouts, TenantLayout};
 use sluice_store::Store;
 
-use crate::auth::Authenticators;
+use crate::auth::{authorize, Authenticators, Caller};
 use crate::errors::{ApiError, ApiResult};
 
 /// How the web server is set up (from the `sluice serve` configuration file).
@@ -62,6 +64,14 @@ impl WebConfig {
                 .collect(),
         })
     }
+}
+
+/// An admin call that passed [`WebState::authorize_admin`].
+pub(crate) struct AdminCall {
+    /// The tenant it acts on.
+    pub tenant: Arc<TenantLayout>,
+    /// Who made it: a token's user, or `local`.
+    pub user: String,
 }
 
 /// The handlers' shared state.
@@ -127,6 +137,33 @@ impl WebState {
             .layouts
             .tenant(name)
             .ok_or_else(|| ApiError::NotFound(format!("Tenant {name} does not exist.")))
+    }
+
+    /// Checks that the caller at `peer` with `headers` may make admin calls on `tenant`
+    /// (bearer token and the tenant's admin rules, or `local-admin` from loopback): the one
+    /// check every admin route makes before anything else.
+    pub(crate) fn authorize_admin(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        tenant: &str,
+    ) -> ApiResult<AdminCall> {
+        let layout = self.tenant(tenant)?;
+        let caller = authorize(
+            self.config().auth.as_ref(),
+            self.config().local_admin,
+            Some(peer.ip()),
+            headers,
+            &layout.tenant.name,
+        )?;
+        let user = match caller {
+            Caller::User(u) => u,
+            Caller::Local => "local".into(),
+        };
+        Ok(AdminCall {
+            tenant: layout,
+            user,
+        })
     }
 
     /// The driver of a connection.
