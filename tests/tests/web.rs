@@ -1388,3 +1388,88 @@ fn web_serves_a_stored_per_project_ssh_key() {
     );
     assert_eq!(status, 404, "{body}");
 }
+
+/// `zuul-client encrypt` against the running server: it fetches the project's public key from
+/// `key/{project}.pub` and encrypts with `openssl`; the secret it prints, pasted into the
+/// project's `.zuul.yaml` by a change, reaches that change's job as the plaintext (the job
+/// checks its SHA-256 and returns it), and the plaintext never reaches the job's output.
+#[test]
+fn web_zuul_client_encrypt_makes_a_secret_that_decrypts_in_a_job() {
+    const PLAINTEXT: &str = "correct-horse-battery-staple-4711";
+    // In check from the start (a change is enqueued where the current layout has its project).
+    let in_check = "- project:\n    check:\n      jobs:\n        - noop\n";
+    let setup = Setup::new(CHECK, &[("org/app", &[(".zuul.yaml", in_check)])], 30);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{addr}");
+    let serve = setup.start_with("serve", "serve-encrypt", &["--web-listen", &addr]);
+    let ready = wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+            && http(&addr, "GET", "/api/tenant/t/key/org/app.pub", &[], "").0 == 200
+    });
+    assert!(ready, "{}", serve.output());
+
+    let infile = setup.root().join("plaintext");
+    std::fs::write(&infile, PLAINTEXT).unwrap();
+    let outfile = setup.root().join("secret.yaml");
+    run_zuul_client(
+        &url,
+        &[
+            "encrypt",
+            "--tenant",
+            "t",
+            "--project",
+            "org/app",
+            "--secret-name",
+            "deploy",
+            "--field-name",
+            "token",
+            "--infile",
+            infile.to_str().unwrap(),
+            "--outfile",
+            outfile.to_str().unwrap(),
+        ],
+    );
+    let secret = std::fs::read_to_string(&outfile).unwrap();
+    assert!(
+        secret.contains("name: deploy")
+            && secret.contains("token: !encrypted/pkcs1-oaep")
+            && !secret.contains(PLAINTEXT),
+        "{secret}"
+    );
+
+    let sha256 = {
+        let out = Command::new("sha256sum")
+            .arg(&infile)
+            .output()
+            .expect("sha256sum");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(sha256.len(), 64, "sha256sum of {}", infile.display());
+    let playbook = format!(
+        "- hosts: localhost\n  tasks:\n    - name: The secret is the plaintext\n      assert:\n        that: deploy.token | hash('sha256') == '{sha256}'\n    - zuul_return:\n        data:\n          zuul:\n            artifacts:\n              - name: token-sha256\n                url: sha256.txt\n                metadata:\n                  sha256: \"{{{{ deploy.token | hash('sha256') }}}}\"\n"
+    );
+    let jobs = format!(
+        "{secret}\n- job:\n    name: use-secret\n    secrets:\n      - deploy\n    run: playbooks/secret.yaml\n\n- project:\n    check:\n      jobs:\n        - use-secret\n"
+    );
+    setup.push_change(
+        "org/app",
+        "secret",
+        "Use an encrypted secret",
+        &[(".zuul.yaml", &jobs), ("playbooks/secret.yaml", &playbook)],
+    );
+    let history = setup.wait_reported(&serve, "check", &["secret"], Duration::from_secs(120));
+    let outputs = job_outputs(&history);
+    let builds = get_json(&addr, "/api/tenant/t/builds?job_name=use-secret");
+    assert_eq!(builds[0]["result"], "SUCCESS", "{builds}\n{outputs}");
+    // What the job computed from the secret it received, as the REST API reports it.
+    assert_eq!(
+        builds[0]["artifacts"][0]["metadata"]["sha256"], sha256,
+        "{builds}"
+    );
+    assert!(outputs.contains("The secret is the plaintext"), "{outputs}");
+    assert!(!outputs.contains(PLAINTEXT), "plaintext in the output:\n{outputs}");
+}
