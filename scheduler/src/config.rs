@@ -31,6 +31,35 @@ pub struct ServeConfig {
     /// The web server (`sluice serve --web-listen`, `sluice web`).
     #[serde(default)]
     pub web: WebSection,
+    /// Optional statsd output (Zuul's `[statsd]`), sent by the process running the scheduler.
+    #[serde(default)]
+    pub statsd: Option<StatsdSection>,
+}
+
+/// Where to send statsd metrics (Zuul's `[statsd] server, port, prefix`; docs/web.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StatsdSection {
+    /// Host name or address of the statsd server.
+    pub server: String,
+    /// Its UDP port.
+    #[serde(default = "default_statsd_port")]
+    pub port: u16,
+    /// Put before every key (`<prefix>.zuul.…`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Seconds between two readings of the store (counters are sent as the increase since the
+    /// last reading, gauges as their value).
+    #[serde(default = "default_statsd_interval")]
+    pub interval_seconds: f64,
+}
+
+fn default_statsd_port() -> u16 {
+    8125
+}
+
+fn default_statsd_interval() -> f64 {
+    10.0
 }
 
 /// The web server's settings (docs/web.md).
@@ -264,6 +293,17 @@ impl ServeConfig {
                 }
             }
             abs(&mut c.root);
+        }
+        if let Some(statsd) = &cfg.statsd {
+            if !(statsd.interval_seconds.is_finite() && statsd.interval_seconds > 0.0) {
+                return Err(SchedulerError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "statsd.interval-seconds must be a positive number of seconds, not {}",
+                        statsd.interval_seconds
+                    ),
+                });
+            }
         }
         for a in &mut cfg.web.authenticators {
             if let Some(p) = &mut a.public_key {

@@ -119,6 +119,18 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
             }
             _ => None,
         };
+        // Statsd output from the process that runs the scheduler (one sender per store).
+        let statsd = match (&cfg.statsd, role) {
+            (Some(statsd), Role::All | Role::Scheduler) => {
+                let store = sluice_scheduler::serve::open_store(&cfg).await?;
+                Some(tokio::spawn(sluice_web::statsd::run(
+                    store,
+                    statsd.clone(),
+                    stop_rx.clone(),
+                )))
+            }
+            _ => None,
+        };
         // Every listener is bound: the rest runs unprivileged.
         if let Some(user) = &args.user {
             crate::stream_cmd::drop_privileges(user)?;
@@ -139,6 +151,9 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
                 .await
                 .context("sluice executor"),
         };
+        if let Some(statsd) = statsd {
+            let _ = tokio::time::timeout(Duration::from_secs(5), statsd).await;
+        }
         if let Some(web) = web {
             // Websocket watchers get a moment to receive their close frames.
             let _ = tokio::time::timeout(Duration::from_secs(5), web).await;

@@ -194,6 +194,14 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
         )],
         30,
     );
+    // Statsd output to a UDP socket of the test's (Zuul's `[statsd]`, every half second).
+    let statsd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str(&format!(
+        "statsd:\n  server: 127.0.0.1\n  port: {}\n  prefix: sluice\n  interval-seconds: 0.5\n",
+        statsd.local_addr().unwrap().port()
+    ));
+    std::fs::write(&setup.config, config).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let serve = setup.start_with("serve", "serve-web", &["--web-listen", &addr]);
     // Up, with the scheduler's first layout published.
@@ -503,6 +511,38 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
         Some(0.0)
     );
 
+    // Statsd got the same events under Zuul's keys: the counter once, the gauges as they were.
+    let job_key =
+        "sluice.zuul.tenant.t.pipeline.check.project.localhost.org_app.main.job.slow.SUCCESS";
+    let received = statsd_lines(&statsd, |lines| {
+        lines.iter().any(|l| l.starts_with(&format!("{job_key}:")))
+    });
+    let total = |key: &str, kind: &str| -> u64 {
+        received
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("{key}:")))
+            .filter_map(|v| v.strip_suffix(kind))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(total(job_key, "|c"), 1, "{received:#?}");
+    assert_eq!(
+        total("sluice.zuul.tenant.t.pipeline.check.total_changes", "|c"),
+        1,
+        "{received:#?}"
+    );
+    for gauge in [
+        "sluice.zuul.tenant.t.pipeline.check.current_changes:1|g",
+        "sluice.zuul.tenant.t.pipeline.check.current_changes:0|g",
+        "sluice.zuul.executors.jobs_running:1|g",
+        "sluice.zuul.executors.jobs_queued:0|g",
+    ] {
+        assert!(
+            received.iter().any(|l| l == gauge),
+            "{gauge} not received: {received:#?}"
+        );
+    }
+
     // The real zuul-client reads the same records.
     let url = format!("http://{addr}");
     let listed = run_zuul_client(&url, &["builds", "--tenant", "t"]);
@@ -546,6 +586,29 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
             "{line:?} missing from zuul-client build-info:\n{info}"
         );
     }
+}
+
+/// Every statsd line received on `socket` (datagrams hold one or more, newline-separated) until
+/// `done` holds for them, or 20 s passed.
+fn statsd_lines(socket: &std::net::UdpSocket, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 2048];
+    while std::time::Instant::now() < deadline {
+        match socket.recv(&mut buf) {
+            Ok(n) => lines.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_string),
+            ),
+            Err(_) if done(&lines) => break,
+            Err(_) => {}
+        }
+    }
+    lines
 }
 
 /// An HS256 JWT made with Python's standard library (no JWT code of Sluice's involved).
@@ -1471,5 +1534,8 @@ fn web_zuul_client_encrypt_makes_a_secret_that_decrypts_in_a_job() {
         "{builds}"
     );
     assert!(outputs.contains("The secret is the plaintext"), "{outputs}");
-    assert!(!outputs.contains(PLAINTEXT), "plaintext in the output:\n{outputs}");
+    assert!(
+        !outputs.contains(PLAINTEXT),
+        "plaintext in the output:\n{outputs}"
+    );
 }

@@ -18,6 +18,8 @@
 //! - [`errors`]: Zuul's JSON errors.
 //! - [`dashboard`]: the web UI (`/t/{tenant}/status`, ...), assets embedded in the binary.
 //! - [`metrics`]: `/metrics` (Prometheus), `/health/live`, `/health/ready`.
+//! - [`statsd`]: the same counts sent to a statsd server with Zuul's keys (`statsd:` in the
+//!   configuration; run by the process running the scheduler, not served).
 //!
 //! # Why it is built this way
 //! The web server shares nothing with the scheduler but the store and the layouts: in
@@ -38,6 +40,7 @@ pub mod metrics;
 pub mod records;
 pub mod resources;
 pub mod state;
+pub mod statsd;
 pub mod status;
 
 use std::future::Future;
