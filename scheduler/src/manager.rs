@@ -89,10 +89,16 @@ impl Scheduler {
             };
             if pipeline.manager == Manager::Dependent {
                 if let Some(needed) = self.unmet_need(t, item, &ahead).await? {
-                    let reason = format!(
-                        "This change depends on a change that failed to merge.\n\n- {}",
-                        needed.url
-                    );
+                    // Zuul's texts: a closed (abandoned) needed change is "needed", one that
+                    // left the queue otherwise "failed to merge".
+                    let reason = if self.need_closed(t, &needed).await? {
+                        format!("Change {} is needed.", needed.url)
+                    } else {
+                        format!(
+                            "This change depends on a change that failed to merge.\n\n- {}",
+                            needed.url
+                        )
+                    };
                     self.dequeue_failed(t, pipeline, item, buildset.as_ref(), &reason)
                         .await?;
                     changed = true;
@@ -257,20 +263,24 @@ impl Scheduler {
         item: &ItemRow,
     ) -> Result<Option<ChangeRef>, SchedulerError> {
         for need in &item.deps {
-            let short = self.tenants[t]
-                .project(&need.project)
-                .map(|p| p.entry.name.clone())
-                .unwrap_or_default();
-            let closed = self
-                .store
-                .change_by_ref(&need.connection, &short, &need.refname)
-                .await?
-                .is_some_and(|c| matches!(c.status.as_str(), "closed" | "abandoned"));
-            if closed {
+            if self.need_closed(t, need).await? {
                 return Ok(Some(need.clone()));
             }
         }
         Ok(None)
+    }
+
+    /// Whether a needed change was closed (GitHub) or abandoned (git driver).
+    async fn need_closed(&self, t: usize, need: &ChangeRef) -> Result<bool, SchedulerError> {
+        let short = self.tenants[t]
+            .project(&need.project)
+            .map(|p| p.entry.name.clone())
+            .unwrap_or_default();
+        Ok(self
+            .store
+            .change_by_ref(&need.connection, &short, &need.refname)
+            .await?
+            .is_some_and(|c| matches!(c.status.as_str(), "closed" | "abandoned")))
     }
 
     /// Dequeues a live item with a failure report saying `reason` (a needed change failed,

@@ -1278,7 +1278,8 @@ fn github_reports_survive_a_restart_and_closed_needs_drafts_aborts_and_permissio
             && gh.fake.pull("org/b", 2).is_some_and(|p| p.merged)
     });
 
-    // a#4 depends on b#3 and waits in check; a#5 waits in check; a#6 waits in the gate.
+    // a#4 depends on b#3 and waits in check; a#5 waits in check; a#6 waits in the gate, a#9
+    // behind it, and b#10, which depends on a#9, behind both.
     gh.open_pull("org/b", 3, "Needed", "Base.", &[("b3.txt", "3\n")]);
     gh.open_pull(
         "org/a",
@@ -1295,19 +1296,35 @@ fn github_reports_survive_a_restart_and_closed_needs_drafts_aborts_and_permissio
         &[(".zuul.yaml", A_WAITING_CHECK)],
     );
     gh.open_pull("org/a", 6, "Drafted", "Body.", &[("a6.txt", "6\n")]);
+    gh.open_pull("org/a", 9, "Closed in gate", "Body.", &[("a9.txt", "9\n")]);
+    gh.open_pull(
+        "org/b",
+        10,
+        "Needs a#9",
+        "Depends-On: https://github.com/org/a/pull/9\n",
+        &[("b10.txt", "10\n")],
+    );
     assert_eq!(gh.pr_event("org/a", 4, "opened"), 200);
     assert_eq!(gh.pr_event("org/a", 5, "opened"), 200);
     gh.fake
         .update_pull("org/a", 6, |p| p.labels.push("gate".into()));
-    gh.approve("org/a", 6, "bob");
+    for (repo, n) in [("org/a", 6), ("org/a", 9), ("org/b", 10)] {
+        gh.fake
+            .update_pull(repo, n, |p| p.labels.push("gate".into()));
+        gh.approve(repo, n, "bob");
+    }
     wait_until(&serve, "a#4, a#5 and a#6 running", 180, || {
         build_running(&gh, "a-gate", 4)
             && build_running(&gh, "a-gate", 5)
             && build_running(&gh, "a-gate", 6)
+            && !items_of(&gh.history(), "gate", "org/b", 10).is_empty()
     });
-    // b#3 is closed: a#4, which needs it, leaves the check pipeline with Zuul's report.
-    gh.fake.update_pull("org/b", 3, |p| p.closed = true);
-    assert_eq!(gh.pr_event("org/b", 3, "closed"), 200);
+    // b#3 is closed: a#4, which needs it, leaves the check pipeline with Zuul's report; a#9
+    // is closed: it leaves the gate, and b#10 with it.
+    for (repo, n) in [("org/b", 3), ("org/a", 9)] {
+        gh.fake.update_pull(repo, n, |p| p.closed = true);
+        assert_eq!(gh.pr_event(repo, n, "closed"), 200);
+    }
     // The Abort button of a#5's check run: a#5 leaves, its check run is cancelled.
     let run_of_5 = || {
         gh.fake
@@ -1330,8 +1347,10 @@ fn github_reports_survive_a_restart_and_closed_needs_drafts_aborts_and_permissio
     // a#6 becomes a draft while in the gate: it can no longer be merged and leaves.
     gh.fake.update_pull("org/a", 6, |p| p.draft = true);
     assert_eq!(gh.pr_event("org/a", 6, "converted_to_draft"), 200);
-    wait_until(&serve, "a#4, a#5 and a#6 dequeued", 120, || {
+    wait_until(&serve, "a#4, a#5, a#6, a#9 and b#10 dequeued", 120, || {
         comment_with(&gh, "org/a", 4, "is needed.") == 1
+            && comment_with(&gh, "org/b", 10, "org/a/pull/9 is needed.") == 1
+            && item_result(&gh, "gate", "org/a", 9) == "DEQUEUED"
             && item_result(&gh, "check", "org/a", 5) == "DEQUEUED"
             && comment_with(
                 &gh,
@@ -1340,13 +1359,15 @@ fn github_reports_survive_a_restart_and_closed_needs_drafts_aborts_and_permissio
                 "no longer meets the pipeline's requirements",
             ) == 1
     });
-    for n in 4..=6 {
+    for n in [4, 5, 6, 9] {
         gh.go(n);
     }
     let comment4 = gh.fake.comments("org/a", 4).join("\n");
     assert!(comment4.contains("org/b/pull/3 is needed."), "{comment4}");
     assert_eq!(item_result(&gh, "check", "org/a", 4), "FAILURE");
     assert_eq!(item_result(&gh, "gate", "org/a", 6), "FAILURE");
+    assert_eq!(item_result(&gh, "gate", "org/b", 10), "FAILURE");
+    assert!(!gh.fake.pull("org/b", 10).is_some_and(|p| p.merged));
     wait_until(&serve, "a#5's check run cancelled", 60, || {
         gh.fake
             .check_runs("org/a")
