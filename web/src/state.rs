@@ -87,6 +87,9 @@ struct Inner {
     keys: KeyStore,
     /// Rendered status documents per tenant, with when they were made.
     status_cache: Mutex<HashMap<String, (Instant, Bytes)>>,
+    /// Per tenant: held while its status document is rendered, so that when the cached one
+    /// expires under many clients one request renders it and the others wait for that one.
+    status_render: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -107,6 +110,7 @@ impl WebState {
                 config,
                 keys,
                 status_cache: Mutex::new(HashMap::new()),
+                status_render: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -187,6 +191,23 @@ impl WebState {
             .get(tenant)
             .filter(|(at, _)| at.elapsed() < max_age)
             .map(|(_, body)| body.clone())
+    }
+
+    /// Waits for the right to render `tenant`'s status document (one render at a time per
+    /// tenant; `tenant` must be a known tenant's name, so the map stays as small as the layout).
+    pub(crate) async fn status_render_lock(
+        &self,
+        tenant: &str,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .inner
+                .status_render
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            locks.entry(tenant.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// Remembers a tenant's status document.

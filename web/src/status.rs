@@ -515,6 +515,13 @@ pub async fn get_status(
     if let Some(body) = state.cached_status(&tenant, STATUS_MAX_AGE) {
         return Ok(json_response(body));
     }
+    // One render per expiry: the requests that missed the cache together wait for the first
+    // one's document instead of each reading the store (bench/web: 100 clients).
+    let name = state.tenant(&tenant)?.tenant.name.clone();
+    let _rendering = state.status_render_lock(&name).await;
+    if let Some(body) = state.cached_status(&tenant, STATUS_MAX_AGE) {
+        return Ok(json_response(body));
+    }
     let status = render(&state, &tenant).await?;
     let body =
         Bytes::from(serde_json::to_vec(&status).map_err(|e| ApiError::Internal(e.to_string()))?);
