@@ -8,6 +8,8 @@
 //! - `layout.rs`: [`TenantLayout`], layouts of branch tips and speculative layouts, loaded with
 //!   the one configuration loader (`sluice-config`).
 //! - `pipeline.rs`: [`Pipeline`] (manager, triggers, reporters) from `pipeline` items.
+//! - `pipeline_state.rs`: consecutive failures and the disabled state of a pipeline
+//!   (`disable-after-consecutive-failures`), in memory per layout.
 //! - `git.rs`: [`GitDriver`]: ref polling into events, review changes, `Depends-On`, merging
 //!   and report notes; the repository watcher that wakes the scheduler on a push.
 //! - `timer.rs`: the timer trigger's cron-style time specs.
@@ -44,6 +46,7 @@ pub mod layout;
 mod manager;
 pub mod nodes;
 pub mod pipeline;
+mod pipeline_state;
 pub mod quickstart;
 pub mod scheduler;
 pub mod serve;

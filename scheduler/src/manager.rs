@@ -26,6 +26,7 @@ use crate::github::{action_of, report_text, MergeOutcome};
 use crate::job_graph::JobGraph;
 use crate::layout::{Override, TenantLayout};
 use crate::pipeline::{Manager, Pipeline};
+use crate::pipeline_state::ReportOutcome;
 use crate::scheduler::{cancel_builds, project_short, Scheduler};
 
 /// The built-in job that succeeds without running anything (unless a tenant defines one).
@@ -298,8 +299,19 @@ impl Scheduler {
             Some(bs) => self.store.builds_of_buildset(&bs.uuid).await?,
             None => Vec::new(),
         };
-        self.report_note(item, &with_footer(pipeline, &message));
-        let reports = self.github_reports(pipeline, item, "failure", &message);
+        // Not a job failure: the count stays, but a disabled pipeline reports elsewhere.
+        let disabled =
+            self.pipeline_states
+                .record(&self.tenants[t], pipeline, ReportOutcome::Other);
+        let git_reports = !disabled
+            || pipeline
+                .disabled_reporters
+                .contains(&item.change.connection);
+        if git_reports {
+            self.report_note(item, &with_footer(pipeline, &message));
+        }
+        let action = if disabled { "disabled" } else { "failure" };
+        let reports = self.github_reports(pipeline, item, action, &message);
         let mut tx = self.store.begin().await?;
         for r in &reports {
             tx.insert_report(r).await?;
@@ -309,8 +321,10 @@ impl Scheduler {
             tx.finish_buildset(&bs.uuid, "FAILURE", &message).await?;
         }
         tx.finish_item(&item.uuid, "FAILURE").await?;
-        self.set_status(&mut tx, t, pipeline, item, "failure")
-            .await?;
+        if git_reports {
+            self.set_status(&mut tx, t, pipeline, item, "failure")
+                .await?;
+        }
         tx.commit().await?;
         tracing::info!(change = %item.change.url, reason, "dequeued");
         Ok(())
@@ -726,7 +740,12 @@ impl Scheduler {
         let mut started = false;
         // Zuul reports `start` once per item, when its jobs are first requested.
         let mut start_reports = Vec::new();
+        // A disabled pipeline has no start reports (Zuul).
+        let disabled = self
+            .pipeline_states
+            .disabled(&self.tenants[t], &pipeline.name);
         if matches!(prepared, Prepared::Builds(_))
+            && !disabled
             && self.github_source(&item.change.connection).is_some()
         {
             let started = self
@@ -768,8 +787,10 @@ impl Scheduler {
                     }
                 }
                 tx.set_buildset_state(&bs.uuid, "running").await?;
-                self.set_status(&mut tx, t, pipeline, item, "pending")
-                    .await?;
+                if !disabled {
+                    self.set_status(&mut tx, t, pipeline, item, "pending")
+                        .await?;
+                }
                 tracing::info!(item = %item.uuid, change = %item.change.url, builds = builds.len(), "jobs requested");
                 started = true;
             }
@@ -779,7 +800,11 @@ impl Scheduler {
             }
         }
         tx.commit().await?;
-        if let Some(text) = pipeline.start_message.as_deref().filter(|_| started) {
+        if let Some(text) = pipeline
+            .start_message
+            .as_deref()
+            .filter(|_| started && !disabled)
+        {
             self.report_note(item, &with_footer(pipeline, text));
         }
         Ok(())
@@ -831,15 +856,32 @@ impl Scheduler {
         let github = self.github_source(&item.change.connection).is_some();
         let item_url = self.item_url(item, Some(&bs.uuid));
         let mut reports = Vec::new();
+        let outcome = match result.as_str() {
+            "SUCCESS" => ReportOutcome::Success,
+            "FAILURE" => ReportOutcome::JobFailure,
+            _ => ReportOutcome::Other,
+        };
+        // A disabled pipeline reports to its `disabled` reporters instead (not for NO_JOBS: the
+        // project is not in the pipeline).
+        let disabled = self
+            .pipeline_states
+            .record(&self.tenants[t], pipeline, outcome)
+            && result != "NO_JOBS";
+        let action = |normal: &'static str| if disabled { "disabled" } else { normal };
+        let merges = if disabled {
+            pipeline.merge_when_disabled
+        } else {
+            pipeline.merge_on_success
+        };
         if result == "SUCCESS"
-            && pipeline.merge_on_success
+            && merges
             && pipeline.manager == Manager::Dependent
             && item.change.is_change()
         {
             let outcome = if github {
                 // Phase 1 (statuses, comments) goes out before the merge.
                 let text = report_text(&lines[0], item_url.as_deref(), &finals);
-                let success = self.github_reports(pipeline, item, "success", &text);
+                let success = self.github_reports(pipeline, item, action("success"), &text);
                 match self.github_merge(t, item, &success).await {
                     MergeOutcome::Merged => Ok(()),
                     MergeOutcome::Later => return Ok(false),
@@ -860,16 +902,23 @@ impl Scheduler {
                             pipeline.failure_message
                         );
                         let text = report_text(&header, item_url.as_deref(), &finals);
-                        reports = self.github_reports(pipeline, item, "failure", &text);
+                        reports = self.github_reports(pipeline, item, action("failure"), &text);
                     }
                 }
             }
         } else if github {
             let text = report_text(&lines[0], item_url.as_deref(), &finals);
-            reports = self.github_reports(pipeline, item, action_of(&result), &text);
+            reports = self.github_reports(pipeline, item, action(action_of(&result)), &text);
         }
         let message = with_footer(pipeline, &lines.join("\n"));
-        self.report_note(item, &message);
+        // The git driver reports with a note and a commit status.
+        let git_reports = !disabled
+            || pipeline
+                .disabled_reporters
+                .contains(&item.change.connection);
+        if git_reports {
+            self.report_note(item, &message);
+        }
         // Read before the transaction: the store may have a single connection.
         let mut new_window = None;
         if pipeline.manager == Manager::Dependent && pipeline.window.size > 0 {
@@ -903,7 +952,9 @@ impl Scheduler {
         } else {
             "failure"
         };
-        self.set_status(&mut tx, t, pipeline, item, state).await?;
+        if git_reports {
+            self.set_status(&mut tx, t, pipeline, item, state).await?;
+        }
         if merged {
             let short = self.tenants[t]
                 .project(&item.change.project)

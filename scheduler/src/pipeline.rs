@@ -225,6 +225,14 @@ pub struct Pipeline {
     pub enqueue_message: Option<String>,
     /// `footer-message`, appended to every report.
     pub footer_message: String,
+    /// `disable-after-consecutive-failures`: after this many job failures reported in a row
+    /// the pipeline reports to its `disabled` reporters only (`None`: never).
+    pub disable_after: Option<u32>,
+    /// The connections named under `disabled`: where reports go once the pipeline is disabled.
+    pub disabled_reporters: Vec<String>,
+    /// A `disabled` reporter says `merge: true` (otherwise a disabled pipeline merges nothing,
+    /// as its success reporters are not used).
+    pub merge_when_disabled: bool,
 }
 
 impl Pipeline {
@@ -435,14 +443,34 @@ pub fn parse_pipeline(def: &PipelineDef) -> Result<Pipeline, String> {
             }
         }
     }
-    let merge_on_success = raw
-        .get("success")
+    let merges = |action: &str| {
+        raw.get(action)
+            .and_then(Value::as_object)
+            .is_some_and(|reporters| {
+                reporters
+                    .values()
+                    .any(|r| r.get("merge").and_then(Value::as_bool) == Some(true))
+            })
+    };
+    let merge_on_success = merges("success");
+    let disable_after = match raw.get("disable-after-consecutive-failures") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| *n >= 1)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "disable-after-consecutive-failures must be a positive integer, not {v}"
+                    )
+                })?,
+        ),
+    };
+    let disabled_reporters = raw
+        .get("disabled")
         .and_then(Value::as_object)
-        .is_some_and(|reporters| {
-            reporters
-                .values()
-                .any(|r| r.get("merge").and_then(Value::as_bool) == Some(true))
-        });
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     let precedence = match raw.get("precedence").and_then(Value::as_str) {
         Some("high") => 100,
         Some("low") => 300,
@@ -505,6 +533,9 @@ pub fn parse_pipeline(def: &PipelineDef) -> Result<Pipeline, String> {
         ),
         enqueue_message: optional_message("enqueue-message", "", reports("enqueue")),
         footer_message: message("footer-message", ""),
+        disable_after,
+        disabled_reporters,
+        merge_when_disabled: merges("disabled"),
         name: def.name.clone(),
         manager,
         triggers,
@@ -586,7 +617,19 @@ mod tests {
         assert_eq!(p.start_message.as_deref(), Some("Starting gate jobs."));
         assert_eq!(p.enqueue_message, None);
         assert_eq!(p.footer_message, "bye");
+        assert_eq!(p.disable_after, None);
+        let p = pipeline(
+            "name: x\nmanager: dependent\ntrigger: {}\ndisable-after-consecutive-failures: 3\ndisabled: {git: {merge: true}}\n",
+        )
+        .unwrap();
+        assert_eq!(p.disable_after, Some(3));
+        assert_eq!(p.disabled_reporters, ["git"]);
+        assert!(p.merge_when_disabled && !p.merge_on_success);
         for (yaml, wanted) in [
+            (
+                "name: x\nmanager: independent\ndisable-after-consecutive-failures: 0\n",
+                "disable-after-consecutive-failures must be a positive integer, not 0",
+            ),
             (
                 "name: x\nmanager: independent\ncolour: red\n",
                 "unknown pipeline attribute \"colour\"",

@@ -20,6 +20,7 @@ use crate::git::{change_url, depends_on, parse_change_url, GitDriver, RepoWatche
 use crate::github::{change_gone, check_run_abort, new_patchset, GithubSource};
 use crate::layout::{refresh_layouts, SharedLayouts, TenantLayout};
 use crate::pipeline::{ChangeFacts, Manager, Pipeline, TIMER};
+use crate::pipeline_state::PipelineStates;
 use crate::tenant::{load_tenants, TenantConfig};
 
 /// The scheduler's state between passes (all of it can be rebuilt from the store and repos).
@@ -42,6 +43,8 @@ pub struct Scheduler {
     event_retry: HashMap<i64, (u32, i64)>,
     /// When used-up autohold requests were last looked at.
     last_hold_expiry: Option<Instant>,
+    /// Consecutive failures and disabled pipelines (`disable-after-consecutive-failures`).
+    pub(crate) pipeline_states: PipelineStates,
 }
 
 impl Scheduler {
@@ -92,6 +95,7 @@ impl Scheduler {
             layout_error: None,
             event_retry: HashMap::new(),
             last_hold_expiry: None,
+            pipeline_states: PipelineStates::default(),
         };
         s.sync_github_mirrors().await;
         match s.refresh_layouts() {

@@ -1,7 +1,9 @@
 //! Pipeline options end to end through `sluice serve`: a gate that requires the check
 //! pipeline's success status and rejects its failure status, and a gate whose window shrinks
-//! below its running items after a failure (the items pushed out have their builds canceled).
+//! below its running items after a failure (the items pushed out have their builds canceled),
+//! and pipelines disabled after consecutive failures (`disable-after-consecutive-failures`).
 
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -120,5 +122,102 @@ fn a_shrinking_window_cancels_the_builds_of_the_items_it_leaves_out() {
             .unwrap_or_default()
             >= b_end.as_str(),
         "{history:#}"
+    );
+}
+
+/// The report note of `pipeline` on the change pushed as `topic` (empty: none).
+fn note(setup: &Setup, project: &str, pipeline: &str, topic: &str) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(setup.bare(project))
+        .args(["notes", "--ref", &format!("sluice-{pipeline}"), "show"])
+        .arg(format!("review/main/{topic}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_pipeline_disabled_after_consecutive_failures_reports_only_to_its_disabled_reporters() {
+    // check: disabled after 2 failures in a row, with no disabled reporters (it goes quiet);
+    // audit: disabled after 1, its disabled reporter is the git connection (it keeps reporting).
+    let pipelines = "- pipeline:\n    name: check\n    manager: independent\n    disable-after-consecutive-failures: 2\n    trigger:\n      git:\n        - event: patchset-created\n    success:\n      git: {}\n    failure:\n      git: {}\n\n- pipeline:\n    name: audit\n    manager: independent\n    disable-after-consecutive-failures: 1\n    trigger:\n      git:\n        - event: patchset-created\n    success:\n      git: {}\n    failure:\n      git: {}\n    disabled:\n      git: {}\n";
+    let jobs = "- job:\n    name: test\n    run: playbooks/test.yaml\n\n- project:\n    check:\n      jobs:\n        - test\n    audit:\n      jobs:\n        - test\n";
+    let playbook = test_playbook(0);
+    let setup = Setup::new(
+        pipelines,
+        &[(
+            "org/app",
+            &[(".zuul.yaml", jobs), ("playbooks/test.yaml", &playbook)],
+        )],
+        30,
+    );
+    let mut serve = setup.serve(1);
+    // One change at a time: "consecutive" is the order of the reports.
+    let changes = [
+        ("ok1", "Passes"),
+        ("f1", "Fails\n\nplease-fail"),
+        ("f2", "Fails\n\nplease-fail"),
+        ("f3", "Fails\n\nplease-fail"),
+        ("ok2", "Passes"),
+    ];
+    for (topic, message) in changes {
+        setup.push_change(
+            "org/app",
+            topic,
+            message,
+            &[(&format!("{topic}.txt"), "x\n")],
+        );
+        setup.wait_reported(&serve, "check", &[topic], Duration::from_secs(120));
+        setup.wait_reported(&serve, "audit", &[topic], Duration::from_secs(120));
+    }
+    let history = setup.history();
+    for (topic, message) in changes {
+        let wanted = if message.contains("please-fail") {
+            "FAILURE"
+        } else {
+            "SUCCESS"
+        };
+        for pipeline in ["check", "audit"] {
+            // Disabled or not, the jobs run and the records say how they went.
+            assert_eq!(
+                items(&history, pipeline, topic)[0]["result"],
+                wanted,
+                "{pipeline} {topic}: {history:#}"
+            );
+        }
+    }
+    // check reported the success and both failures up to the limit (the second one still
+    // normally), then nothing: not the third failure, not the success after it.
+    assert!(note(&setup, "org/app", "check", "ok1").contains("Build succeeded."));
+    assert!(note(&setup, "org/app", "check", "f1").contains("Build failed."));
+    assert!(note(&setup, "org/app", "check", "f2").contains("Build failed."));
+    assert_eq!(
+        note(&setup, "org/app", "check", "f3"),
+        "",
+        "{}",
+        serve.output()
+    );
+    assert_eq!(note(&setup, "org/app", "check", "ok2"), "");
+    // audit was disabled after f1 and reports everything since to its disabled reporter.
+    assert!(note(&setup, "org/app", "audit", "f2").contains("Build failed."));
+    assert!(note(&setup, "org/app", "audit", "ok2").contains("Build succeeded."));
+    assert!(
+        serve
+            .output()
+            .contains("pipeline disabled after consecutive failures"),
+        "{}",
+        serve.output()
+    );
+
+    // A restart enables the pipeline again.
+    serve.kill();
+    let serve = setup.serve(2);
+    setup.push_change("org/app", "ok3", "Passes", &[("ok3.txt", "x\n")]);
+    setup.wait_reported(&serve, "check", &["ok3"], Duration::from_secs(120));
+    assert!(
+        note(&setup, "org/app", "check", "ok3").contains("Build succeeded."),
+        "{}",
+        serve.output()
     );
 }
