@@ -10,6 +10,8 @@
 //! - A child gets the returned data (without the `zuul` key) of every job it depends on,
 //!   directly or not, merged in the buildset's job order (later jobs win).
 //! - A paused build resumes once every job depending on it, recursively, has a final result.
+//! - A build that is retried resets the jobs depending on it, recursively, that were requested
+//!   or finished (a paused build's children ran against the try that is gone): they wait again.
 
 use std::collections::BTreeMap;
 
@@ -159,6 +161,20 @@ impl<'a> JobGraph<'a> {
             Value::String(s) => vec![s.clone()],
             _ => Vec::new(),
         })
+    }
+
+    /// The current builds of the jobs depending on `job`, directly or not, that were
+    /// requested or finished: what a retry of `job` resets. Waiting builds wait anyway; skipped
+    /// ones stay skipped (the retried try's `zuul.child_jobs` is not known yet).
+    pub fn started_dependents(&self, job: &str) -> Vec<&'a BuildRow> {
+        let Some(i) = self.nodes.iter().position(|n| n.name == job) else {
+            return Vec::new();
+        };
+        self.dependents_recursive(i, false)
+            .into_iter()
+            .filter(|d| !self.waiting(*d) && self.state(*d) != JobState::Skipped)
+            .map(|d| self.nodes[d].current)
+            .collect()
     }
 
     /// What to do now.
@@ -391,5 +407,33 @@ mod tests {
             d.release[0].1,
             *json!({"x": 1, "both": "b", "y": 2}).as_object().unwrap()
         );
+    }
+
+    #[test]
+    fn a_retry_resets_the_dependents_that_started_or_finished() {
+        let mut parent = build("parent", &[]);
+        parent.paused = true;
+        let mut running = build("running", &[("parent", false)]);
+        running.pending_request = None;
+        let builds = vec![
+            parent,
+            done(
+                build("finished", &[("parent", false)]),
+                "SUCCESS",
+                json!({}),
+            ),
+            running,
+            done(build("skipped", &[("parent", false)]), "SKIPPED", json!({})),
+            build("waiting", &[("finished", false)]),
+            build("unrelated", &[]),
+        ];
+        let graph = JobGraph::new(&builds);
+        let reset: Vec<&str> = graph
+            .started_dependents("parent")
+            .iter()
+            .map(|b| b.uuid.as_str())
+            .collect();
+        assert_eq!(reset, ["u-finished", "u-running"]);
+        assert!(graph.started_dependents("unrelated").is_empty());
     }
 }

@@ -1207,6 +1207,101 @@ impl Scheduler {
         Ok(released > 0 || !decisions.skip.is_empty() || !decisions.resume.is_empty())
     }
 
+    /// The builds a retry of `retried` resets (`JobGraph::started_dependents`), each with the
+    /// request document it was started with (read before the caller's transaction).
+    pub(crate) async fn dependents_to_reset(
+        &self,
+        retried: &BuildRow,
+    ) -> Result<Vec<(BuildRow, serde_json::Value)>, SchedulerError> {
+        let builds = self
+            .store
+            .builds_of_buildset(&retried.buildset_uuid)
+            .await?;
+        let mut out = Vec::new();
+        for b in JobGraph::new(&builds).started_dependents(&retried.job_name) {
+            let doc = match &b.pending_request {
+                Some(doc) => Some(doc.clone()),
+                None => self.store.request(&b.uuid).await?.map(|r| r.request),
+            };
+            match doc {
+                Some(doc) => out.push((b.clone(), doc)),
+                None => {
+                    tracing::warn!(build = %b.uuid, job = %b.job_name, "cannot reset a build without its request document")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resets builds (`dependents_to_reset`) because `retried` is retried, Zuul's way: a
+    /// running one is canceled, each try stops being final and a new try of the job waits for
+    /// its dependencies again (same attempt number: a reset is not a retry of that job).
+    pub(crate) async fn reset_dependents(
+        &self,
+        tx: &mut sluice_store::Tx,
+        retried: &BuildRow,
+        resets: &[(BuildRow, serde_json::Value)],
+        precedence: i64,
+    ) -> Result<(), SchedulerError> {
+        let detail = format!("reset: job {} is retried", retried.job_name);
+        for (b, doc) in resets {
+            let mut request: BuildRequest = match serde_json::from_value(doc.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(build = %b.uuid, error = %e, "cannot reset a build with an unreadable request");
+                    continue;
+                }
+            };
+            if b.result.is_none() {
+                tx.cancel_request(&b.uuid).await?;
+                tx.release_semaphores(&b.uuid).await?;
+                tx.record_build_result(
+                    &b.uuid,
+                    "CANCELED",
+                    false,
+                    Some(&detail),
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+                .await?;
+            } else {
+                tx.record_build_result(
+                    &b.uuid,
+                    b.result.as_deref().unwrap_or("CANCELED"),
+                    false,
+                    Some(&detail),
+                    b.log_url.as_deref(),
+                    b.start_time.as_deref(),
+                    b.end_time.as_deref(),
+                    b.data.as_ref(),
+                )
+                .await?;
+            }
+            request.uuid = uuid::Uuid::new_v4().simple().to_string();
+            request.parent_data = Default::default();
+            tx.insert_build(&NewBuild {
+                uuid: request.uuid.clone(),
+                buildset_uuid: b.buildset_uuid.clone(),
+                item_uuid: b.item_uuid.clone(),
+                tenant: b.tenant.clone(),
+                pipeline: b.pipeline.clone(),
+                job_name: b.job_name.clone(),
+                voting: b.voting,
+                attempt: b.attempt,
+                nodeset: b.nodeset.clone(),
+                precedence,
+                request: serde_json::to_value(&request).unwrap_or(serde_json::Value::Null),
+                dependencies: b.dependencies.clone(),
+                ready: false,
+            })
+            .await?;
+            tracing::info!(build = %b.uuid, job = %b.job_name, retried = %retried.job_name, "dependent build reset");
+        }
+        Ok(())
+    }
+
     /// Takes every one of `names` for build `b` if each has room (all or nothing), inside
     /// `tx`. A semaphore's `max` comes from the tenant's layout of the branch tips (semaphores
     /// are not changed speculatively); an undefined one allows one holder.

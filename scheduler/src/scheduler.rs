@@ -298,6 +298,19 @@ impl Scheduler {
                 }
             };
             let retry = result == "RETRY" && !superseded;
+            if build.result.is_some() && !build.final_ {
+                // A try reset because a job it depends on was retried: already recorded.
+                let mut tx = self.store.begin().await?;
+                tx.release_semaphores(&r.uuid).await?;
+                tx.mark_request_processed(&r.uuid).await?;
+                tx.commit().await?;
+                continue;
+            }
+            let resets = if retry {
+                self.dependents_to_reset(&build).await?
+            } else {
+                Vec::new()
+            };
             let mut tx = self.store.begin().await?;
             tx.record_build_result(
                 &r.uuid,
@@ -336,6 +349,8 @@ impl Scheduler {
                     })
                     .await?;
                 }
+                self.reset_dependents(&mut tx, &build, &resets, r.precedence)
+                    .await?;
             }
             tx.mark_request_processed(&r.uuid).await?;
             tx.commit().await?;
