@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Local};
 use serde_json::Value;
 use sluice_executor::request::{BuildRequest, BuildResult};
-use sluice_store::{now_ms, ChangeRef, ChangeRow, ItemRow, NewBuild, Store};
+use sluice_store::{now_ms, ChangeRef, ChangeRow, ItemRow, NewBuild, Store, TimerFire};
 
 use crate::config::ServeConfig;
 use crate::errors::SchedulerError;
@@ -1054,11 +1054,16 @@ impl Scheduler {
 
     /// Records a timer event for every project-branch whose configuration runs jobs in a
     /// pipeline with a timer trigger, when that trigger's time comes (plus the project-branch's
-    /// jitter). Times missed while the scheduler was busy fire once, late.
+    /// jitter). Times missed while the scheduler was busy fire once, late. Each firing is
+    /// recorded in the store with its events: a timer new to this process is next due after
+    /// its last recorded firing, so a restart neither repeats a run nor skips one that came due
+    /// while Sluice was down (that one fires once, at start).
     async fn fire_timers(&mut self) -> Result<usize, SchedulerError> {
         let now = Local::now();
-        let mut events = Vec::new();
+        let mut due_now = Vec::new();
         let mut seen = BTreeSet::new();
+        // Last firings from the store, read only when a timer is new to this process.
+        let mut recorded: Option<HashMap<String, i64>> = None;
         for tl in &self.tenants {
             for p in &tl.pipelines {
                 for f in p.triggers.iter().filter(|f| f.is_timer()) {
@@ -1074,16 +1079,40 @@ impl Scheduler {
                             let Some(resolved) = tl.project(project) else {
                                 continue;
                             };
-                            let key = format!(
-                                "{}\0{}\0{}\0{project}\0{branch}",
-                                tl.tenant.name, p.name, spec.text
-                            );
+                            let fire = TimerFire {
+                                tenant: tl.tenant.name.clone(),
+                                pipeline: p.name.clone(),
+                                timespec: spec.text.clone(),
+                                project: project.clone(),
+                                branch: branch.clone(),
+                                fired_at: now.timestamp_millis(),
+                            };
+                            let key = timer_key(&fire);
                             seen.insert(key.clone());
                             let jitter = spec.jitter_for(&tl.tenant.name, project, branch);
-                            let due = *self
-                                .timers
-                                .entry(key.clone())
-                                .or_insert_with(|| spec.next_after(now).map(|d| d + jitter));
+                            if !self.timers.contains_key(&key) {
+                                if recorded.is_none() {
+                                    recorded = Some(
+                                        self.store
+                                            .timer_fires()
+                                            .await?
+                                            .iter()
+                                            .map(|f| (timer_key(f), f.fired_at))
+                                            .collect(),
+                                    );
+                                }
+                                let last = recorded
+                                    .as_ref()
+                                    .and_then(|r| r.get(&key))
+                                    .and_then(|ms| DateTime::from_timestamp_millis(*ms))
+                                    .map(|t| t.with_timezone(&Local));
+                                let after = last.unwrap_or(now);
+                                self.timers.insert(
+                                    key.clone(),
+                                    spec.next_after(after).map(|d| d + jitter),
+                                );
+                            }
+                            let due = self.timers.get(&key).copied().flatten();
                             if due.is_some_and(|d| d <= now) {
                                 self.timers
                                     .insert(key, spec.next_after(now).map(|d| d + jitter));
@@ -1100,7 +1129,7 @@ impl Scheduler {
                                 if f.dereference {
                                     payload["newrev"] = serde_json::json!(sha);
                                 }
-                                events.push(payload);
+                                due_now.push((payload, fire));
                             }
                         }
                     }
@@ -1108,17 +1137,26 @@ impl Scheduler {
             }
         }
         self.timers.retain(|k, _| seen.contains(k));
-        if events.is_empty() {
+        if due_now.is_empty() {
             return Ok(0);
         }
         let mut tx = self.store.begin().await?;
-        for payload in &events {
+        for (payload, fire) in &due_now {
             tx.insert_event(TIMER, TIMER, payload).await?;
+            tx.set_timer_fire(fire).await?;
         }
         tx.commit().await?;
-        tracing::info!(events = events.len(), "timer fired");
-        Ok(events.len())
+        tracing::info!(events = due_now.len(), "timer fired");
+        Ok(due_now.len())
     }
+}
+
+/// A timer's key in the scheduler's map of due times.
+fn timer_key(f: &TimerFire) -> String {
+    format!(
+        "{}\0{}\0{}\0{}\0{}",
+        f.tenant, f.pipeline, f.timespec, f.project, f.branch
+    )
 }
 
 /// The user part of commit statuses the scheduler sets (`sluice:<tenant>/<pipeline>:<state>`).

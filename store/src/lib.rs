@@ -13,6 +13,7 @@
 //! - `metrics.rs`: aggregate counts for the web server's `/metrics` ([`MetricCounts`]).
 //! - `holds.rs`: autohold requests and the nodes they hold ([`HoldRequestRow`]).
 //! - `reports.rs`: the queue of reports to code-review systems ([`ReportRow`]).
+//! - `timers.rs`: when the timer trigger last fired ([`TimerFire`]).
 //! - `model.rs`: the row types ([`ItemRow`], [`BuildsetRow`], [`BuildRow`], [`RequestRow`],
 //!   [`ChangeRow`], [`EventRow`]).
 //!
@@ -38,6 +39,7 @@ mod reports;
 mod schema;
 mod store;
 mod streams;
+mod timers;
 mod tx;
 
 pub use errors::StoreError;
@@ -47,4 +49,5 @@ pub use model::*;
 pub use reports::{NewReport, ReportRow};
 pub use store::{now_ms, Store};
 pub use streams::{BuildStage, GatewayRow, WorkerInfo};
+pub use timers::TimerFire;
 pub use tx::Tx;

@@ -261,4 +261,17 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE builds ADD COLUMN held BIGINT NOT NULL DEFAULT 0",
         ],
     ),
+    // The timer trigger's last firing per pipeline, time spec and project-branch.
+    (
+        12,
+        &["CREATE TABLE timer_fires (
+            tenant TEXT NOT NULL,
+            pipeline TEXT NOT NULL,
+            timespec TEXT NOT NULL,
+            project TEXT NOT NULL,
+            branch TEXT NOT NULL,
+            fired_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant, pipeline, timespec, project, branch)
+        )"],
+    ),
 ];

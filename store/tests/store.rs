@@ -9,7 +9,9 @@ mod common;
 
 use common::Db;
 use serde_json::json;
-use sluice_store::{now_ms, BuildDependency, ChangeRow, LeaseState, NewBuild, NewReport};
+use sluice_store::{
+    now_ms, BuildDependency, ChangeRow, LeaseState, NewBuild, NewReport, TimerFire,
+};
 
 every_backend!(
     reopening_keeps_data_and_migrations_run_once,
@@ -24,6 +26,7 @@ every_backend!(
     semaphore_holders_are_per_tenant_and_released_by_holder,
     node_slots_are_taken_once_renewed_released_and_expire,
     approvals_and_commit_statuses_are_replaced_not_added,
+    timer_fires_are_replaced_per_timer,
 );
 
 fn new_build(uuid: &str, precedence: i64) -> NewBuild {
@@ -451,4 +454,24 @@ async fn reports_queue_and_record_their_tries(db: &Db) {
         .unwrap()
         .unwrap();
     assert_eq!((change.number, change.patchset.as_str()), (42, "abc"));
+}
+
+async fn timer_fires_are_replaced_per_timer(db: &Db) {
+    let store = db.open().await;
+    let fire = |branch: &str, fired_at: i64| TimerFire {
+        tenant: "t".into(),
+        pipeline: "periodic".into(),
+        timespec: "0 * * * *".into(),
+        project: "localhost/org/a".into(),
+        branch: branch.into(),
+        fired_at,
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.set_timer_fire(&fire("main", 1000)).await.unwrap();
+    tx.set_timer_fire(&fire("main", 2000)).await.unwrap();
+    tx.set_timer_fire(&fire("stable", 1500)).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut fires = store.timer_fires().await.unwrap();
+    fires.sort_by(|a, b| a.branch.cmp(&b.branch));
+    assert_eq!(fires, [fire("main", 2000), fire("stable", 1500)]);
 }

@@ -1,8 +1,9 @@
-//! Ref items end to end through `sluice serve`: a periodic pipeline fired by the timer trigger,
+//! Ref items end to end through `sluice serve`: a periodic pipeline fired by the timer trigger
+//! (and, across restarts, neither losing a run that came due while it was down nor repeating one),
 //! and a post pipeline fed by `ref-updated` events that the repository watcher sees (the scan
 //! interval is set to an hour, so only the watcher can notice the push).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sluice_tests::scenario::*;
@@ -120,5 +121,80 @@ fn a_branch_push_runs_the_post_pipeline_with_oldrev_and_newrev() {
     assert!(
         output.contains(&format!("newrev={sha}")) && !output.contains("oldrev=none"),
         "{output}"
+    );
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Sleeps until the wall clock reads `at` (milliseconds since the epoch).
+fn sleep_until(at: i64) {
+    let left = at - now_ms();
+    if left > 0 {
+        std::thread::sleep(Duration::from_millis(left as u64));
+    }
+}
+
+#[test]
+fn a_restarted_scheduler_fires_a_missed_timer_once_and_repeats_none() {
+    // Every 20 seconds (the sixth field is seconds); noop items end at once.
+    const PERIOD: i64 = 20_000;
+    let periodic = "- pipeline:\n    name: periodic\n    manager: independent\n    trigger:\n      timer:\n        - time: '* * * * * */20'\n";
+    let jobs = "- project:\n    periodic:\n      jobs:\n        - noop\n";
+    let setup = Setup::new(periodic, &[("org/app", &[(".zuul.yaml", jobs)])], 30);
+    let enqueued = |h: &Value| -> Vec<i64> {
+        pipeline_items(h, "periodic")
+            .iter()
+            .filter_map(|i| i["enqueue_time"].as_i64())
+            .collect()
+    };
+    let mut serve = setup.serve(1);
+    // The first run is over before the kill (a run still in the queue would absorb the next).
+    let history = setup.wait_history(&serve, Duration::from_secs(60), |h| {
+        pipeline_items(h, "periodic")
+            .first()
+            .is_some_and(|i| i["state"] == "done")
+    });
+    serve.kill();
+    let first = enqueued(&history)[0];
+    let tick1 = first - first % PERIOD + PERIOD;
+    let tick2 = tick1 + PERIOD;
+
+    // Down while tick1 passes: the run it owed fires once, as soon as Sluice is back.
+    sleep_until(tick1 + 2_000);
+    let mut serve = setup.serve(2);
+    let history = setup.wait_history(&serve, Duration::from_secs(30), |h| enqueued(h).len() >= 2);
+    let times = enqueued(&history);
+    assert_eq!(times.len(), 2, "{history:#}");
+    assert!(
+        times[1] >= tick1 && times[1] < tick2,
+        "the missed run fired at {} (tick1 {tick1}, tick2 {tick2}): {history:#}\n{}",
+        times[1],
+        serve.output()
+    );
+    serve.kill();
+
+    // Restarted again before the next tick: nothing fires twice.
+    let serve = setup.serve(3);
+    let up = sluice_tests::wait_for(Duration::from_secs(30), || {
+        serve.output().contains("sluice scheduler running")
+    });
+    assert!(up, "{}", serve.output());
+    assert!(
+        now_ms() < tick2 - 3_000,
+        "the third start took until the next tick; nothing left to check:\n{}",
+        serve.output()
+    );
+    sleep_until(tick2 - 1_000);
+    let history = setup.history();
+    assert_eq!(
+        enqueued(&history).len(),
+        2,
+        "{history:#}\n{}",
+        serve.output()
     );
 }
