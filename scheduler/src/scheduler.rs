@@ -907,19 +907,47 @@ impl Scheduler {
                         .layout
                         .project_queue(&cref.project)
                         .unwrap_or_else(|| cref.project.clone());
-                    let missing = needed.iter().find(|n| {
-                        !active.iter().chain(new_items.iter()).any(|i| {
+                    // Needed changes not ahead yet are enqueued ahead (Zuul's
+                    // enqueueChangesAhead) when they share the queue, run jobs in this
+                    // pipeline and meet its require/reject; otherwise the change waits.
+                    let mut ahead: Vec<ChangeRef> = Vec::new();
+                    let mut missing = None;
+                    for n in &needed {
+                        let present = active.iter().chain(new_items.iter()).any(|i| {
                             i.queue == queue
                                 && i.change.project == n.project
                                 && i.change.number == n.number
-                        })
-                    });
+                        });
+                        if present {
+                            continue;
+                        }
+                        let n_queue = t
+                            .layout
+                            .project_queue(&n.project)
+                            .unwrap_or_else(|| n.project.clone());
+                        let enqueueable = n_queue == queue
+                            && t.layout
+                                .project_pipelines(&n.project, &n.branch)
+                                .contains(&p.name)
+                            && self.admitted(t, p, n).await?;
+                        if !enqueueable {
+                            missing = Some(n);
+                            break;
+                        }
+                        ahead.push(n.clone());
+                    }
                     if let Some(m) = missing {
                         tracing::warn!(
                             change = %cref.url, needed = %m.url, pipeline = %p.name,
-                            "not enqueued: a needed change is not merged and not ahead in this change queue"
+                            "not enqueued: a needed change is not merged, not ahead in this change queue and cannot be enqueued ahead (another queue, not in the pipeline, or its require/reject says no)"
                         );
                         continue;
+                    }
+                    for n in ahead {
+                        let n_needed = self.needed_changes(&n.message, &mut Vec::new()).await?;
+                        let uuid = uuid::Uuid::new_v4().simple().to_string();
+                        tracing::info!(change = %n.url, needed_by = %cref.url, pipeline = %p.name, "enqueued ahead");
+                        new_items.push(new_item(t, p, uuid, queue.clone(), n, n_needed, ev.id));
                     }
                 }
                 let uuid = uuid::Uuid::new_v4().simple().to_string();

@@ -221,3 +221,85 @@ fn a_pipeline_disabled_after_consecutive_failures_reports_only_to_its_disabled_r
         serve.output()
     );
 }
+
+#[test]
+fn a_needed_change_is_enqueued_ahead_only_when_it_meets_the_gate_requirements() {
+    let gate = "- pipeline:\n    name: gate\n    manager: dependent\n    require:\n      git:\n        status: 'sluice:t/check:success'\n    trigger:\n      git:\n        - event: change-approved\n    success:\n      git:\n        merge: true\n";
+    let playbook = test_playbook(0);
+    let setup = Setup::new(
+        &format!("{CHECK}{gate}"),
+        &[(
+            "org/app",
+            &[(".zuul.yaml", JOBS), ("playbooks/test.yaml", &playbook)],
+        )],
+        30,
+    );
+    let serve = setup.serve(1);
+    let depends_on =
+        |topic: &str| format!("Depends-On: git://localhost/org/app/review/main/{topic}\n");
+    // good passes check; uses-good needs it. bad fails check; uses-bad needs it.
+    setup.push_change("org/app", "good", "Good", &[("g.txt", "g\n")]);
+    setup.push_change("org/app", "bad", "Bad\n\nplease-fail", &[("b.txt", "b\n")]);
+    setup.push_change(
+        "org/app",
+        "uses-good",
+        &format!("Uses good\n\n{}", depends_on("good")),
+        &[("ug.txt", "ug\n")],
+    );
+    setup.push_change(
+        "org/app",
+        "uses-bad",
+        &format!("Uses bad\n\n{}", depends_on("bad")),
+        &[("ub.txt", "ub\n")],
+    );
+    let history = setup.wait_reported(
+        &serve,
+        "check",
+        &["good", "bad", "uses-good", "uses-bad"],
+        Duration::from_secs(300),
+    );
+    assert_eq!(items(&history, "check", "bad")[0]["result"], "FAILURE");
+    for topic in ["good", "uses-good", "uses-bad"] {
+        assert_eq!(
+            items(&history, "check", topic)[0]["result"],
+            "SUCCESS",
+            "{topic}: {history:#}\n{}",
+            job_outputs(&history)
+        );
+    }
+    // Only the dependents are approved: each needed change is checked against the gate's
+    // require/reject before it is enqueued ahead. Events are processed in order, so once
+    // uses-good is reported, uses-bad's approval has been considered.
+    setup.approve("org/app", "uses-bad");
+    setup.approve("org/app", "uses-good");
+    let history = setup.wait_reported(
+        &serve,
+        "gate",
+        &["good", "uses-good"],
+        Duration::from_secs(300),
+    );
+    assert_eq!(
+        items(&history, "gate", "good")[0]["result"],
+        "SUCCESS",
+        "{history:#}"
+    );
+    assert_eq!(
+        items(&history, "gate", "uses-good")[0]["result"],
+        "SUCCESS",
+        "{history:#}"
+    );
+    for topic in ["bad", "uses-bad"] {
+        assert!(
+            items(&history, "gate", topic).is_empty(),
+            "{topic} entered the gate though bad has no check success: {history:#}"
+        );
+    }
+    let log = setup.branch_log("org/app");
+    assert!(log.contains("Good") && log.contains("Uses good"), "{log}");
+    assert!(!log.contains("Bad") && !log.contains("Uses bad"), "{log}");
+    assert!(
+        serve.output().contains("cannot be enqueued ahead"),
+        "{}",
+        serve.output()
+    );
+}
