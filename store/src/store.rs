@@ -24,6 +24,8 @@ pub fn now_ms() -> i64 {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
+    /// SQLite: transactions take the write lock when they begin (see [`Store::begin`]).
+    sqlite: bool,
 }
 
 const ITEM_COLUMNS: &str = "uuid, tenant, pipeline, queue, seq, state, live, change_json, deps_json, event_id, enqueue_time, buildset_uuid, result";
@@ -65,7 +67,7 @@ impl Store {
                 url: url.to_string(),
                 source,
             })?;
-        let store = Store { pool };
+        let store = Store { pool, sqlite };
         store.migrate().await?;
         Ok(store)
     }
@@ -128,7 +130,16 @@ impl Store {
 
     /// Starts a transaction; nothing it writes is visible until [`Tx::commit`].
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let tx = self.pool.begin().await.map_err(q("begin transaction"))?;
+        // SQLite: a deferred transaction that reads and then writes fails at once with
+        // "database is locked" when another process wrote in between (WAL snapshots cannot be
+        // upgraded; the busy timeout does not apply). Taking the write lock at BEGIN makes
+        // such writers (`sluice change approve`, `sluice executor`) wait their turn instead.
+        let tx = if self.sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await
+        } else {
+            self.pool.begin().await
+        }
+        .map_err(q("begin transaction"))?;
         Ok(Tx::new(tx))
     }
 
