@@ -19,6 +19,8 @@
 //!   leases, events.
 //! - `manager.rs`: independent and dependent pipeline processing (resets, speculative merges,
 //!   job freezing, reporting).
+//! - `config_updates.rs`: `match-on-config-updates`: which jobs a change updates (their file
+//!   matchers are then ignored).
 //! - `job_graph.rs`: a buildset's job dependencies, `zuul.child_jobs`, paused builds.
 //! - `nodes.rs`: the [`NodeProvider`] trait and the [`StaticProvider`] (node slots locked in
 //!   the store).
@@ -37,6 +39,7 @@
 
 pub mod autohold;
 pub mod config;
+mod config_updates;
 pub mod errors;
 pub mod git;
 pub mod github;

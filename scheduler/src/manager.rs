@@ -462,7 +462,7 @@ impl Scheduler {
     }
 
     /// Merges `changes` in order in a fresh workspace under `dir` (blocking work off the loop).
-    async fn merge(
+    pub(crate) async fn merge(
         &self,
         t: usize,
         changes: &[ChangeRef],
@@ -538,22 +538,11 @@ impl Scheduler {
         };
         let tl = &self.tenants[t];
         // Changes bring their own configuration; ref items use the branch's as loaded.
-        let overrides: Vec<Override> = state
-            .repos
-            .iter()
-            .filter(|r| {
-                bs.refs
-                    .iter()
-                    .any(|c| c.is_change() && c.project == r.canonical_name)
-            })
-            .map(|r| Override {
-                project: r.canonical_name.clone(),
-                branch: item.change.branch.clone(),
-                root: r.path.clone(),
-            })
-            .collect();
+        let overrides = overrides_of(&state, &bs.refs, &item.change.branch);
         let (layout, errors) = tl.speculative(&overrides);
-        let _ = std::fs::remove_dir_all(&dir);
+        // The merged checkouts stay until the jobs are chosen (`match-on-config-updates` may
+        // load the layout without the change from them).
+        let _workspace = RemoveDirOnDrop(dir);
         if !errors.is_empty() {
             let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             return Ok(Prepared::Early("CONFIG_ERROR", text.join("\n")));
@@ -642,10 +631,26 @@ impl Scheduler {
             }
             None => Vec::new(),
         };
-        let frozen = match select_by_files(frozen, &changed_files) {
-            Ok(f) => f,
-            Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", e)),
-        };
+        let mut keep = Vec::with_capacity(frozen.len());
+        for j in &frozen {
+            match files_match(j, &changed_files) {
+                Ok(k) => keep.push(k),
+                Err(e) => return Ok(Prepared::Early("CONFIG_ERROR", e)),
+            }
+        }
+        self.keep_updated_jobs(
+            t,
+            pipeline,
+            item,
+            bs,
+            branch,
+            &overrides,
+            &frozen,
+            &changed_files,
+            &mut keep,
+        )
+        .await?;
+        let frozen = select_by_files(frozen, keep);
         let mut builds = Vec::new();
         if noop {
             builds.push(NewBuild {
@@ -1016,6 +1021,28 @@ impl Scheduler {
     }
 }
 
+/// The projects the changes among `refs` bring their own configuration for, read from the
+/// merged checkouts in `state`.
+pub(crate) fn overrides_of(
+    state: &WorkspaceState,
+    refs: &[ChangeRef],
+    branch: &str,
+) -> Vec<Override> {
+    state
+        .repos
+        .iter()
+        .filter(|r| {
+            refs.iter()
+                .any(|c| c.is_change() && c.project == r.canonical_name)
+        })
+        .map(|r| Override {
+            project: r.canonical_name.clone(),
+            branch: branch.to_string(),
+            root: r.path.clone(),
+        })
+        .collect()
+}
+
 /// A report text with the pipeline's `footer-message`.
 fn with_footer(pipeline: &Pipeline, text: &str) -> String {
     if pipeline.footer_message.is_empty() {
@@ -1056,15 +1083,9 @@ fn files_match(job: &FrozenJobDetails, files: &[String]) -> Result<bool, String>
     Ok(true)
 }
 
-/// The jobs whose file matchers match, plus every hard dependency of a job that runs.
-fn select_by_files(
-    jobs: Vec<FrozenJobDetails>,
-    files: &[String],
-) -> Result<Vec<FrozenJobDetails>, String> {
-    let mut keep = Vec::with_capacity(jobs.len());
-    for j in &jobs {
-        keep.push(files_match(j, files)?);
-    }
+/// The jobs to `keep` (their file matchers match, or they are updated by the change), plus
+/// every hard dependency of a job that runs.
+fn select_by_files(jobs: Vec<FrozenJobDetails>, mut keep: Vec<bool>) -> Vec<FrozenJobDetails> {
     loop {
         let mut grew = false;
         for idx in 0..jobs.len() {
@@ -1084,11 +1105,19 @@ fn select_by_files(
             break;
         }
     }
-    Ok(jobs
-        .into_iter()
+    jobs.into_iter()
         .zip(keep)
         .filter_map(|(j, k)| k.then_some(j))
-        .collect())
+        .collect()
+}
+
+/// Removes a scratch directory when dropped.
+pub(crate) struct RemoveDirOnDrop(pub(crate) PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Each job's dependencies within the buildset: soft ones on jobs that do not run are dropped,

@@ -722,14 +722,60 @@ fn gate_dequeues_a_change_whose_needed_change_fails() {
     assert!(!log.contains("Needed") && !log.contains("Needing"), "{log}");
 }
 
+/// `.zuul.yaml` of the file matcher test; `docs_vars` and `always_vars` are the `vars` of
+/// jobs `docs`/`docs-strict` and `always`, `header` goes before the jobs.
+fn file_matcher_jobs(header: &str, docs_vars: &str, always_vars: &str) -> String {
+    format!(
+        "{header}- job:
+    name: docs
+    run: playbooks/docs.yaml
+    files: ['^docs/']
+    vars: {docs_vars}
+
+- job:
+    name: docs-strict
+    run: playbooks/test.yaml
+    files: ['^docs/']
+    match-on-config-updates: false
+    vars: {docs_vars}
+
+- job:
+    name: code
+    run: playbooks/test.yaml
+    irrelevant-files: ['^docs/', '.*\\.md$']
+
+- job:
+    name: always
+    run: playbooks/test.yaml
+    vars: {always_vars}
+
+- project:
+    check:
+      jobs:
+        - docs
+        - docs-strict
+        - code
+        - always
+"
+    )
+}
+
+/// `files`/`irrelevant-files` choose the jobs, except that a job whose own configuration or
+/// playbook a change edits runs anyway (`match-on-config-updates`, default true), unless it
+/// sets `match-on-config-updates: false`; moving a job within the file (other jobs edited
+/// above it) is not an update of it.
 #[test]
 fn file_matchers_select_the_jobs_a_change_runs() {
-    let app_jobs = "- job:\n    name: docs\n    run: playbooks/test.yaml\n    files: ['^docs/']\n\n- job:\n    name: code\n    run: playbooks/test.yaml\n    irrelevant-files: ['^docs/', '.*\\.md$']\n\n- job:\n    name: always\n    run: playbooks/test.yaml\n\n- project:\n    check:\n      jobs:\n        - docs\n        - code\n        - always\n";
+    let app_jobs = file_matcher_jobs("", "{v: 1}", "{v: 1}");
     let setup = Setup::new(
         CHECK,
         &[(
             "org/app",
-            &[(".zuul.yaml", app_jobs), ("playbooks/test.yaml", QUICK)],
+            &[
+                (".zuul.yaml", &app_jobs),
+                ("playbooks/test.yaml", QUICK),
+                ("playbooks/docs.yaml", QUICK),
+            ],
         )],
         30,
     );
@@ -741,12 +787,39 @@ fn file_matchers_select_the_jobs_a_change_runs() {
         "Code",
         &[("src/main.c", "int main;\n")],
     );
-    let history = setup.wait_reported(
-        &serve,
-        "check",
-        &["docs-only", "code-only"],
-        Duration::from_secs(180),
+    let docs_updated = file_matcher_jobs("", "{v: 2}", "{v: 1}");
+    setup.push_change(
+        "org/app",
+        "docs-config",
+        "Docs jobs' vars",
+        &[(".zuul.yaml", &docs_updated)],
     );
+    let other_updated = file_matcher_jobs(
+        "- job:\n    name: unused\n    run: playbooks/test.yaml\n\n",
+        "{v: 1}",
+        "{v: 2}",
+    );
+    setup.push_change(
+        "org/app",
+        "other-config",
+        "Another job above the docs jobs",
+        &[(".zuul.yaml", &other_updated)],
+    );
+    let docs_playbook = format!("{QUICK}    - name: More\n      debug:\n        msg: more\n");
+    setup.push_change(
+        "org/app",
+        "docs-playbook",
+        "Docs playbook",
+        &[("playbooks/docs.yaml", &docs_playbook)],
+    );
+    let topics = [
+        "docs-only",
+        "code-only",
+        "docs-config",
+        "other-config",
+        "docs-playbook",
+    ];
+    let history = setup.wait_reported(&serve, "check", &topics, Duration::from_secs(240));
     let jobs_of = |topic: &str| {
         let item = items(&history, "check", topic)[0];
         let mut jobs: Vec<String> = buildsets_of(&history, &item["id"])[0]["builds"]
@@ -758,8 +831,24 @@ fn file_matchers_select_the_jobs_a_change_runs() {
         jobs.sort();
         jobs
     };
-    assert_eq!(jobs_of("docs-only"), ["always", "docs"], "{history:#}");
+    assert_eq!(
+        jobs_of("docs-only"),
+        ["always", "docs", "docs-strict"],
+        "{history:#}"
+    );
     assert_eq!(jobs_of("code-only"), ["always", "code"], "{history:#}");
+    // Its own definition changed: `docs` runs, `docs-strict` (false) does not.
+    assert_eq!(
+        jobs_of("docs-config"),
+        ["always", "code", "docs"],
+        "{history:#}"
+    );
+    assert_eq!(jobs_of("other-config"), ["always", "code"], "{history:#}");
+    assert_eq!(
+        jobs_of("docs-playbook"),
+        ["always", "code", "docs"],
+        "{history:#}"
+    );
 }
 
 /// Stops the quickstart's node on drop (the demo script stops it too, unless it was killed).
