@@ -7,6 +7,8 @@
 //! definition is written (its line) is not part of it: moving a job within a file does not
 //! update it.
 
+use std::borrow::Cow;
+
 use sluice_config::{FrozenJobDetails, Layout, CONFIG_ROOTS};
 use sluice_store::{BuildsetRow, ItemRow};
 
@@ -42,7 +44,7 @@ impl Scheduler {
         let project = project.canonical.clone();
         let config = touches_config(files);
         // Loaded at most once, when a job needs it.
-        let mut ahead: Option<Option<Layout>> = None;
+        let mut ahead: Option<Option<Cow<'_, Layout>>> = None;
         for (j, keep) in jobs.iter().zip(keep.iter_mut()) {
             if *keep || !j.match_on_config_updates {
                 continue;
@@ -78,7 +80,7 @@ impl Scheduler {
         item: &ItemRow,
         bs: &BuildsetRow,
         overrides: &[Override],
-    ) -> Result<Option<Layout>, SchedulerError> {
+    ) -> Result<Option<Cow<'_, Layout>>, SchedulerError> {
         let tl = &self.tenants[t];
         let ahead = &bs.refs[..bs.refs.len().saturating_sub(1)];
         let shares_project = ahead
@@ -91,7 +93,11 @@ impl Scheduler {
                 .filter(|o| o.project != item.change.project)
                 .cloned()
                 .collect();
-            return Ok(Some(tl.speculative(&kept).0));
+            if kept.is_empty() {
+                // Nothing ahead brings configuration: the branch tips' layout.
+                return Ok(Some(Cow::Borrowed(&tl.layout)));
+            }
+            return Ok(Some(Cow::Owned(tl.speculative(&kept).0)));
         }
         let dir = self
             .work_dir()
@@ -101,7 +107,7 @@ impl Scheduler {
         match self.merge(t, ahead, &item.change.branch, dir).await? {
             Ok(state) => {
                 let kept = overrides_of(&state, ahead, &item.change.branch);
-                Ok(Some(tl.speculative(&kept).0))
+                Ok(Some(Cow::Owned(tl.speculative(&kept).0)))
             }
             Err(e) => {
                 tracing::warn!(change = %item.change.url, error = %e, "cannot merge the changes ahead alone: match-on-config-updates sees no update");
