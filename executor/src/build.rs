@@ -159,6 +159,36 @@ type Outcome = (Option<BuildResultKind>, Option<String>);
 pub type PauseHook<'a> =
     &'a (dyn Fn(Value) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync);
 
+/// Playbook-level `semaphores` (Zuul): the executor takes a playbook's semaphores before it
+/// starts (waiting while another build holds them) and gives them back when it ends. The
+/// caller says where semaphores live (the store, for `sluice serve` and `sluice executor`).
+pub trait PlaybookSemaphores: Send + Sync {
+    /// Tries once to take every one of `names` (all or nothing); says whether the build now
+    /// holds them.
+    fn take<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
+    /// Gives `names` back.
+    fn release<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
+/// What the caller hooks into a build: the pause (see [`PauseHook`]) and playbook semaphores
+/// (without them, playbook `semaphores` are not taken: nothing else runs builds).
+#[derive(Clone, Copy, Default)]
+pub struct BuildHooks<'a> {
+    /// Called when the job pauses after its run phase.
+    pub pause: Option<PauseHook<'a>>,
+    /// Where playbook semaphores are taken.
+    pub semaphores: Option<&'a dyn PlaybookSemaphores>,
+}
+
+/// How long a playbook waiting for its semaphores waits between tries.
+const SEMAPHORE_RETRY: Duration = Duration::from_millis(500);
+
 /// Runs one build to its result. Never panics on bad input: every failure becomes a result.
 /// A job asking to pause goes on at once (nobody waits for it): see [`run_build_pausable`].
 pub async fn run_build(
@@ -175,6 +205,20 @@ pub async fn run_build_pausable(
     req: &BuildRequest,
     abort: &BuildAbort,
     pause: Option<PauseHook<'_>>,
+) -> BuildResult {
+    let hooks = BuildHooks {
+        pause,
+        semaphores: None,
+    };
+    run_build_hooked(cfg, req, abort, hooks).await
+}
+
+/// [`run_build`] with the caller's [`BuildHooks`].
+pub async fn run_build_hooked(
+    cfg: &ExecutorConfig,
+    req: &BuildRequest,
+    abort: &BuildAbort,
+    hooks: BuildHooks<'_>,
 ) -> BuildResult {
     let start_time = chrono::Utc::now();
     let mut log_dir = cfg.work_root.join(&req.uuid).join("work/logs");
@@ -220,7 +264,8 @@ pub async fn run_build_pausable(
                         redact: Vec::new(),
                         secret_exposed: false,
                         cgroup_procs,
-                        pause,
+                        pause: hooks.pause,
+                        semaphores: hooks.semaphores,
                     };
                     let (mut kind, mut detail) = match &cgroup {
                         Ok(_) => build.execute().await,
@@ -284,6 +329,8 @@ struct Build<'a> {
     cgroup_procs: Vec<PathBuf>,
     /// Called when the job pauses after its run phase.
     pause: Option<PauseHook<'a>>,
+    /// Where playbook semaphores are taken.
+    semaphores: Option<&'a dyn PlaybookSemaphores>,
 }
 
 impl Build<'_> {
@@ -719,6 +766,12 @@ impl Build<'_> {
             pb.path,
             pb.branch
         );
+        let semaphores = self.semaphores.filter(|_| !pb.semaphores.is_empty());
+        if let Some(hook) = semaphores {
+            if let Err(end) = self.take_semaphores(hook, pb).await {
+                return end;
+            }
+        }
         self.line(&format!("{} START: {description}", phase.banner()));
         let end = match self
             .invoke_playbook(phase, index, pb, timeout, post_flags)
@@ -735,7 +788,58 @@ impl Build<'_> {
             phase.banner(),
             end.status()
         ));
+        if let Some(hook) = semaphores {
+            if let Err(e) = hook.release(&pb.semaphores).await {
+                // The scheduler gives every semaphore of the build back with its result.
+                tracing::warn!(build = %self.req.uuid, error = %e, "cannot release playbook semaphores");
+            }
+        }
         end
+    }
+
+    /// Waits until the build holds `pb`'s semaphores; an abort (for a cleanup playbook, the
+    /// second request) ends the wait.
+    async fn take_semaphores(
+        &self,
+        hook: &dyn PlaybookSemaphores,
+        pb: &PlaybookRef,
+    ) -> Result<(), PlaybookEnd> {
+        let stop = if pb.cleanup {
+            &self.abort.cleanup
+        } else {
+            &self.abort.build
+        };
+        let mut waiting = false;
+        loop {
+            if stop.is_aborted() {
+                return Err(PlaybookEnd::Aborted);
+            }
+            match hook.take(&pb.semaphores).await {
+                Ok(true) => {
+                    if waiting {
+                        self.line(&format!(
+                            "Semaphores acquired for playbook {}: {}",
+                            pb.path,
+                            pb.semaphores.join(", ")
+                        ));
+                    }
+                    return Ok(());
+                }
+                Ok(false) if !waiting => {
+                    self.line(&format!(
+                        "Waiting for semaphores for playbook {}: {}",
+                        pb.path,
+                        pb.semaphores.join(", ")
+                    ));
+                    waiting = true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(build = %self.req.uuid, error = %e, "cannot take playbook semaphores; trying again")
+                }
+            }
+            tokio::time::sleep(SEMAPHORE_RETRY).await;
+        }
     }
 
     async fn invoke_playbook(

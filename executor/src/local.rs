@@ -230,6 +230,7 @@ pub fn prepare(local: &LocalJob) -> Result<BuildRequest, LocalError> {
         artifacts: vec![],
         post_review: false,
         semaphores: vec![],
+        playbook_semaphores: Default::default(),
     })
 }
 

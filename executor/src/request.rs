@@ -1,6 +1,7 @@
 //! The build request and the build result: serde types with a documented JSON shape, since the
 //! scheduler hands requests to executors across a process boundary.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -42,6 +43,10 @@ pub struct BuildRequest {
     /// Semaphores the scheduler holds for the build while it runs (job `semaphores`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub semaphores: Vec<String>,
+    /// `max` of each semaphore the job's playbooks name (playbook `semaphores`, taken by the
+    /// executor while the playbook runs), from the scheduler's layout; a missing one is 1.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub playbook_semaphores: BTreeMap<String, u64>,
 }
 
 /// A repository known to the build.

@@ -694,6 +694,7 @@ impl Scheduler {
             let uuid = uuid::Uuid::new_v4().simple().to_string();
             let voting = details.job.voting;
             let nodeset = details.job.nodeset.name.clone().unwrap_or_default();
+            let playbook_semaphores = playbook_semaphores(&tl.layout, &details.job);
             let request = BuildRequest {
                 uuid: uuid.clone(),
                 buildset_uuid: bs.uuid.clone(),
@@ -709,6 +710,7 @@ impl Scheduler {
                 artifacts: vec![],
                 post_review: pipeline.post_review,
                 semaphores: semaphores.clone(),
+                playbook_semaphores,
             };
             let request = serde_json::to_value(&request).map_err(|e| SchedulerError::Invalid {
                 path: PathBuf::from(&job),
@@ -1341,24 +1343,30 @@ impl Scheduler {
         names: &[String],
     ) -> Result<bool, SchedulerError> {
         let layout = self.tenants.iter().find(|t| t.tenant.name == b.tenant);
-        for name in names {
-            let max = layout
-                .and_then(|t| t.layout.semaphore(name))
-                .map_or(1, |s| s.max);
-            let holders = tx.semaphore_holders(&b.tenant, name).await?;
-            if !holders.contains(&b.uuid) && holders.len() as u64 >= max {
-                return Ok(false);
-            }
-        }
-        for name in names {
-            if !tx
-                .semaphore_holders(&b.tenant, name)
-                .await?
-                .contains(&b.uuid)
-            {
-                tx.acquire_semaphore(&b.tenant, name, &b.uuid).await?;
-            }
-        }
-        Ok(true)
+        let wanted: Vec<(String, u64)> = names
+            .iter()
+            .map(|name| (name.clone(), semaphore_max(layout.map(|t| &t.layout), name)))
+            .collect();
+        Ok(tx.take_semaphores(&b.tenant, &b.uuid, &wanted).await?)
     }
+}
+
+/// A semaphore's `max` in `layout` (the branch tips': semaphores are not changed
+/// speculatively); an undefined one allows one holder.
+fn semaphore_max(layout: Option<&sluice_config::Layout>, name: &str) -> u64 {
+    layout.and_then(|l| l.semaphore(name)).map_or(1, |s| s.max)
+}
+
+/// The `max` of every semaphore `job`'s playbooks name, for the executor that takes them.
+fn playbook_semaphores(
+    layout: &sluice_config::Layout,
+    job: &sluice_config::FrozenJob,
+) -> std::collections::BTreeMap<String, u64> {
+    job.pre_run
+        .iter()
+        .chain(&job.run)
+        .chain(&job.post_run)
+        .flat_map(|pb| &pb.semaphores)
+        .map(|name| (name.clone(), semaphore_max(Some(layout), name)))
+        .collect()
 }

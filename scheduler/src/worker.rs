@@ -3,8 +3,9 @@
 //! runs the build with `sluice_executor::build::run_build_pausable` while a heartbeat renews
 //! the lease and the node locks (and turns a cancel request into an abort), then records the
 //! result. A build that pauses (`zuul.pause`) records its data in the store and waits for the
-//! scheduler to resume it. It knows nothing of pipelines, so the same loop can run in a
-//! separate `sluice executor` process.
+//! scheduler to resume it. A playbook with `semaphores` takes them in the store while it runs.
+//! It knows nothing of pipelines, so the same loop can run in a separate `sluice executor`
+//! process.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_executor::build::{run_build_pausable, BuildAbort, ExecutorConfig};
+use sluice_executor::build::{
+    run_build_hooked, BuildAbort, BuildHooks, ExecutorConfig, PlaybookSemaphores,
+};
 use sluice_executor::registry::BuildRegistry;
 use sluice_executor::request::{BuildRequest, BuildResult, BuildResultKind};
 use sluice_store::{now_ms, LeaseState, Store, WorkerInfo};
@@ -170,7 +173,17 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
             .join("work/logs/job-output.txt");
         let registered = ctx.registry.register(&req.uuid, log);
         let pause = pause_hook(ctx, &req.uuid, &abort);
-        let result = run_build_pausable(&cfg, &req, &abort, Some(&pause)).await;
+        let semaphores = StoreSemaphores {
+            store: ctx.store.clone(),
+            tenant: req.tenant.clone(),
+            holder: req.uuid.clone(),
+            limits: req.playbook_semaphores.clone(),
+        };
+        let hooks = BuildHooks {
+            pause: Some(&pause),
+            semaphores: Some(&semaphores),
+        };
+        let result = run_build_hooked(&cfg, &req, &abort, hooks).await;
         drop(registered);
         let _ = stop_tx.send(true);
         let _ = heartbeat.await;
@@ -230,6 +243,52 @@ fn pause_hook(
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
+        })
+    }
+}
+
+/// Playbook semaphores taken in the store for one build, like the scheduler takes job
+/// semaphores (`semaphore_holders`; the scheduler gives back whatever a build still holds
+/// when its result is recorded).
+struct StoreSemaphores {
+    store: Store,
+    tenant: String,
+    holder: String,
+    limits: std::collections::BTreeMap<String, u64>,
+}
+
+impl PlaybookSemaphores for StoreSemaphores {
+    fn take<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let wanted: Vec<(String, u64)> = names
+                .iter()
+                .map(|n| (n.clone(), self.limits.get(n).copied().unwrap_or(1)))
+                .collect();
+            let mut tx = self.store.begin().await.map_err(|e| e.to_string())?;
+            let took = tx
+                .take_semaphores(&self.tenant, &self.holder, &wanted)
+                .await
+                .map_err(|e| e.to_string())?;
+            if took {
+                tx.commit().await.map_err(|e| e.to_string())?;
+            }
+            Ok(took)
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut tx = self.store.begin().await.map_err(|e| e.to_string())?;
+            tx.release_semaphores_named(&self.tenant, &self.holder, names)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())
         })
     }
 }

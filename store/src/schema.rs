@@ -274,4 +274,16 @@ pub(crate) const MIGRATIONS: &[(i64, &[&str])] = &[
             PRIMARY KEY (tenant, pipeline, timespec, project, branch)
         )"],
     ),
+    // One row per semaphore that takers update first (`Tx::take_semaphores`): on PostgreSQL
+    // its row lock makes counting the holders and adding one a single step, now that
+    // executors take playbook semaphores while the scheduler takes job semaphores.
+    (
+        14,
+        &["CREATE TABLE semaphore_locks (
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            takes BIGINT NOT NULL,
+            PRIMARY KEY (tenant, name)
+        )"],
+    ),
 ];

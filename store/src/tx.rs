@@ -626,6 +626,75 @@ impl Tx {
         Ok(())
     }
 
+    /// Takes every one of `semaphores` (name, `max`) of a tenant for `holder` if each has
+    /// room, all or nothing, and says whether it did (one `holder` already holds counts as
+    /// taken). Takers of a semaphore wait for each other on its row in `semaphore_locks`, so
+    /// that two processes (the scheduler, executors taking playbook semaphores) cannot both
+    /// take its last place, on PostgreSQL as on SQLite.
+    pub async fn take_semaphores(
+        &mut self,
+        tenant: &str,
+        holder: &str,
+        semaphores: &[(String, u64)],
+    ) -> Result<bool, StoreError> {
+        let mut sorted: Vec<&(String, u64)> = semaphores.iter().collect();
+        sorted.sort();
+        for (name, _) in &sorted {
+            sqlx::query(
+                "INSERT INTO semaphore_locks (tenant, name, takes) VALUES ($1, $2, 0) ON CONFLICT (tenant, name) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(name)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("lock semaphore"))?;
+            sqlx::query(
+                "UPDATE semaphore_locks SET takes = takes + 1 WHERE tenant = $1 AND name = $2",
+            )
+            .bind(tenant)
+            .bind(name)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("lock semaphore"))?;
+        }
+        let mut missing = Vec::new();
+        for (name, max) in &sorted {
+            let holders = self.semaphore_holders(tenant, name).await?;
+            if holders.iter().any(|h| h == holder) {
+                continue;
+            }
+            if holders.len() as u64 >= *max {
+                return Ok(false);
+            }
+            missing.push(name);
+        }
+        for name in missing {
+            self.acquire_semaphore(tenant, name, holder).await?;
+        }
+        Ok(true)
+    }
+
+    /// Gives back the tenant's semaphores `names` that `holder` holds.
+    pub async fn release_semaphores_named(
+        &mut self,
+        tenant: &str,
+        holder: &str,
+        names: &[String],
+    ) -> Result<(), StoreError> {
+        for name in names {
+            sqlx::query(
+                "DELETE FROM semaphore_holders WHERE tenant = $1 AND name = $2 AND holder = $3",
+            )
+            .bind(tenant)
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(q("release semaphore"))?;
+        }
+        Ok(())
+    }
+
     /// Releases every semaphore build `holder` holds.
     pub async fn release_semaphores(&mut self, holder: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM semaphore_holders WHERE holder = $1")

@@ -24,6 +24,7 @@ every_backend!(
     reports_queue_and_record_their_tries,
     a_paused_build_is_seen_once_and_resumed,
     semaphore_holders_are_per_tenant_and_released_by_holder,
+    semaphores_are_taken_all_or_nothing_up_to_max,
     node_slots_are_taken_once_renewed_released_and_expire,
     approvals_and_commit_statuses_are_replaced_not_added,
     timer_fires_are_replaced_per_timer,
@@ -306,6 +307,53 @@ async fn semaphore_holders_are_per_tenant_and_released_by_holder(db: &Db) {
     assert_eq!(tx.semaphore_holders("t", "s").await.unwrap(), ["b2"]);
     assert_eq!(tx.semaphore_holders("other", "s").await.unwrap(), ["b3"]);
     tx.commit().await.unwrap();
+}
+
+async fn semaphores_are_taken_all_or_nothing_up_to_max(db: &Db) {
+    let store = db.open().await;
+    let sems = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+        list.iter().map(|(n, m)| (n.to_string(), *m)).collect()
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx
+        .take_semaphores("t", "b1", &sems(&[("a", 1)]))
+        .await
+        .unwrap());
+    // Taken again by its holder: still one holder.
+    assert!(tx
+        .take_semaphores("t", "b1", &sems(&[("a", 1)]))
+        .await
+        .unwrap());
+    // `a` is full: `b` is not taken either.
+    assert!(!tx
+        .take_semaphores("t", "b2", &sems(&[("b", 2), ("a", 1)]))
+        .await
+        .unwrap());
+    assert!(tx.semaphore_holders("t", "b").await.unwrap().is_empty());
+    tx.release_semaphores_named("t", "b1", &["a".to_string()])
+        .await
+        .unwrap();
+    assert!(tx
+        .take_semaphores("t", "b2", &sems(&[("b", 2), ("a", 1)]))
+        .await
+        .unwrap());
+    assert_eq!(tx.semaphore_holders("t", "a").await.unwrap(), ["b2"]);
+    assert_eq!(tx.semaphore_holders("t", "b").await.unwrap(), ["b2"]);
+    tx.commit().await.unwrap();
+    // Processes racing for the last place: exactly one gets it.
+    let taker = |i: u32| async move {
+        let store = db.open().await;
+        let mut tx = store.begin().await.unwrap();
+        let took = tx
+            .take_semaphores("t", &format!("racer{i}"), &[("race".to_string(), 1)])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        took
+    };
+    let took = tokio::join!(taker(0), taker(1), taker(2), taker(3));
+    let took = [took.0, took.1, took.2, took.3];
+    assert_eq!(took.iter().filter(|t| **t).count(), 1, "{took:?}");
 }
 
 async fn node_slots_are_taken_once_renewed_released_and_expire(db: &Db) {
