@@ -3,6 +3,8 @@
 //! `!override`/`!inherit`/`!encrypted/pkcs1-oaep` tags), with each error pointing at the exact
 //! key or value it concerns. A broken item is dropped and the others still load.
 
+use std::borrow::Cow;
+
 use indexmap::IndexMap;
 use regex::Regex;
 use serde_json::{Map, Value as JsonValue};
@@ -544,8 +546,26 @@ impl ItemCx<'_> {
         ok.then_some(out)
     }
 
+    /// A matcher pattern compiled (branch matchers: they are matched every pass).
     fn pattern(&mut self, path: &[Seg], v: &Value) -> Option<Pattern> {
-        let key = last_key(path);
+        let (source, negate) = self.pattern_source(path, v)?;
+        match Regex::new(&anchored(&source)) {
+            Ok(regex) => Some(Pattern {
+                source,
+                regex,
+                negate,
+            }),
+            Err(e) => {
+                self.invalid_regex(path, source, &e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A matcher pattern's regex and `negate`, its syntax checked without compiling it: file
+    /// matchers are compiled only when a change is matched against them, and compiling the
+    /// thousands of a large tenant at every load was most of the load's time.
+    fn pattern_source(&mut self, path: &[Seg], v: &Value) -> Option<(String, bool)> {
         let (source, negate) = match v {
             Value::String(s) => (s.clone(), false),
             Value::Mapping(m) => {
@@ -580,30 +600,28 @@ impl ItemCx<'_> {
                 return None;
             }
         };
-        match Regex::new(&format!("^(?:{source})")) {
-            Ok(regex) => Some(Pattern {
-                source,
-                regex,
-                negate,
-            }),
+        // The syntax (and Unicode classes) as `Regex::new` checks them, so the same
+        // patterns are refused with the same message.
+        match regex_syntax::Parser::new().parse(&anchored(&source)) {
+            Ok(_) => Some((source, negate)),
             Err(e) => {
-                self.err(
-                    path,
-                    K::InvalidRegex {
-                        key,
-                        pattern: source,
-                        message: e
-                            .to_string()
-                            .lines()
-                            .last()
-                            .unwrap_or("")
-                            .trim()
-                            .to_string(),
-                    },
-                );
+                self.invalid_regex(path, source, &e.to_string());
                 None
             }
         }
+    }
+
+    fn invalid_regex(&mut self, path: &[Seg], pattern: String, error: &str) {
+        let key = last_key(path);
+        let message = error.lines().last().unwrap_or("").trim().to_string();
+        self.err(
+            path,
+            K::InvalidRegex {
+                key,
+                pattern,
+                message,
+            },
+        );
     }
 
     fn patterns(&mut self, path: &[Seg], v: &Value) -> Option<Vec<Pattern>> {
@@ -624,13 +642,24 @@ impl ItemCx<'_> {
         ok.then_some(out)
     }
 
+    /// File matchers (`files`, `irrelevant-files`): their regexes, checked, not compiled.
     fn controlled_patterns(&mut self, path: &[Seg], v: &Value) -> Option<Controlled<Vec<String>>> {
         let (control, inner) = self.controlled(path, v)?;
-        let pats = self.patterns(path, inner)?;
-        Some(Controlled {
-            value: pats.into_iter().map(|p| p.source).collect(),
-            control,
-        })
+        let inner = self.untagged(path, inner)?;
+        let mut value = Vec::new();
+        let mut ok = true;
+        match inner {
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match self.pattern_source(&pi(path, i), item) {
+                        Some((source, _)) => value.push(source),
+                        None => ok = false,
+                    }
+                }
+            }
+            other => value.push(self.pattern_source(path, other)?.0),
+        }
+        ok.then_some(Controlled { value, control })
     }
 
     fn playbooks(&mut self, path: &[Seg], v: &Value, post: bool) -> Option<Vec<PlaybookDef>> {
@@ -883,8 +912,9 @@ pub(crate) fn parse_file(base: &SourceContext, text: &str, out: &mut ProjectConf
         if item_type == "pragma" {
             continue;
         }
-        let mut body = body.clone();
-        if body.apply_merge().is_err() {
+        // Merge keys (`<<`) are resolved on a copy; text without any needs no copy.
+        let mut body = Cow::Borrowed(body);
+        if text.contains("<<") && body.to_mut().apply_merge().is_err() {
             out.errors.push(file_error(
                 line,
                 column,
@@ -895,7 +925,7 @@ pub(crate) fn parse_file(base: &SourceContext, text: &str, out: &mut ProjectConf
             ));
             continue;
         }
-        let name = match &body {
+        let name = match &*body {
             Value::Mapping(bm) => match bm.get("name") {
                 Some(Value::String(s)) => Some(s.clone()),
                 _ => None,
@@ -914,48 +944,48 @@ pub(crate) fn parse_file(base: &SourceContext, text: &str, out: &mut ProjectConf
             column,
             errors: Vec::new(),
         };
-        let Some(m) = cx.mapping(&[], &body, "a dict").cloned() else {
+        let Some(m) = cx.mapping(&[], &body, "a dict") else {
             out.errors.append(&mut cx.errors);
             continue;
         };
         match item_type.as_str() {
             "job" => {
-                if let Some(job) = parse_job_item(&mut cx, &m) {
+                if let Some(job) = parse_job_item(&mut cx, m) {
                     if cx.errors.is_empty() {
                         out.jobs.push(job);
                     }
                 }
             }
             "nodeset" => {
-                if let Some(ns) = parse_nodeset(&mut cx, &[], &m, false) {
+                if let Some(ns) = parse_nodeset(&mut cx, &[], m, false) {
                     if cx.errors.is_empty() {
                         out.nodesets.push(ns);
                     }
                 }
             }
             "secret" => {
-                if let Some(s) = parse_secret(&mut cx, &m) {
+                if let Some(s) = parse_secret(&mut cx, m) {
                     if cx.errors.is_empty() {
                         out.secrets.push(s);
                     }
                 }
             }
             "semaphore" => {
-                if let Some(s) = parse_semaphore(&mut cx, &m) {
+                if let Some(s) = parse_semaphore(&mut cx, m) {
                     if cx.errors.is_empty() {
                         out.semaphores.push(s);
                     }
                 }
             }
             "queue" => {
-                if let Some(q) = parse_queue(&mut cx, &m) {
+                if let Some(q) = parse_queue(&mut cx, m) {
                     if cx.errors.is_empty() {
                         out.queues.push(q);
                     }
                 }
             }
             "pipeline" => {
-                if let Some(p) = parse_pipeline(&mut cx, &m) {
+                if let Some(p) = parse_pipeline(&mut cx, m) {
                     if cx.errors.is_empty() {
                         out.pipelines.push(p);
                     }
@@ -963,7 +993,7 @@ pub(crate) fn parse_file(base: &SourceContext, text: &str, out: &mut ProjectConf
             }
             "project" | "project-template" => {
                 let template = item_type == "project-template";
-                if let Some(p) = parse_project(&mut cx, &m, template) {
+                if let Some(p) = parse_project(&mut cx, m, template) {
                     if cx.errors.is_empty() {
                         if template {
                             out.templates.push(p);
@@ -977,6 +1007,11 @@ pub(crate) fn parse_file(base: &SourceContext, text: &str, out: &mut ProjectConf
         }
         out.errors.append(&mut cx.errors);
     }
+}
+
+/// A matcher regex as Zuul applies it: anchored at the start (Python's `re.match`).
+fn anchored(source: &str) -> String {
+    format!("^(?:{source})")
 }
 
 fn single_key(item: &Value) -> Option<(String, &Value)> {

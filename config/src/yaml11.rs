@@ -62,10 +62,18 @@ impl MarkedEventReceiver for Collector {
     }
 }
 
+/// Whether one of the spellings of [`yaml11_bool`] occurs as a whole word (a run of ASCII
+/// letters and digits): a plain scalar spelled that way must, so text without one needs no
+/// second parse (most files have none; that parse was a good part of a tenant load's time).
+fn has_bool_word(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| yaml11_bool(word).is_some())
+}
+
 /// The text with YAML 1.1 booleans spelled as YAML 1.2 ones. Text that does not parse is
 /// returned unchanged: the real parser reports its error.
 pub(crate) fn normalize_booleans(text: &str) -> Cow<'_, str> {
-    if !text.contains(['y', 'Y', 'n', 'N', 'o', 'O']) {
+    if !has_bool_word(text) {
         return Cow::Borrowed(text);
     }
     let mut collector = Collector::default();
@@ -104,6 +112,24 @@ mod tests {
         assert_eq!(
             out,
             "- job:\n    voting: false\n    vars:\n      a: true\n      b: 'yes'\n      on: false\n      c: [true, \"off\", false]\n      d: !unsafe yes\n      e: yesterday\n"
+        );
+    }
+
+    #[test]
+    fn only_text_with_a_boolean_word_is_parsed_twice() {
+        assert!(!has_bool_word(
+            "description: Runs the unit tests.\nvoting: true\n"
+        ));
+        assert!(!has_bool_word(
+            "name: yesterday\nbranch: nothing\nrun: playbooks/onto.yaml\n"
+        ));
+        assert!(has_bool_word("voting: no\n"));
+        assert!(has_bool_word("- job: {name: a, voting: Off}\n"));
+        // Conservative: a word inside a longer scalar still means a full parse (no rewrite).
+        assert!(has_bool_word("description: Runs on Python\n"));
+        assert_eq!(
+            normalize_booleans("description: Runs on Python\n"),
+            "description: Runs on Python\n"
         );
     }
 

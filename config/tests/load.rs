@@ -584,6 +584,38 @@ fn odd_inputs_give_errors_not_panics() {
         cfg.errors[0].kind,
         ConfigErrorKind::InvalidRegex { .. }
     ));
+    // File matchers are only checked at load (compiled when matched): the same patterns are
+    // refused, with the message compiling them gives.
+    // Built at run time: the pattern is invalid on purpose.
+    let anchored = format!("^(?:{})", "src/(x");
+    let compiled = regex::Regex::new(&anchored).unwrap_err().to_string();
+    let cfg = parse_project_files(
+        &src,
+        &[(
+            "x.yaml".into(),
+            "- job:\n    name: n\n    files:\n      - ok/.*\n      - src/(x\n    irrelevant-files: '[z-a]'\n".into(),
+        )],
+    );
+    assert_eq!(cfg.errors.len(), 2, "{:?}", cfg.errors);
+    match &cfg.errors[0].kind {
+        ConfigErrorKind::InvalidRegex {
+            key,
+            pattern,
+            message,
+        } => {
+            assert_eq!((key.as_str(), pattern.as_str()), ("files", "src/(x"));
+            assert_eq!(
+                Some(message.as_str()),
+                compiled.lines().last().map(str::trim)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(cfg.errors[0].location.line, 5);
+    assert!(matches!(
+        &cfg.errors[1].kind,
+        ConfigErrorKind::InvalidRegex { key, .. } if key == "irrelevant-files"
+    ));
     let cfg = parse_project_files(
         &src,
         &[(
