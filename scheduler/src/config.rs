@@ -34,6 +34,10 @@ pub struct ServeConfig {
     /// Optional statsd output (Zuul's `[statsd]`), sent by the process running the scheduler.
     #[serde(default)]
     pub statsd: Option<StatsdSection>,
+    /// Finger over TLS for every process reading this file (executors' finger servers,
+    /// gateways, the web's connections to them); `--tls-*` options take precedence.
+    #[serde(default)]
+    pub finger_tls: Option<FingerTlsSection>,
 }
 
 /// Where to send statsd metrics (Zuul's `[statsd] server, port, prefix`; docs/web.md).
@@ -60,6 +64,25 @@ fn default_statsd_port() -> u16 {
 
 fn default_statsd_interval() -> f64 {
     10.0
+}
+
+/// Finger over TLS (Zuul's `tls_cert`, `tls_key`, `tls_ca`, `tls_verify_hostnames`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FingerTlsSection {
+    /// This process's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA that signs every finger certificate (PEM).
+    pub ca: PathBuf,
+    /// Whether a server's certificate must name the host dialled.
+    #[serde(default = "yes")]
+    pub verify_hostnames: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The web server's settings (docs/web.md).
@@ -309,6 +332,11 @@ impl ServeConfig {
             if let Some(p) = &mut a.public_key {
                 abs(p);
             }
+        }
+        if let Some(tls) = &mut cfg.finger_tls {
+            abs(&mut tls.cert);
+            abs(&mut tls.key);
+            abs(&mut tls.ca);
         }
         for p in [
             &mut cfg.executor.nodes,

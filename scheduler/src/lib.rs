@@ -57,7 +57,7 @@ pub mod tenant;
 pub mod timer;
 pub mod worker;
 
-pub use config::{ServeConfig, StatsdSection};
+pub use config::{FingerTlsSection, ServeConfig, StatsdSection};
 pub use errors::SchedulerError;
 pub use git::GitDriver;
 pub use layout::{refresh_layouts, SharedLayouts, TenantLayout};

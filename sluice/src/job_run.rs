@@ -142,8 +142,12 @@ async fn run_async(global: &GlobalArgs, args: &JobRunArgs) -> anyhow::Result<Exi
 
     let finger = match args.finger_listen {
         Some(addr) => Some(
-            crate::stream_cmd::LocalFinger::start(addr, &cfg.work_root, args.finger_tls.server()?)
-                .await?,
+            crate::stream_cmd::LocalFinger::start(
+                addr,
+                &cfg.work_root,
+                args.finger_tls.server(None)?,
+            )
+            .await?,
         ),
         None => None,
     };

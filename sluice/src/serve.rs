@@ -92,7 +92,7 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
         // The web's console stream reaches running builds through their executor's finger
         // server (recorded with each claim): with --web-listen and no --finger-listen, this
         // process serves its builds on a loopback port.
-        let tls = args.tls.server()?;
+        let tls = args.tls.server(cfg.finger_tls.as_ref())?;
         let finger = match (args.finger_listen, args.web_listen, runs_builds) {
             (Some(addr), _, true) => {
                 Some((addr, start_finger(addr, work_root, registry, tls).await?))
@@ -114,7 +114,7 @@ pub fn run(global: &GlobalArgs, args: &ServeArgs, role: Role) -> anyhow::Result<
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let web = match (args.web_listen, role) {
             (Some(addr), Role::All | Role::Scheduler) => {
-                let tls = args.tls.client()?;
+                let tls = args.tls.client(cfg.finger_tls.as_ref())?;
                 Some(bind_web(addr, &cfg, layouts, keys_dir, tls).await?)
             }
             _ => None,

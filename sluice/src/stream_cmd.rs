@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use sluice_scheduler::{FingerTlsSection, ServeConfig};
 use sluice_stream::{
     ClientTls, ConsoleState, ExecutorsFile, FingerGateway, GatewayConfig, GatewayRegistration,
     ServerTls, StoreLocator, StreamRouter, TlsSettings, DEFAULT_GATEWAY_PORT,
@@ -18,6 +19,7 @@ use sluice_stream::{
 /// process's certificate and key, and the CA that signs every finger certificate. A finger
 /// server with them speaks only TLS and requires client certificates signed by the CA; a
 /// gateway or web with them reaches executors and gateways over TLS, checking their names.
+/// The options take precedence over the configuration file's `finger-tls` section.
 #[derive(Debug, Clone, Args)]
 pub struct FingerTlsArgs {
     /// This process's finger certificate (PEM); needs --tls-key and --tls-ca.
@@ -29,35 +31,42 @@ pub struct FingerTlsArgs {
     /// The CA certificate (PEM) finger servers and clients are checked against.
     #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
-    /// Whether an executor's or gateway's certificate must name the host dialled.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    tls_verify_hostnames: bool,
+    /// Whether an executor's or gateway's certificate must name the host dialled
+    /// (default: true, or the file's `verify-hostnames`).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    tls_verify_hostnames: Option<bool>,
 }
 
 impl FingerTlsArgs {
-    fn settings(&self) -> Option<TlsSettings> {
+    fn settings(&self, file: Option<&FingerTlsSection>) -> Option<TlsSettings> {
+        let verify = |default: bool| self.tls_verify_hostnames.unwrap_or(default);
         match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
             (Some(cert), Some(key), Some(ca)) => Some(TlsSettings {
                 cert: cert.clone(),
                 key: key.clone(),
                 ca: ca.clone(),
-                verify_hostnames: self.tls_verify_hostnames,
+                verify_hostnames: verify(true),
             }),
-            _ => None,
+            _ => file.map(|f| TlsSettings {
+                cert: f.cert.clone(),
+                key: f.key.clone(),
+                ca: f.ca.clone(),
+                verify_hostnames: verify(f.verify_hostnames),
+            }),
         }
     }
 
-    /// The server side, when TLS is configured.
-    pub fn server(&self) -> anyhow::Result<Option<ServerTls>> {
-        self.settings()
+    /// The server side, when TLS is configured (options, else `file`).
+    pub fn server(&self, file: Option<&FingerTlsSection>) -> anyhow::Result<Option<ServerTls>> {
+        self.settings(file)
             .map(|s| ServerTls::load(&s))
             .transpose()
             .map_err(Into::into)
     }
 
-    /// The client side, when TLS is configured.
-    pub fn client(&self) -> anyhow::Result<Option<ClientTls>> {
-        self.settings()
+    /// The client side, when TLS is configured (options, else `file`).
+    pub fn client(&self, file: Option<&FingerTlsSection>) -> anyhow::Result<Option<ClientTls>> {
+        self.settings(file)
             .map(|s| ClientTls::load(&s))
             .transpose()
             .map_err(Into::into)
@@ -91,9 +100,9 @@ pub struct FingergwArgs {
     user: Option<String>,
     #[command(flatten)]
     tls: FingerTlsArgs,
-    /// With the TLS options: TLS towards executors and other gateways only, plaintext finger
+    /// With TLS configured: TLS towards executors and other gateways only, plaintext finger
     /// for this gateway's own clients (Zuul's `tls_client_only`).
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long)]
     tls_client_only: bool,
 }
 
@@ -134,15 +143,20 @@ pub struct BuildSource {
 }
 
 impl BuildSource {
+    /// The `sluice serve` file, with `--config`.
+    fn serve_config(&self) -> anyhow::Result<Option<ServeConfig>> {
+        Ok(self.config.as_deref().map(ServeConfig::load).transpose()?)
+    }
+
     /// The router over the store or the file, and the store if there is one.
     async fn router(
         &self,
+        serve_config: Option<&ServeConfig>,
         zone: Option<String>,
         tls: Option<ClientTls>,
     ) -> anyhow::Result<(StreamRouter, Option<sluice_store::Store>)> {
-        if let Some(path) = &self.config {
-            let cfg = sluice_scheduler::ServeConfig::load(path)?;
-            let store = sluice_scheduler::serve::open_store(&cfg)
+        if let (Some(path), Some(cfg)) = (&self.config, serve_config) {
+            let store = sluice_scheduler::serve::open_store(cfg)
                 .await
                 .with_context(|| format!("cannot open the store of {}", path.display()))?;
             let locator = std::sync::Arc::new(StoreLocator::new(store.clone()));
@@ -195,14 +209,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs the finger gateway until SIGINT/SIGTERM.
 pub fn fingergw(args: &FingergwArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
+        let serve_config = args.builds.serve_config()?;
+        let tls_file = serve_config.as_ref().and_then(|c| c.finger_tls.as_ref());
+        let client_tls = args.tls.client(tls_file)?;
+        if args.tls_client_only && client_tls.is_none() {
+            anyhow::bail!(
+                "--tls-client-only needs TLS: give --tls-cert, --tls-key and --tls-ca, or a \
+                 `finger-tls` section in the --config file"
+            );
+        }
         let server_tls = if args.tls_client_only {
             None
         } else {
-            args.tls.server()?
+            args.tls.server(tls_file)?
         };
         let (router, store) = args
             .builds
-            .router(args.zone.clone(), args.tls.client()?)
+            .router(serve_config.as_ref(), args.zone.clone(), client_tls)
             .await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -263,16 +286,21 @@ pub fn fingergw(args: &FingergwArgs) -> anyhow::Result<ExitCode> {
 /// REST API over the store and the tenants of that file (docs/web.md).
 pub fn web(global: &crate::GlobalArgs, args: &WebArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
+        let serve_config = args.builds.serve_config()?;
+        let tls_file = serve_config.as_ref().and_then(|c| c.finger_tls.as_ref());
         let (router, store) = args
             .builds
-            .router(args.zone.clone(), args.tls.client()?)
+            .router(
+                serve_config.as_ref(),
+                args.zone.clone(),
+                args.tls.client(tls_file)?,
+            )
             .await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let state = match (&args.builds.config, store) {
-            (Some(path), Some(store)) => {
-                let cfg = sluice_scheduler::ServeConfig::load(path)?;
+        let state = match (serve_config, store) {
+            (Some(cfg), Some(store)) => {
                 let config =
                     sluice_web::WebConfig::from_serve_config(&cfg, global.state_dir().join("keys"))
                         .map_err(|e| anyhow::anyhow!("{e}"))?;

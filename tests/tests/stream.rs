@@ -1011,3 +1011,73 @@ fn finger_over_tls_needs_the_ca_s_certificates_and_the_right_host_names() {
         );
     }
 }
+
+/// What `openssl s_client` with certificate `cert` gets from `port` for `uuid`.
+fn tls_request(port: u16, uuid: &str, pki: &Pki, cert: &str) -> String {
+    let args = [
+        "-cert".to_string(),
+        pki.path(&format!("{cert}.pem")),
+        "-key".into(),
+        pki.path(&format!("{cert}.key")),
+        "-CAfile".into(),
+        pki.path("ca.pem"),
+        "-verify_return_error".into(),
+    ];
+    let (mut client, out, err) = s_client(port, uuid, &args);
+    assert!(
+        wait_exit(&mut client, Duration::from_secs(20)).is_some(),
+        "s_client to {port} still connected: {}",
+        err.text()
+    );
+    out.text().trim().to_string()
+}
+
+#[test]
+fn finger_tls_comes_from_the_configuration_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&scratch.path().join("pki"));
+    pki.cert("finger", "IP:127.0.0.1", "ca");
+    let config = store_with_builds(scratch.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("finger-tls:\n  cert: pki/finger.pem\n  key: pki/finger.key\n  ca: pki/ca.pem\n");
+    std::fs::write(&config, text).unwrap();
+
+    let finger_port = free_port();
+    let (_executor, _, executor_err) = spawn(
+        Command::new(sluice_bin())
+            .arg("executor")
+            .arg("--config")
+            .arg(&config)
+            .args(["--finger-listen", &format!("127.0.0.1:{finger_port}")]),
+    );
+    wait_port(finger_port);
+    let gateway_port = free_port();
+    let (_gateway, _, gateway_err) = spawn(
+        Command::new(sluice_bin())
+            .args(["fingergw", "--listen", &format!("127.0.0.1:{gateway_port}")])
+            .arg("--config")
+            .arg(&config),
+    );
+    wait_port(gateway_port);
+    // Both speak TLS with the file's certificates, relative to the file's directory.
+    assert_eq!(
+        tls_request(finger_port, "0d", &pki, "finger"),
+        "Build ID 0d not found",
+        "{}",
+        executor_err.text()
+    );
+    // (`0a` may be claimed by the executor meanwhile; `0b`'s claim holds.)
+    assert_eq!(
+        tls_request(gateway_port, "0b", &pki, "finger"),
+        "Internal streaming error",
+        "{}",
+        gateway_err.text()
+    );
+    for port in [finger_port, gateway_port] {
+        let plain = raw_request(port, "0a\n");
+        assert!(
+            !plain.contains("not") && !plain.contains("Build"),
+            "a plaintext client of {port} got an answer: {plain}"
+        );
+    }
+}
