@@ -82,7 +82,7 @@ pub fn write_quickstart(dir: &Path, src: &QuickstartSources) -> Result<PathBuf, 
     std::fs::write(
         &config,
         format!(
-            "# sluice serve --config {cfg}\n# Format: docs/serve.md\ntenant-config: main.yaml\nstate-dir: state\nconnections:\n  - name: git\n    driver: git\n    root: repos\n    poll-seconds: 1\nexecutor:\n  workers: 2\n  nodes: {nodes}\n  ssh-key: {key}\n",
+            "# sluice serve --config {cfg}\n# Format: docs/serve.md\ntenant-config: main.yaml\nstate-dir: state\nconnections:\n  - name: git\n    driver: git\n    root: repos\n    poll-seconds: 1\nexecutor:\n  workers: 2\n  nodes: {nodes}\n  ssh-key: {key}\n  # A one-machine setup shares its disk with everything else on it: stop taking work\n  # only when it is nearly full (a dedicated executor keeps the default, 5%).\n  governor:\n    min-avail-hdd: 1\n",
             cfg = config.display(),
             nodes = src.node_dir.join("nodes.yaml").display(),
             key = src.node_dir.join("client_key").display(),
