@@ -362,6 +362,31 @@ impl Layout {
         out
     }
 
+    /// Asks the layout everything the scheduler asks of one, discarding the answers: per project
+    /// its merge mode, default branch, queue and variables, every pipeline's jobs frozen in
+    /// detail, and the first `job_limit` jobs of the layout frozen on each of its branches.
+    /// For the loader fuzzer and its regression replay, which look for panics on these paths.
+    pub fn query_everything(&self, job_limit: usize) {
+        let jobs: Vec<&str> = self.job_names().take(job_limit).collect();
+        for project in self.projects() {
+            let name = project.canonical_name.as_str();
+            let _ = self.project_merge_mode(name);
+            let _ = self.project_default_branch(name);
+            let _ = self.project_queue(name);
+            for branch in &project.branches {
+                let _ = self.project_vars(name, branch);
+                for pipeline in self.project_pipelines(name, branch) {
+                    for job in self.project_jobs(name, &pipeline, branch) {
+                        let _ = self.freeze_detailed(&job, name, branch, Some(&pipeline));
+                    }
+                }
+                for job in &jobs {
+                    let _ = self.freeze(job, name, branch);
+                }
+            }
+        }
+    }
+
     /// Freeze `job` for `project` (canonical or short name) on `branch`, applying the
     /// project-pipeline entries of the first pipeline that lists the job (if any).
     pub fn freeze(&self, job: &str, project: &str, branch: &str) -> Result<FrozenJob, FreezeError> {

@@ -37,24 +37,7 @@ fn replay(input: &[u8]) -> Result<Layout, sluice_config::ConfigErrors> {
         layout.add(sluice_config::load_project_lenient(src));
     }
     let _ = layout.check();
-    let jobs: Vec<String> = layout.job_names().map(str::to_string).collect();
-    for project in layout.projects().to_vec() {
-        let name = project.canonical_name.as_str();
-        let _ = layout.project_merge_mode(name);
-        let _ = layout.project_default_branch(name);
-        let _ = layout.project_queue(name);
-        for branch in &project.branches {
-            let _ = layout.project_vars(name, branch);
-            for pipeline in layout.project_pipelines(name, branch) {
-                for job in layout.project_jobs(name, &pipeline, branch) {
-                    let _ = layout.freeze_detailed(&job, name, branch, Some(&pipeline));
-                }
-            }
-            for job in &jobs {
-                let _ = layout.freeze(job, name, branch);
-            }
-        }
-    }
+    layout.query_everything(usize::MAX);
     load_layout(&sources, Some("base".into()))
 }
 

@@ -47,23 +47,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = e.to_string();
     }
 
-    // Everything the scheduler asks of a layout, bounded so one input stays fast.
-    let jobs: Vec<String> = layout.job_names().take(32).map(str::to_string).collect();
-    for project in layout.projects().to_vec() {
-        let name = project.canonical_name.as_str();
-        let _ = layout.project_merge_mode(name);
-        let _ = layout.project_default_branch(name);
-        let _ = layout.project_queue(name);
-        for branch in &project.branches {
-            let _ = layout.project_vars(name, branch);
-            for pipeline in layout.project_pipelines(name, branch) {
-                for job in layout.project_jobs(name, &pipeline, branch) {
-                    let _ = layout.freeze_detailed(&job, name, branch, Some(&pipeline));
-                }
-            }
-            for job in &jobs {
-                let _ = layout.freeze(job, name, branch);
-            }
-        }
-    }
+    // Bounded so that one input stays fast.
+    layout.query_everything(32);
 });
