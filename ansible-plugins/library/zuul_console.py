@@ -17,10 +17,14 @@ within 10 seconds:
   is appended to it, until the client closes. A file replaced (new inode) or truncated is
   streamed again from its start. The end of a task's log is its `[Zuul] Task exit code: <rc>`
   line; the protocol has no end marker.
+
+On Linux the daemon is woken by the write itself (inotify, through ctypes: the node has only
+Python's standard library); elsewhere, or when inotify cannot be set up, it polls with a back-off.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import glob
 import os
@@ -29,7 +33,7 @@ import signal
 import socket
 import threading
 import time
-from typing import IO
+from typing import IO, Any
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -48,15 +52,85 @@ NOT_FOUND_INTERVAL_SECONDS = 0.5
 APPEAR_POLL_SECONDS = 0.05
 APPEAR_FAST_POLL_FOR_SECONDS = 10.0
 
-# Following a file polls it, but not at Zuul's fixed 0.5 s: right after new data the next look
-# comes after 10 ms, and each look that finds nothing doubles the wait, up to 0.5 s. A command
-# that is printing is streamed with about 10 ms of delay; an idle stream costs what Zuul's costs
-# (two wake-ups a second), and a daemon with no client costs nothing (it sleeps in accept).
+# Without inotify, following a file polls it, but not at Zuul's fixed 0.5 s: right after new
+# data the next look comes after 10 ms, and each look that finds nothing doubles the wait, up to
+# 0.5 s. A command that is printing is streamed with about 10 ms of delay; an idle stream costs
+# what Zuul's costs (two wake-ups a second), and a daemon with no client costs nothing (it
+# sleeps in accept). But the first line after a quiet period waits up to 0.5 s.
 # The wait is a select() on the client socket, so a client that hangs up is noticed at once.
-# inotify would remove the idle wake-ups too, but needs ctypes and per-file watch handling for
-# the inode/truncation restarts; the back-off gets the latency for a few lines of code.
 FOLLOW_MIN_WAIT_SECONDS = 0.01
 FOLLOW_MAX_WAIT_SECONDS = 0.5
+
+# With inotify the same select() also waits on an inotify descriptor watching the open file
+# (written, truncated, unlinked) and its directory (a file created or renamed into it), so a
+# write wakes the stream at once, however long it was quiet. It still looks every 0.5 s, as the
+# back-off does when idle: a file system that does not report some change (a write from another
+# NFS client) is then followed no worse than before, and the idle cost is unchanged.
+WATCHED_WAIT_SECONDS = 0.5
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+FILE_EVENTS = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF
+DIRECTORY_EVENTS = IN_CREATE | IN_MOVED_TO
+
+
+def _load_inotify() -> tuple[Any, Any] | None:
+    """libc's inotify_init1 and inotify_add_watch, or None where they do not exist."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        init, add_watch = libc.inotify_init1, libc.inotify_add_watch
+    except (OSError, AttributeError):
+        return None
+    init.argtypes, init.restype = [ctypes.c_int], ctypes.c_int
+    add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    add_watch.restype = ctypes.c_int
+    return init, add_watch
+
+
+INOTIFY = _load_inotify()
+
+
+class ChangeWatch:
+    """An inotify descriptor watching some paths; readable when one of them changed.
+
+    The events are not parsed: any event means "look again", and the caller compares the file
+    with what it has sent.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def create(cls, watches: list[tuple[str, int]]) -> ChangeWatch | None:
+        """Watches each (path, mask); None when inotify is unavailable or a watch fails."""
+        if INOTIFY is None:
+            return None
+        init, add_watch = INOTIFY
+        fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            return None  # EMFILE (too many instances for this user), ENOSYS, ...
+        for path, mask in watches:
+            if add_watch(fd, os.fsencode(path), mask) < 0:
+                os.close(fd)
+                return None
+        return cls(fd)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class ClientGone(Exception):
@@ -124,43 +198,70 @@ class Connection:
                 self._follow(path, log)
 
     def _open_when_present(self, path: str) -> IO[bytes]:
-        started = time.monotonic()
-        next_notice = 0.0
-        while True:
-            try:
-                return open(path, "rb")
-            except FileNotFoundError:
-                pass
-            now = time.monotonic()
-            if now >= next_notice:
-                self._conn.sendall(NOT_FOUND)
-                next_notice = now + NOT_FOUND_INTERVAL_SECONDS
-            fast = now - started < APPEAR_FAST_POLL_FOR_SECONDS
-            self._wait(APPEAR_POLL_SECONDS if fast else NOT_FOUND_INTERVAL_SECONDS)
+        # Watched before the first look, so a file created in between still wakes us.
+        watch = ChangeWatch.create([(os.path.dirname(path) or ".", DIRECTORY_EVENTS)])
+        try:
+            started = time.monotonic()
+            next_notice = 0.0
+            while True:
+                try:
+                    return open(path, "rb")
+                except FileNotFoundError:
+                    pass
+                now = time.monotonic()
+                if now >= next_notice:
+                    self._conn.sendall(NOT_FOUND)
+                    next_notice = now + NOT_FOUND_INTERVAL_SECONDS
+                if watch is not None:
+                    self._wait(max(0.0, next_notice - now), watch)
+                else:
+                    fast = now - started < APPEAR_FAST_POLL_FOR_SECONDS
+                    self._wait(APPEAR_POLL_SECONDS if fast else NOT_FOUND_INTERVAL_SECONDS)
+        finally:
+            if watch is not None:
+                watch.close()
 
     def _follow(self, path: str, log: IO[bytes]) -> None:
         """Sends the file from its start and follows it; returns when it must be reopened."""
         inode = os.fstat(log.fileno()).st_ino
+        # The open file itself is watched (through /proc, so a file replaced since we opened it
+        # cannot be watched instead), and its directory for a replacement appearing.
+        opened = f"/proc/self/fd/{log.fileno()}"
+        watch = ChangeWatch.create([
+            (os.path.dirname(path) or ".", DIRECTORY_EVENTS),
+            (opened if os.path.exists(opened) else path, FILE_EVENTS),
+        ])
         wait = FOLLOW_MIN_WAIT_SECONDS
-        while True:
-            sent = False
-            while chunk := log.read(CHUNK_BYTES):
-                self._conn.sendall(chunk)
-                sent = True
-            try:
-                st = os.stat(path)
-                if st.st_ino != inode or st.st_size < log.tell():
-                    return
-            except FileNotFoundError:
-                pass  # Deleted under us: keep the open file until a new one appears.
-            wait = FOLLOW_MIN_WAIT_SECONDS if sent else min(wait * 2, FOLLOW_MAX_WAIT_SECONDS)
-            self._wait(wait)
+        try:
+            while True:
+                sent = False
+                while chunk := log.read(CHUNK_BYTES):
+                    self._conn.sendall(chunk)
+                    sent = True
+                try:
+                    st = os.stat(path)
+                    if st.st_ino != inode or st.st_size < log.tell():
+                        return
+                except FileNotFoundError:
+                    pass  # Deleted under us: keep the open file until a new one appears.
+                if watch is not None:
+                    self._wait(WATCHED_WAIT_SECONDS, watch)
+                else:
+                    wait = FOLLOW_MIN_WAIT_SECONDS if sent else min(wait * 2, FOLLOW_MAX_WAIT_SECONDS)
+                    self._wait(wait)
+        finally:
+            if watch is not None:
+                watch.close()
 
-    def _wait(self, seconds: float) -> None:
-        """Sleeps, discarding client input; raises ClientGone when the client hangs up."""
-        readable, _, _ = select.select([self._conn], [], [], seconds)
-        if readable and not self._conn.recv(MAX_REQUEST_BYTES):
+    def _wait(self, seconds: float, watch: ChangeWatch | None = None) -> None:
+        """Sleeps until `seconds` pass or the watch fires, discarding client input; raises
+        ClientGone when the client hangs up."""
+        waits: list[Any] = [self._conn] if watch is None else [self._conn, watch]
+        readable, _, _ = select.select(waits, [], [], seconds)
+        if self._conn in readable and not self._conn.recv(MAX_REQUEST_BYTES):
             raise ClientGone()
+        if watch is not None and watch in readable:
+            watch.drain()
 
 
 def bound_socket(family: socket.AddressFamily, host: str, port: int) -> socket.socket:

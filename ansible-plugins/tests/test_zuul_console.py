@@ -143,6 +143,60 @@ def test_appended_lines_arrive_quickly(daemon: Daemon):
     assert sorted(delays)[len(delays) // 2] < 0.2, delays
 
 
+def inotify_fds(pid: int) -> int:
+    """How many inotify descriptors the process holds."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify"
+        except OSError:
+            continue
+    return count
+
+
+def test_first_line_after_a_quiet_period_is_woken_by_the_write(daemon: Daemon):
+    # A poll that backs off while the file is idle would make these lines wait up to its
+    # longest interval (Zuul: 0.5 s); the daemon waits on inotify instead, so the write wakes it.
+    log = daemon.path("quiet-then-busy")
+    log.write_bytes(b"start\n")
+    (pid,) = listener_pids(daemon.port)
+    assert inotify_fds(pid) == 0, "the daemon holds inotify descriptors with no client"
+    delays = []
+    with daemon.connect() as conn, log.open("ab", buffering=0) as f:
+        conn.sendall(b"s:quiet-then-busy\n")
+        recv_until(conn, b"start\n")
+        assert inotify_fds(pid) == 1, "the stream does not follow the file with inotify"
+        for i in range(4):
+            # A back-off from 10 ms doubling to 0.5 s would look at 1.13 s and 1.63 s after the
+            # last data: written at 1.2 s, a line would wait about 0.43 s.
+            time.sleep(1.2)
+            sent = time.monotonic()
+            f.write(b"after quiet %d\n" % i)
+            recv_until(conn, b"after quiet %d\n" % i)
+            delays.append(time.monotonic() - sent)
+    # The write wakes the daemon within a millisecond or so; 0.2 s leaves room for a loaded
+    # machine and is still half of what the back-off would take.
+    assert sorted(delays)[len(delays) // 2] < 0.2, delays
+    deadline = time.monotonic() + 5
+    while inotify_fds(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert inotify_fds(pid) == 0, "the stream's inotify descriptor outlived its client"
+
+
+def test_log_created_after_the_request_is_sent_without_polling_delay(daemon: Daemon):
+    (pid,) = listener_pids(daemon.port)
+    with daemon.connect() as conn:
+        conn.sendall(b"s:appears\n")
+        recv_until(conn, b"[Zuul] Log not found\n")
+        assert inotify_fds(pid) == 1, "the stream does not wait for the file with inotify"
+        time.sleep(0.2)
+        sent = time.monotonic()
+        daemon.path("appears").write_bytes(b"here\n")
+        recv_until(conn, b"here\n")
+        # The notice comes every 0.5 s; the file is found on its creation, not at the next look.
+        assert time.monotonic() - sent < 0.25
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
