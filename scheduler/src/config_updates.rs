@@ -7,7 +7,7 @@
 //! definition is written (its line) is not part of it: moving a job within a file does not
 //! update it.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
 use sluice_config::{FrozenJobDetails, Layout, CONFIG_ROOTS};
 use sluice_store::{BuildsetRow, ItemRow};
@@ -44,7 +44,7 @@ impl Scheduler {
         let project = project.canonical.clone();
         let config = touches_config(files);
         // Loaded at most once, when a job needs it.
-        let mut ahead: Option<Option<Cow<'_, Layout>>> = None;
+        let mut ahead: Option<Option<Arc<Layout>>> = None;
         for (j, keep) in jobs.iter().zip(keep.iter_mut()) {
             if *keep || !j.match_on_config_updates {
                 continue;
@@ -80,7 +80,7 @@ impl Scheduler {
         item: &ItemRow,
         bs: &BuildsetRow,
         overrides: &[Override],
-    ) -> Result<Option<Cow<'_, Layout>>, SchedulerError> {
+    ) -> Result<Option<Arc<Layout>>, SchedulerError> {
         let tl = &self.tenants[t];
         let ahead = &bs.refs[..bs.refs.len().saturating_sub(1)];
         let shares_project = ahead
@@ -95,9 +95,9 @@ impl Scheduler {
                 .collect();
             if kept.is_empty() {
                 // Nothing ahead brings configuration: the branch tips' layout.
-                return Ok(Some(Cow::Borrowed(&tl.layout)));
+                return Ok(Some(tl.layout.clone()));
             }
-            return Ok(Some(Cow::Owned(tl.speculative(&kept).0)));
+            return Ok(Some(tl.speculative(&kept).0));
         }
         let dir = self
             .work_dir()
@@ -107,7 +107,7 @@ impl Scheduler {
         match self.merge(t, ahead, &item.change.branch, dir).await? {
             Ok(state) => {
                 let kept = overrides_of(&state, ahead, &item.change.branch);
-                Ok(Some(Cow::Owned(tl.speculative(&kept).0)))
+                Ok(Some(tl.speculative(&kept).0))
             }
             Err(e) => {
                 tracing::warn!(change = %item.change.url, error = %e, "cannot merge the changes ahead alone: match-on-config-updates sees no update");

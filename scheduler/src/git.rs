@@ -140,17 +140,29 @@ impl GitDriver {
         Ok(out)
     }
 
+    /// Every branch with its tip and the default branch, from one repository open.
+    pub fn tips(
+        &self,
+        project: &str,
+    ) -> Result<(BTreeMap<String, String>, String), SchedulerError> {
+        let repo = self.open(project)?;
+        let mut out = BTreeMap::new();
+        let refs = repo
+            .references_glob("refs/heads/*")
+            .map_err(git_err(project, "list branches"))?;
+        for r in refs.flatten() {
+            if let (Some(name), Ok(commit)) = (r.name(), r.peel_to_commit()) {
+                out.insert(name.to_string(), commit.id().to_string());
+            }
+        }
+        Ok((out, head_branch(&repo)))
+    }
+
     /// The repository's default branch (what HEAD points at), else `master`.
     pub fn default_branch(&self, project: &str) -> String {
         self.open(project)
-            .ok()
-            .and_then(|repo| {
-                repo.find_reference("HEAD")
-                    .ok()
-                    .and_then(|h| h.symbolic_target().map(str::to_string))
-            })
-            .and_then(|t| t.strip_prefix("refs/heads/").map(str::to_string))
-            .unwrap_or_else(|| "master".into())
+            .map(|repo| head_branch(&repo))
+            .unwrap_or_else(|_| "master".into())
     }
 
     /// Branches that hold configuration (every branch but review branches).
@@ -353,7 +365,7 @@ impl GitDriver {
     /// Scans `project` and records what changed since the last scan as events, in one
     /// transaction. A project seen for the first time records its branches and tags without
     /// events (review branches still make `patchset-created`).
-    pub async fn poll(&self, store: &Store, project: &str) -> Result<usize, SchedulerError> {
+    pub async fn poll(&self, store: &Store, project: &str) -> Result<PollOutcome, SchedulerError> {
         let mut current = self.refs(project)?;
         let tags = self.tags(project)?;
         let stored: BTreeMap<String, String> = store
@@ -367,12 +379,19 @@ impl GitDriver {
         current.extend(tags);
         current.insert(TAGS_SEEDED.into(), NULL_SHA.into());
         let mut n_events = 0;
+        let is_branch = |refname: &str| {
+            refname
+                .strip_prefix("refs/heads/")
+                .is_some_and(|b| !b.starts_with(REVIEW_PREFIX))
+        };
+        let mut branches_moved = false;
         let mut tx = store.begin().await?;
         for (refname, sha) in &current {
             let old = stored.get(refname);
             if old == Some(sha) {
                 continue;
             }
+            branches_moved |= is_branch(refname);
             tx.set_git_ref(&self.name, project, refname, Some(sha))
                 .await?;
             if refname == TAGS_SEEDED {
@@ -409,6 +428,7 @@ impl GitDriver {
             if current.contains_key(refname) {
                 continue;
             }
+            branches_moved |= is_branch(refname);
             tx.set_git_ref(&self.name, project, refname, None).await?;
             if let Some(change) = tx.change_by_ref(&self.name, project, refname).await? {
                 if change.status == "open" {
@@ -433,8 +453,21 @@ impl GitDriver {
             }
         }
         tx.commit().await?;
-        Ok(n_events)
+        Ok(PollOutcome {
+            events: n_events,
+            branches_moved,
+        })
     }
+}
+
+/// What one scan of a project found.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PollOutcome {
+    /// Events recorded.
+    pub events: usize,
+    /// A branch other than a review branch was created, moved or deleted (configuration may
+    /// have changed), or the project was scanned for the first time.
+    pub branches_moved: bool,
 }
 
 /// Watches local repositories' refs with inotify (the `notify` crate) and remembers which
@@ -444,6 +477,8 @@ impl GitDriver {
 pub struct RepoWatcher {
     // Kept alive for its watches; `None` when inotify could not be started.
     _watcher: Option<notify::RecommendedWatcher>,
+    /// `(connection, project)` pairs whose refs are watched.
+    watched: BTreeSet<(String, String)>,
     dirty: Arc<Mutex<BTreeSet<(String, String)>>>,
     wake: Arc<tokio::sync::Notify>,
 }
@@ -501,18 +536,24 @@ impl RepoWatcher {
                 handler_wake.notify_one();
             }
         });
+        let mut watched = BTreeSet::new();
         let watcher = match watcher {
             Ok(mut w) => {
                 use notify::Watcher;
-                for (dir, _, project) in &dirs {
+                for (dir, connection, project) in &dirs {
                     // The directory itself (packed-refs, HEAD) and every ref below refs/.
-                    let watched =
+                    let watched_dir =
                         w.watch(dir, notify::RecursiveMode::NonRecursive)
                             .and_then(|()| {
                                 w.watch(&dir.join("refs"), notify::RecursiveMode::Recursive)
                             });
-                    if let Err(e) = watched {
-                        tracing::warn!(project = %project, error = %e, "cannot watch the repository; its refs are scanned at the interval only");
+                    match watched_dir {
+                        Ok(()) => {
+                            watched.insert((connection.clone(), project.clone()));
+                        }
+                        Err(e) => {
+                            tracing::warn!(project = %project, error = %e, "cannot watch the repository; its refs are scanned at the interval only");
+                        }
                     }
                 }
                 Some(w)
@@ -524,6 +565,7 @@ impl RepoWatcher {
         };
         RepoWatcher {
             _watcher: watcher,
+            watched,
             dirty,
             wake,
         }
@@ -537,10 +579,25 @@ impl RepoWatcher {
             .unwrap_or_default()
     }
 
+    /// Whether the refs of `project` on `connection` are watched (a push is reported).
+    pub fn is_watched(&self, connection: &str, project: &str) -> bool {
+        self.watched
+            .contains(&(connection.to_string(), project.to_string()))
+    }
+
     /// What is notified when a repository changes.
     pub fn wake(&self) -> Arc<tokio::sync::Notify> {
         self.wake.clone()
     }
+}
+
+/// The branch HEAD points at, else `master`.
+fn head_branch(repo: &git2::Repository) -> String {
+    repo.find_reference("HEAD")
+        .ok()
+        .and_then(|h| h.symbolic_target().map(str::to_string))
+        .and_then(|t| t.strip_prefix("refs/heads/").map(str::to_string))
+        .unwrap_or_else(|| "master".into())
 }
 
 /// Git's forty zeros: the missing side of a created or deleted ref.

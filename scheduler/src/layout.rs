@@ -17,7 +17,7 @@ use sluice_config::{
 use sluice_executor::request::ProjectSpec;
 
 use crate::errors::SchedulerError;
-use crate::git::GitDriver;
+use crate::git::{GitDriver, REVIEW_PREFIX};
 use crate::pipeline::{parse_pipeline, Pipeline};
 use crate::tenant::{TenantConfig, TenantProject};
 
@@ -39,8 +39,13 @@ pub struct ResolvedProject {
 struct LoadedConfig {
     project_idx: usize,
     branch: String,
-    config: ProjectConfig,
+    /// The commit it was read from.
+    sha: String,
+    config: Arc<ProjectConfig>,
 }
+
+/// A branch tip: `(project, branch, sha)`.
+pub type Tip = (String, String, String);
 
 /// A tenant with its current layout.
 #[derive(Debug)]
@@ -49,12 +54,12 @@ pub struct TenantLayout {
     pub tenant: TenantConfig,
     /// Projects in load order.
     pub projects: Vec<ResolvedProject>,
-    /// The layout of the branch tips.
-    pub layout: Layout,
+    /// The layout of the branch tips (shared with speculative layouts that change nothing).
+    pub layout: Arc<Layout>,
     /// Usable pipelines.
     pub pipelines: Vec<Pipeline>,
     /// `(project, branch, sha)` of every tip loaded: the layout is reloaded when it changes.
-    pub fingerprint: Vec<(String, String, String)>,
+    pub fingerprint: Vec<Tip>,
     /// Configuration errors of the branch tips (the items in error are left out of `layout`).
     pub errors: Vec<ConfigError>,
     loaded: Vec<LoadedConfig>,
@@ -71,30 +76,219 @@ pub struct Override {
     pub root: PathBuf,
 }
 
+/// A tenant project resolved on its connection, with its branch tips `(project, branch, sha)`:
+/// the default branch of a config-project, every branch but review branches of an untrusted
+/// one. One repository open.
+fn read_project(
+    entry: &TenantProject,
+    driver: &GitDriver,
+) -> Result<(ResolvedProject, Vec<Tip>), SchedulerError> {
+    let (refs, default_branch) = driver.tips(&entry.name)?;
+    let canonical = driver.canonical(&entry.name);
+    let mut tips = Vec::new();
+    for (refname, sha) in &refs {
+        let Some(branch) = refname.strip_prefix("refs/heads/") else {
+            continue;
+        };
+        let wanted = if entry.trusted {
+            branch == default_branch
+        } else {
+            !branch.starts_with(REVIEW_PREFIX)
+        };
+        if wanted {
+            tips.push((canonical.clone(), branch.to_string(), sha.clone()));
+        }
+    }
+    let resolved = ResolvedProject {
+        entry: entry.clone(),
+        canonical,
+        path: driver.repo_path(&entry.name),
+        default_branch,
+    };
+    Ok((resolved, tips))
+}
+
+/// Every project of `tenant` on a known connection, resolved, with the tips of all of them
+/// (in the tenant's project order).
+fn read_projects(
+    tenant: &TenantConfig,
+    drivers: &[GitDriver],
+    wanted: &(dyn Fn(&TenantProject) -> bool + Sync),
+    previous: Option<&TenantLayout>,
+) -> Result<(Vec<ResolvedProject>, Vec<Tip>), SchedulerError> {
+    let mut entries = Vec::new();
+    for entry in &tenant.projects {
+        match drivers.iter().find(|d| d.name == entry.connection) {
+            Some(driver) => entries.push((entry, driver)),
+            None => {
+                tracing::warn!(tenant = %tenant.name, project = %entry.name, connection = %entry.connection, "unknown connection")
+            }
+        }
+    }
+    let old: HashMap<&str, (&ResolvedProject, Vec<&Tip>)> = previous
+        .map(|t| {
+            let mut m: HashMap<&str, (&ResolvedProject, Vec<&Tip>)> = t
+                .projects
+                .iter()
+                .map(|p| (p.canonical.as_str(), (p, Vec::new())))
+                .collect();
+            for tip in &t.fingerprint {
+                if let Some((_, tips)) = m.get_mut(tip.0.as_str()) {
+                    tips.push(tip);
+                }
+            }
+            m
+        })
+        .unwrap_or_default();
+    let read = map_parallel(&entries, |(entry, driver)| {
+        let canonical = driver.canonical(&entry.name);
+        match old.get(canonical.as_str()) {
+            Some((resolved, tips)) if !wanted(entry) => Ok((
+                (*resolved).clone(),
+                tips.iter().map(|t| (*t).clone()).collect(),
+            )),
+            _ => read_project(entry, driver),
+        }
+    });
+    let mut projects = Vec::new();
+    let mut fingerprint = Vec::new();
+    for r in read {
+        let (resolved, tips) = r?;
+        projects.push(resolved);
+        fingerprint.extend(tips);
+    }
+    Ok((projects, fingerprint))
+}
+
+/// The configuration of every tip of `fingerprint`, in its order: taken from `previous` where
+/// the project-branch is at the same commit, else read from git (projects in parallel).
+fn load_configs(
+    projects: &[ResolvedProject],
+    fingerprint: &[Tip],
+    previous: &[LoadedConfig],
+) -> Result<Vec<LoadedConfig>, SchedulerError> {
+    let index: HashMap<&str, usize> = projects
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.canonical.as_str(), i))
+        .collect();
+    let kept: HashMap<(&str, &str, &str), &Arc<ProjectConfig>> = previous
+        .iter()
+        .filter_map(|l| {
+            let p = projects.get(l.project_idx)?;
+            Some((
+                (p.canonical.as_str(), l.branch.as_str(), l.sha.as_str()),
+                &l.config,
+            ))
+        })
+        .collect();
+    // Runs of the same project (fingerprint order keeps a project's branches together), so a
+    // repository is opened once for all its branches.
+    let mut groups: Vec<(usize, Vec<&Tip>)> = Vec::new();
+    for tip in fingerprint {
+        let Some(&idx) = index.get(tip.0.as_str()) else {
+            continue;
+        };
+        match groups.last_mut() {
+            Some((i, tips)) if *i == idx => tips.push(tip),
+            _ => groups.push((idx, vec![tip])),
+        }
+    }
+    let read = map_parallel(&groups, |(idx, tips)| {
+        let p = &projects[*idx];
+        let mut repo = None;
+        let mut out = Vec::new();
+        for (project, branch, sha) in tips {
+            let config = match kept.get(&(project.as_str(), branch.as_str(), sha.as_str())) {
+                Some(config) => Arc::clone(config),
+                None => {
+                    let repo = match &repo {
+                        Some(r) => r,
+                        None => repo.insert(git2::Repository::open(&p.path).map_err(|source| {
+                            SchedulerError::Git {
+                                project: project.clone(),
+                                what: format!("open repository for {sha}"),
+                                source,
+                            }
+                        })?),
+                    };
+                    let source = ProjectSource {
+                        canonical_hostname: hostname_of(project, &p.entry.name),
+                        name: p.entry.name.clone(),
+                        root: p.path.clone(),
+                        trusted: p.entry.trusted,
+                        branch: branch.clone(),
+                    };
+                    let mut config = config_in(repo, &source, project, sha)?;
+                    p.entry.filter(&mut config);
+                    Arc::new(config)
+                }
+            };
+            out.push(LoadedConfig {
+                project_idx: *idx,
+                branch: branch.clone(),
+                sha: sha.clone(),
+                config,
+            });
+        }
+        Ok::<_, SchedulerError>(out)
+    });
+    let mut loaded = Vec::new();
+    for r in read {
+        loaded.extend(r?);
+    }
+    Ok(loaded)
+}
+
+/// Runs `f` on every element of `items` on up to the machine's cores, results in the
+/// elements' order (so what is built from them does not depend on the threads).
+fn map_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+        .min(items.len().max(1));
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut slots: Vec<Option<R>> = Vec::with_capacity(items.len());
+    slots.resize_with(items.len(), || None);
+    let done: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return out;
+                        };
+                        out.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| match w.join() {
+                Ok(out) => out,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    for (i, r) in done.into_iter().flatten() {
+        slots[i] = Some(r);
+    }
+    slots.into_iter().flatten().collect()
+}
+
 impl TenantLayout {
     /// The tips a layout for `tenant` would be loaded from.
     pub fn fingerprint_of(
         tenant: &TenantConfig,
         drivers: &[GitDriver],
-    ) -> Result<Vec<(String, String, String)>, SchedulerError> {
-        let mut out = Vec::new();
-        for entry in &tenant.projects {
-            let Some(driver) = drivers.iter().find(|d| d.name == entry.connection) else {
-                continue;
-            };
-            let refs = driver.refs(&entry.name)?;
-            let branches = if entry.trusted {
-                vec![driver.default_branch(&entry.name)]
-            } else {
-                driver.branches(&entry.name)?
-            };
-            for b in branches {
-                if let Some(sha) = refs.get(&format!("refs/heads/{b}")) {
-                    out.push((driver.canonical(&entry.name), b, sha.clone()));
-                }
-            }
-        }
-        Ok(out)
+    ) -> Result<Vec<Tip>, SchedulerError> {
+        Ok(read_projects(tenant, drivers, &|_| true, None)?.1)
     }
 
     /// Loads the layout of the branch tips.
@@ -102,41 +296,18 @@ impl TenantLayout {
         tenant: &TenantConfig,
         drivers: &[GitDriver],
     ) -> Result<TenantLayout, SchedulerError> {
-        let fingerprint = Self::fingerprint_of(tenant, drivers)?;
-        let mut projects = Vec::new();
-        for entry in &tenant.projects {
-            let Some(driver) = drivers.iter().find(|d| d.name == entry.connection) else {
-                tracing::warn!(tenant = %tenant.name, project = %entry.name, connection = %entry.connection, "unknown connection");
-                continue;
-            };
-            projects.push(ResolvedProject {
-                entry: entry.clone(),
-                canonical: driver.canonical(&entry.name),
-                path: driver.repo_path(&entry.name),
-                default_branch: driver.default_branch(&entry.name),
-            });
-        }
-        let mut loaded = Vec::new();
-        for (project, branch, sha) in &fingerprint {
-            let Some(idx) = projects.iter().position(|p| &p.canonical == project) else {
-                continue;
-            };
-            let p = &projects[idx];
-            let source = ProjectSource {
-                canonical_hostname: hostname_of(project, &p.entry.name),
-                name: p.entry.name.clone(),
-                root: p.path.clone(),
-                trusted: p.entry.trusted,
-                branch: branch.clone(),
-            };
-            let mut config = config_at(&source, project, sha)?;
-            p.entry.filter(&mut config);
-            loaded.push(LoadedConfig {
-                project_idx: idx,
-                branch: branch.clone(),
-                config,
-            });
-        }
+        let (projects, fingerprint) = read_projects(tenant, drivers, &|_| true, None)?;
+        let loaded = load_configs(&projects, &fingerprint, &[])?;
+        Ok(Self::assemble(tenant, projects, fingerprint, loaded))
+    }
+
+    /// The layout built from `loaded` (in fingerprint order), with its pipelines.
+    fn assemble(
+        tenant: &TenantConfig,
+        projects: Vec<ResolvedProject>,
+        fingerprint: Vec<Tip>,
+        loaded: Vec<LoadedConfig>,
+    ) -> TenantLayout {
         let (layout, errors) = build_layout(&tenant.default_parent, &loaded);
         for e in &errors {
             tracing::warn!(tenant = %tenant.name, error = %e, "configuration error");
@@ -150,15 +321,60 @@ impl TenantLayout {
                 }
             }
         }
-        Ok(TenantLayout {
+        TenantLayout {
             tenant: tenant.clone(),
             projects,
-            layout,
+            layout: Arc::new(layout),
             pipelines,
             fingerprint,
             errors,
             loaded,
-        })
+        }
+    }
+
+    /// This layout after the projects for which `changed` says yes may have moved: their
+    /// tips are read again; project-branches whose tip moved are parsed again; the layout is
+    /// rebuilt only if a configuration read differs from the one loaded (otherwise only the
+    /// recorded tips change). `None` when no tip moved. The result is what [`Self::load`]
+    /// would give now.
+    fn reload_changed(
+        &self,
+        drivers: &[GitDriver],
+        changed: &(dyn Fn(&TenantProject) -> bool + Sync),
+    ) -> Result<Option<TenantLayout>, SchedulerError> {
+        let tenant = &self.tenant;
+        let (projects, fingerprint) = read_projects(tenant, drivers, changed, Some(self))?;
+        let same_projects = projects.len() == self.projects.len()
+            && projects.iter().zip(&self.projects).all(|(a, b)| {
+                a.canonical == b.canonical
+                    && a.path == b.path
+                    && a.default_branch == b.default_branch
+            });
+        if same_projects && fingerprint == self.fingerprint {
+            return Ok(None);
+        }
+        let loaded = load_configs(&projects, &fingerprint, &self.loaded)?;
+        let same_configs = same_projects
+            && loaded.len() == self.loaded.len()
+            && loaded.iter().zip(&self.loaded).all(|(new, old)| {
+                new.project_idx == old.project_idx
+                    && new.branch == old.branch
+                    && (Arc::ptr_eq(&new.config, &old.config) || new.config == old.config)
+            });
+        if !same_configs {
+            tracing::info!(tenant = %tenant.name, "configuration changed: rebuilding the layout");
+            return Ok(Some(Self::assemble(tenant, projects, fingerprint, loaded)));
+        }
+        tracing::debug!(tenant = %tenant.name, "branch tips moved, configuration unchanged");
+        Ok(Some(TenantLayout {
+            tenant: tenant.clone(),
+            projects,
+            layout: self.layout.clone(),
+            pipelines: self.pipelines.clone(),
+            fingerprint,
+            errors: self.errors.clone(),
+            loaded,
+        }))
     }
 
     /// A project by canonical or short name.
@@ -184,10 +400,14 @@ impl TenantLayout {
 
     /// The layout with some untrusted project-branches read from other checkouts, and the
     /// configuration errors found in those project-branches (file, line and item in each).
-    pub fn speculative(&self, overrides: &[Override]) -> (Layout, Vec<ConfigError>) {
+    /// When every checkout's configuration is the one loaded from the branch tip (a change
+    /// that does not touch configuration), that is the tips' layout itself, not a rebuild.
+    pub fn speculative(&self, overrides: &[Override]) -> (Arc<Layout>, Vec<ConfigError>) {
         let mut loaded = self.loaded.clone();
+        let mut changed = false;
         // Config-project changes are validated, but take effect only once merged.
         let mut trusted: Vec<LoadedConfig> = Vec::new();
+        let mut any_trusted = false;
         for o in overrides {
             let Some(idx) = self.projects.iter().position(|p| p.canonical == o.project) else {
                 continue;
@@ -204,20 +424,29 @@ impl TenantLayout {
                 branch: o.branch.clone(),
             });
             p.entry.filter(&mut config);
+            any_trusted |= p.entry.trusted;
+            let same = loaded
+                .iter()
+                .any(|l| l.project_idx == idx && l.branch == o.branch && *l.config == config);
+            if same {
+                continue;
+            }
             let entry = LoadedConfig {
                 project_idx: idx,
                 branch: o.branch.clone(),
-                config,
+                sha: String::new(),
+                config: Arc::new(config),
             };
             if p.entry.trusted {
                 trusted.push(entry);
             } else {
                 replace_config(&mut loaded, entry);
+                changed = true;
             }
         }
-        let relevant = |errors: Vec<ConfigError>, trusted_side: bool| -> Vec<ConfigError> {
+        let relevant = |errors: &[ConfigError], trusted_side: bool| -> Vec<ConfigError> {
             errors
-                .into_iter()
+                .iter()
                 .filter(|e| {
                     overrides.iter().any(|o| {
                         o.project == e.location.project
@@ -227,17 +456,27 @@ impl TenantLayout {
                                 .is_some_and(|p| p.entry.trusted == trusted_side)
                     })
                 })
+                .cloned()
                 .collect()
         };
-        let (layout, errors) = build_layout(&self.tenant.default_parent, &loaded);
-        let mut found = relevant(errors, false);
+        let (layout, errors) = if changed {
+            let (layout, errors) = build_layout(&self.tenant.default_parent, &loaded);
+            (Arc::new(layout), errors)
+        } else {
+            (self.layout.clone(), self.errors.clone())
+        };
+        let mut found = relevant(&errors, false);
         if !trusted.is_empty() {
             let mut validation = loaded.clone();
             for entry in trusted {
                 replace_config(&mut validation, entry);
             }
             let (_, errors) = build_layout(&self.tenant.default_parent, &validation);
-            found.extend(relevant(errors, true));
+            found.extend(relevant(&errors, true));
+        } else if any_trusted {
+            // The config-projects' checkouts are what is loaded: validating them is building
+            // the layout above.
+            found.extend(relevant(&errors, true));
         }
         (layout, found)
     }
@@ -279,6 +518,19 @@ pub fn refresh_layouts(
     drivers: &[GitDriver],
     old: Vec<Arc<TenantLayout>>,
 ) -> (Vec<Arc<TenantLayout>>, Option<SchedulerError>) {
+    refresh_layouts_of(tenants, drivers, old, &|_| true)
+}
+
+/// [`refresh_layouts`], reading again only the tips of the projects for which `changed` says
+/// yes (the others are known not to have moved since `old` was loaded). Only the
+/// project-branches whose tip moved are parsed again, and a layout is rebuilt only when a
+/// configuration differs.
+pub fn refresh_layouts_of(
+    tenants: &[TenantConfig],
+    drivers: &[GitDriver],
+    old: Vec<Arc<TenantLayout>>,
+    changed: &(dyn Fn(&TenantProject) -> bool + Sync),
+) -> (Vec<Arc<TenantLayout>>, Option<SchedulerError>) {
     let mut out = Vec::new();
     let mut old: HashMap<String, Arc<TenantLayout>> = old
         .into_iter()
@@ -287,19 +539,16 @@ pub fn refresh_layouts(
     let mut first_error = None;
     for tc in tenants {
         let previous = old.remove(&tc.name);
-        let reloaded = match TenantLayout::fingerprint_of(tc, drivers) {
-            Ok(fp) if previous.as_ref().is_some_and(|t| t.fingerprint == fp) => {
-                out.extend(previous);
-                continue;
-            }
-            Ok(_) => {
+        let reloaded = match &previous {
+            Some(p) => p.reload_changed(drivers, changed),
+            None => {
                 tracing::info!(tenant = %tc.name, "loading layout");
-                TenantLayout::load(tc, drivers)
+                TenantLayout::load(tc, drivers).map(Some)
             }
-            Err(e) => Err(e),
         };
         match reloaded {
-            Ok(t) => out.push(Arc::new(t)),
+            Ok(Some(t)) => out.push(Arc::new(t)),
+            Ok(None) => out.extend(previous),
             Err(e) => {
                 out.extend(previous);
                 first_error.get_or_insert(e);
@@ -333,7 +582,7 @@ fn build_layout(default_parent: &str, loaded: &[LoadedConfig]) -> (Layout, Vec<C
         .filter(|l| l.config.trusted)
         .chain(loaded.iter().filter(|l| !l.config.trusted));
     for l in trusted_first {
-        layout.add(l.config.clone());
+        layout.add((*l.config).clone());
     }
     let errors = match layout.check() {
         Ok(()) => layout.errors().to_vec(),
@@ -346,6 +595,7 @@ fn build_layout(default_parent: &str, loaded: &[LoadedConfig]) -> (Layout, Vec<C
 /// database (`src.root`) with the file loader's rules: the first of `CONFIG_ROOTS` with content
 /// wins, `*.yaml` files of a directory root in path order, symlinks followed inside the
 /// repository only, text must be UTF-8.
+#[cfg(test)]
 fn config_at(
     src: &ProjectSource,
     project: &str,
@@ -361,6 +611,25 @@ fn config_at(
         }
     };
     let repo = git2::Repository::open(&src.root).map_err(git("open repository for"))?;
+    config_in(&repo, src, project, sha)
+}
+
+/// [`config_at`] in an open repository.
+fn config_in(
+    repo: &git2::Repository,
+    src: &ProjectSource,
+    project: &str,
+    sha: &str,
+) -> Result<ProjectConfig, SchedulerError> {
+    let git = |what: &str| {
+        let project = project.to_string();
+        let what = format!("{what} {sha}");
+        move |source| SchedulerError::Git {
+            project,
+            what,
+            source,
+        }
+    };
     let oid = git2::Oid::from_str(sha).map_err(git("parse"))?;
     let tree = repo
         .find_commit(oid)
@@ -379,7 +648,7 @@ fn config_at(
             }
             Ok(_) if name.ends_with(".yaml") => {}
             Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
-                let dir = entry.to_object(&repo).and_then(|o| o.peel_to_tree());
+                let dir = entry.to_object(repo).and_then(|o| o.peel_to_tree());
                 let dir = dir.map_err(git("read directory at"))?;
                 dir.walk(git2::TreeWalkMode::PreOrder, |parent, e| {
                     let file = e.name().unwrap_or_default();
@@ -423,7 +692,7 @@ fn config_at(
                 },
             )
         };
-        match blob_text(&repo, &tree, &rel) {
+        match blob_text(repo, &tree, &rel) {
             Ok(text) => contents.push((rel.clone(), text)),
             Err(message) => errors.push(io_error(message)),
         }

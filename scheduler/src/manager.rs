@@ -1345,7 +1345,12 @@ impl Scheduler {
         let layout = self.tenants.iter().find(|t| t.tenant.name == b.tenant);
         let wanted: Vec<(String, u64)> = names
             .iter()
-            .map(|name| (name.clone(), semaphore_max(layout.map(|t| &t.layout), name)))
+            .map(|name| {
+                (
+                    name.clone(),
+                    semaphore_max(layout.map(|t| &*t.layout), name),
+                )
+            })
             .collect();
         Ok(tx.take_semaphores(&b.tenant, &b.uuid, &wanted).await?)
     }

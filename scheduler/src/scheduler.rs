@@ -18,10 +18,10 @@ use crate::config::ServeConfig;
 use crate::errors::SchedulerError;
 use crate::git::{change_url, depends_on, parse_change_url, GitDriver, RepoWatcher, NULL_SHA};
 use crate::github::{change_gone, check_run_abort, new_patchset, GithubSource};
-use crate::layout::{refresh_layouts, SharedLayouts, TenantLayout};
+use crate::layout::{refresh_layouts, refresh_layouts_of, SharedLayouts, TenantLayout};
 use crate::pipeline::{ChangeFacts, Manager, Pipeline, TIMER};
 use crate::pipeline_state::PipelineStates;
-use crate::tenant::{load_tenants, TenantConfig};
+use crate::tenant::{load_tenants, TenantConfig, TenantProject};
 
 /// The scheduler's state between passes (all of it can be rebuilt from the store and repos).
 pub struct Scheduler {
@@ -32,7 +32,10 @@ pub struct Scheduler {
     shared: SharedLayouts,
     pub(crate) tenant_configs: Vec<TenantConfig>,
     pub(crate) github: Vec<Arc<GithubSource>>,
-    last_poll: HashMap<String, Instant>,
+    /// When each `(connection, project)` is due for its interval scan.
+    next_poll: HashMap<(String, String), Instant>,
+    /// Projects whose refs changed since their tips were last compared with the layouts'.
+    layout_dirty: BTreeSet<(String, String)>,
     watcher: RepoWatcher,
     /// Next fire time per timer spec and project-branch (`None`: never).
     timers: HashMap<String, Option<DateTime<Local>>>,
@@ -80,7 +83,13 @@ impl Scheduler {
                 }
             }
         }
+        let started = Instant::now();
         let watcher = RepoWatcher::start(&repos, Arc::new(tokio::sync::Notify::new()));
+        tracing::info!(
+            repositories = repos.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "repository watcher started"
+        );
         let mut s = Scheduler {
             cfg,
             store,
@@ -89,7 +98,8 @@ impl Scheduler {
             tenants: Vec::new(),
             shared: SharedLayouts::default(),
             tenant_configs,
-            last_poll: HashMap::new(),
+            next_poll: HashMap::new(),
+            layout_dirty: BTreeSet::new(),
             watcher,
             timers: HashMap::new(),
             layout_error: None,
@@ -98,8 +108,13 @@ impl Scheduler {
             pipeline_states: PipelineStates::default(),
         };
         s.sync_github_mirrors().await;
+        let started = Instant::now();
         match s.refresh_layouts() {
-            Ok(()) => {}
+            Ok(()) => tracing::info!(
+                tenants = s.tenants.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "layouts loaded"
+            ),
             // GitHub mirrors may still be missing (GitHub unreachable): every pass retries.
             Err(e) if !s.github.is_empty() => {
                 tracing::error!(error = %e, "cannot load the layouts yet");
@@ -123,7 +138,7 @@ impl Scheduler {
         let mut busy = false;
         busy |= self.poll().await? > 0;
         busy |= self.sync_github_mirrors().await > 0;
-        match self.refresh_layouts() {
+        match self.refresh_changed_layouts() {
             // The previous layouts stay in use; the same error is not logged every pass.
             Err(e) if self.layout_error.as_deref() != Some(e.to_string().as_str()) => {
                 tracing::error!(error = %e, "cannot reload layouts");
@@ -168,16 +183,22 @@ impl Scheduler {
     }
 
     /// Scans the projects whose repositories changed, and every project whose scan interval
-    /// passed.
+    /// passed: `poll-seconds`, or for a repository whose refs are watched (a push wakes the
+    /// scheduler at once) a safety-net rescan every [`WATCHED_RESCAN`] at least. The first
+    /// scans spread the next ones over the interval, so they do not all fall in one pass.
     async fn poll(&mut self) -> Result<usize, SchedulerError> {
         let changed = self.watcher.take_changed();
+        let now = Instant::now();
         let mut seen = BTreeSet::new();
-        let mut n = 0;
+        // (connection, project, interval, touched, first)
+        let mut due = Vec::new();
         for tenant in &self.tenant_configs {
             for p in &tenant.projects {
-                if !seen.insert((p.connection.clone(), p.name.clone())) {
+                let key = (p.connection.clone(), p.name.clone());
+                if seen.contains(&key) {
                     continue;
                 }
+                seen.insert(key.clone());
                 let Some(driver) = self.drivers.iter().find(|d| d.name == p.connection) else {
                     continue;
                 };
@@ -185,29 +206,86 @@ impl Scheduler {
                     // Webhooks, not polling.
                     continue;
                 }
-                let interval = self
-                    .cfg
-                    .connection(&driver.name)
-                    .map(|c| c.poll_seconds)
-                    .unwrap_or(1.0);
-                let key = format!("{}\0{}", driver.name, p.name);
-                let touched = changed.contains(&(driver.name.clone(), p.name.clone()));
-                if !touched
-                    && self
-                        .last_poll
-                        .get(&key)
-                        .is_some_and(|t| t.elapsed() < Duration::from_secs_f64(interval))
-                {
+                let mut interval = Duration::from_secs_f64(
+                    self.cfg
+                        .connection(&driver.name)
+                        .map(|c| c.poll_seconds)
+                        .unwrap_or(1.0)
+                        .clamp(0.01, 86_400.0),
+                );
+                if self.watcher.is_watched(&p.connection, &p.name) {
+                    interval = interval.max(WATCHED_RESCAN);
+                }
+                let touched = changed.contains(&key);
+                let next = self.next_poll.get(&key);
+                if !touched && next.is_some_and(|t| *t > now) {
                     continue;
                 }
-                self.last_poll.insert(key, Instant::now());
-                match driver.poll(&self.store, &p.name).await {
-                    Ok(k) => n += k,
-                    Err(e) => tracing::warn!(project = %p.name, error = %e, "poll failed"),
+                let first = next.is_none();
+                due.push((key, interval, touched, first));
+            }
+        }
+        let firsts = due.iter().filter(|d| d.3).count() as u32;
+        let mut nth_first = 0;
+        let mut n = 0;
+        for (key, interval, touched, first) in due {
+            let next = if first {
+                nth_first += 1;
+                now + interval * nth_first / firsts.max(1)
+            } else {
+                now + interval
+            };
+            self.next_poll.insert(key.clone(), next);
+            let Some(driver) = self.drivers.iter().find(|d| d.name == key.0) else {
+                continue;
+            };
+            match driver.poll(&self.store, &key.1).await {
+                Ok(outcome) => {
+                    n += outcome.events;
+                    // A write the watcher saw may be a changed HEAD (the default branch).
+                    if outcome.branches_moved || touched {
+                        self.layout_dirty.insert(key);
+                    }
                 }
+                Err(e) => tracing::warn!(project = %key.1, error = %e, "poll failed"),
             }
         }
         Ok(n)
+    }
+
+    /// Brings the layouts up to date with the projects whose branches moved since the last
+    /// call (and GitHub projects, whose mirrors move without a scan): see
+    /// [`refresh_layouts_of`]. Projects whose reload failed are tried again next time.
+    fn refresh_changed_layouts(&mut self) -> Result<(), SchedulerError> {
+        if self.layout_dirty.is_empty() && self.github.is_empty() && !self.tenants.is_empty() {
+            return Ok(());
+        }
+        let old = std::mem::take(&mut self.tenants);
+        let before: Vec<Arc<TenantLayout>> = old.clone();
+        let github: Vec<String> = self.github.iter().map(|g| g.cfg.name.clone()).collect();
+        let dirty = &self.layout_dirty;
+        let changed = |e: &TenantProject| {
+            github.contains(&e.connection)
+                || dirty.contains(&(e.connection.clone(), e.name.clone()))
+        };
+        let (tenants, error) =
+            refresh_layouts_of(&self.tenant_configs, &self.drivers, old, &changed);
+        self.tenants = tenants;
+        let same = before.len() == self.tenants.len()
+            && before
+                .iter()
+                .zip(&self.tenants)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same {
+            self.shared.publish(self.tenants.clone());
+        }
+        match error {
+            None => {
+                self.layout_dirty.clear();
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
     }
 
     /// Reloads the layouts whose branch tips moved (see [`refresh_layouts`]) and publishes
@@ -1186,6 +1264,10 @@ fn timer_key(f: &TimerFire) -> String {
         f.tenant, f.pipeline, f.timespec, f.project, f.branch
     )
 }
+
+/// How often a repository whose refs are watched is scanned anyway (at least), in case the
+/// watch missed a change (some filesystems do not report every write).
+pub const WATCHED_RESCAN: Duration = Duration::from_secs(60);
 
 /// The user part of commit statuses the scheduler sets (`sluice:<tenant>/<pipeline>:<state>`).
 pub const STATUS_USER: &str = "sluice";

@@ -153,12 +153,17 @@ async fn run_scheduler_loop(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
     let tick = Duration::from_secs_f64(cfg.tick_seconds.clamp(0.05, 10.0));
+    // Events and finished builds written in this process (workers, the web's approvals in
+    // `sluice serve`) wake the loop at once; other processes' writes wait for the tick.
+    let mut written = store.scheduler_wakeups();
     let mut scheduler = Scheduler::new(cfg, store).await?;
     let wake = scheduler.wake();
     scheduler.share_layouts(layouts);
     tracing::info!("sluice scheduler running");
     tokio::pin!(shutdown);
     loop {
+        // Seen before the pass reads the store, so a write committed during it wakes the next.
+        written.borrow_and_update();
         let busy = match scheduler.pass().await {
             Ok(busy) => busy,
             Err(e) => {
@@ -176,6 +181,7 @@ async fn run_scheduler_loop(
             _ = tokio::time::sleep(pause) => {}
             // A repository changed: scan it now rather than at the next tick.
             _ = wake.notified() => {}
+            _ = written.changed() => {}
         }
     }
     tracing::info!("scheduler stopped");

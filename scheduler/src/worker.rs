@@ -60,10 +60,15 @@ fn failed(uuid: &str, kind: BuildResultKind, detail: String) -> BuildResult {
 
 /// Runs builds until `shutdown` turns true.
 pub async fn run_worker(ctx: WorkerContext, mut shutdown: watch::Receiver<bool>) {
+    // Requests written in this process (`sluice serve`) wake the worker at once; those of a
+    // scheduler in another process are found by polling.
+    let mut wakeups = ctx.store.executor_wakeups();
     loop {
         if *shutdown.borrow() {
             return;
         }
+        // Marked seen before looking, so a request committed meanwhile still wakes the wait.
+        wakeups.borrow_and_update();
         let worked = match work_once(&ctx).await {
             Ok(worked) => worked,
             Err(e) => {
@@ -74,6 +79,7 @@ pub async fn run_worker(ctx: WorkerContext, mut shutdown: watch::Receiver<bool>)
         if !worked {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = wakeups.changed() => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -233,7 +239,9 @@ fn pause_hook(
                     return;
                 }
             }
+            let mut wakeups = store.executor_wakeups();
             while !abort.is_requested() {
+                wakeups.borrow_and_update();
                 match store.resume_wanted(&uuid).await {
                     Ok(true) => return,
                     Ok(false) => {}
@@ -241,7 +249,11 @@ fn pause_hook(
                         tracing::warn!(build = %uuid, error = %e, "cannot read the resume flag")
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                // A resume written in this process wakes the wait; another process's is polled.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = wakeups.changed() => {}
+                }
             }
         })
     }

@@ -2,10 +2,12 @@
 //! single-statement writes (claim, renew, complete), each atomic on its own.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
+use tokio::sync::watch;
 
 use crate::errors::{j, q, StoreError};
 use crate::model::*;
@@ -26,6 +28,47 @@ pub struct Store {
     pub(crate) pool: AnyPool,
     /// SQLite: transactions take the write lock when they begin (see [`Store::begin`]).
     sqlite: bool,
+    pub(crate) wakeups: Arc<Wakeups>,
+}
+
+/// In-process wake-ups: what a commit through this handle (or its clones) wrote that the
+/// scheduler or the executors should look at now rather than at their next poll. Each is a
+/// counter bumped after the commit; a waiter remembers the value it saw, so a bump between
+/// its look at the store and its wait is not missed. Other processes are not told: they
+/// keep polling.
+#[derive(Debug)]
+pub(crate) struct Wakeups {
+    /// New events, finished or paused builds.
+    pub(crate) scheduler: watch::Sender<u64>,
+    /// New build requests, freed node slots, resumed builds.
+    pub(crate) executors: watch::Sender<u64>,
+}
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Wakeups {
+            scheduler: watch::channel(0).0,
+            executors: watch::channel(0).0,
+        }
+    }
+}
+
+/// What a committed write asks for (see [`Store::scheduler_wakeups`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Wake {
+    pub(crate) scheduler: bool,
+    pub(crate) executors: bool,
+}
+
+impl Wakeups {
+    pub(crate) fn send(&self, wake: Wake) {
+        if wake.scheduler {
+            self.scheduler.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if wake.executors {
+            self.executors.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
 }
 
 const ITEM_COLUMNS: &str = "uuid, tenant, pipeline, queue, seq, state, live, change_json, deps_json, event_id, enqueue_time, buildset_uuid, result";
@@ -67,7 +110,11 @@ impl Store {
                 url: url.to_string(),
                 source,
             })?;
-        let store = Store { pool, sqlite };
+        let store = Store {
+            pool,
+            sqlite,
+            wakeups: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -140,7 +187,21 @@ impl Store {
             self.pool.begin().await
         }
         .map_err(q("begin transaction"))?;
-        Ok(Tx::new(tx))
+        Ok(Tx::new(tx, self.wakeups.clone()))
+    }
+
+    /// Changes each time a write through this handle (or a clone) committed something the
+    /// scheduler acts on: an event, a finished or paused build. For the scheduler loop of the
+    /// same process; other processes' writes are only seen by polling.
+    pub fn scheduler_wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.scheduler.subscribe()
+    }
+
+    /// Changes each time a write through this handle (or a clone) committed something
+    /// executors act on: a new build request, a finished build (its nodes are free again), a
+    /// resumed build. For the executor workers of the same process.
+    pub fn executor_wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.executors.subscribe()
     }
 
     /// Unprocessed events, oldest first.
@@ -509,6 +570,10 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(q("complete build request"))?;
+        self.wakeups.send(Wake {
+            scheduler: true,
+            executors: true,
+        });
         Ok(done.rows_affected() == 1)
     }
 
@@ -530,6 +595,10 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(q("pause build request"))?;
+        self.wakeups.send(Wake {
+            scheduler: true,
+            executors: false,
+        });
         Ok(done.rows_affected() == 1)
     }
 

@@ -1,15 +1,19 @@
 //! One write transaction: the scheduler's and the git driver's state changes. Dropping a `Tx`
 //! without [`Tx::commit`] rolls everything back.
 
+use std::sync::Arc;
+
 use sqlx::{Any, Row, Transaction};
 
 use crate::errors::{j, q, StoreError};
 use crate::model::*;
-use crate::store::{change_row, get, now_ms};
+use crate::store::{change_row, get, now_ms, Wake, Wakeups};
 
 /// A transaction on the store.
 pub struct Tx {
     tx: Transaction<'static, Any>,
+    wakeups: Arc<Wakeups>,
+    wake: Wake,
 }
 
 impl std::fmt::Debug for Tx {
@@ -23,8 +27,12 @@ fn to_json<T: serde::Serialize>(value: &T, what: &'static str) -> Result<String,
 }
 
 impl Tx {
-    pub(crate) fn new(tx: Transaction<'static, Any>) -> Self {
-        Tx { tx }
+    pub(crate) fn new(tx: Transaction<'static, Any>, wakeups: Arc<Wakeups>) -> Self {
+        Tx {
+            tx,
+            wakeups,
+            wake: Wake::default(),
+        }
     }
 
     /// The connection under the transaction (for queries in other modules of this crate).
@@ -34,7 +42,9 @@ impl Tx {
 
     /// Makes every write of this transaction durable at once.
     pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(q("commit"))
+        self.tx.commit().await.map_err(q("commit"))?;
+        self.wakeups.send(self.wake);
+        Ok(())
     }
 
     /// The next value of a named counter (1, 2, ...).
@@ -78,6 +88,7 @@ impl Tx {
         .execute(&mut *self.tx)
         .await
         .map_err(q("insert event"))?;
+        self.wake.scheduler = true;
         Ok(id)
     }
 
@@ -484,6 +495,7 @@ impl Tx {
         .execute(&mut *self.tx)
         .await
         .map_err(q("insert build request"))?;
+        self.wake.executors = true;
         Ok(())
     }
 
@@ -584,6 +596,7 @@ impl Tx {
             .execute(&mut *self.tx)
             .await
             .map_err(q("resume build request"))?;
+        self.wake.executors = true;
         sqlx::query("UPDATE builds SET paused = 0 WHERE uuid = $1")
             .bind(uuid)
             .execute(&mut *self.tx)
