@@ -135,9 +135,11 @@ impl Scheduler {
 
     /// One pass; says whether anything happened (the caller sleeps otherwise).
     pub async fn pass(&mut self) -> Result<bool, SchedulerError> {
+        let started = Instant::now();
         let mut busy = false;
         busy |= self.poll().await? > 0;
         busy |= self.sync_github_mirrors().await > 0;
+        let polled = started.elapsed();
         match self.refresh_changed_layouts() {
             // The previous layouts stay in use; the same error is not logged every pass.
             Err(e) if self.layout_error.as_deref() != Some(e.to_string().as_str()) => {
@@ -147,6 +149,7 @@ impl Scheduler {
             Err(_) => {}
             Ok(()) => self.layout_error = None,
         }
+        let layouts = started.elapsed();
         busy |= self.record_finished_builds().await? > 0;
         busy |= self.record_paused_builds().await? > 0;
         busy |= self.store.expire_leases(now_ms()).await? > 0;
@@ -163,8 +166,10 @@ impl Scheduler {
             }
         }
         busy |= self.fire_timers().await? > 0;
+        let recorded = started.elapsed();
         busy |= self.process_events().await? > 0;
         busy |= self.flush_github_reports().await > 0;
+        let events = started.elapsed();
         for t in 0..self.tenants.len() {
             for p in 0..self.tenants[t].pipelines.len() {
                 // A pipeline that cannot advance does not stop the others.
@@ -178,6 +183,18 @@ impl Scheduler {
                     ),
                 }
             }
+        }
+        if busy {
+            // Where a busy pass's time went (milliseconds since it began, cumulative).
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            tracing::debug!(
+                polled = ms(polled),
+                layouts = ms(layouts),
+                recorded = ms(recorded),
+                events = ms(events),
+                pipelines = ms(started.elapsed()),
+                "scheduler pass"
+            );
         }
         Ok(busy)
     }

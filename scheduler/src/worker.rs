@@ -92,6 +92,7 @@ fn lease_until(ctx: &WorkerContext) -> i64 {
 
 /// Claims and runs at most one build; says whether it did.
 async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError> {
+    let started = std::time::Instant::now();
     if ctx.governor.refusal().is_some() {
         return Ok(false);
     }
@@ -162,7 +163,7 @@ async fn work_once(ctx: &WorkerContext) -> Result<bool, sluice_store::StoreError
                 return Err(e);
             }
         }
-        tracing::info!(worker = %ctx.id, build = %req.uuid, job = %req.job.name, "build claimed");
+        tracing::info!(worker = %ctx.id, build = %req.uuid, job = %req.job.name, ms = started.elapsed().as_secs_f64() * 1000.0, "build claimed");
         let mut cfg = (*ctx.executor).clone();
         cfg.nodes = allocation.nodes.clone();
         let abort = BuildAbort::new();
