@@ -297,10 +297,14 @@ async fn pump<W, E>(
 where
     W: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
-    let mut send_notice = notice.clone();
     let mut decoder = Utf8Decoder::default();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
+    // One shutdown wait for the whole session, not one per frame: every session waits on the
+    // same channel, and a wait made anew for each frame would register and unregister with it
+    // (a lock shared by all the sessions) twice per frame and watcher.
+    let stop = stopped(notice);
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             res = cursor.next() => {
@@ -320,7 +324,7 @@ where
                     // nothing more; if the build's feed moves on meanwhile, it catches up.
                     tokio::select! {
                         res = socket.send(Message::Text(text)) => if res.is_err() { return None },
-                        () = stopped(&mut send_notice) => return Some(GOING_AWAY),
+                        () = &mut stop => return Some(GOING_AWAY),
                     }
                 }
             }
@@ -333,7 +337,7 @@ where
                     return None;
                 }
             }
-            () = stopped(notice) => return Some(GOING_AWAY),
+            () = &mut stop => return Some(GOING_AWAY),
         }
     }
 }

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Parser)]
@@ -78,6 +79,9 @@ enum Command {
     },
 }
 
+/// Each session's websocket read buffer.
+const READ_BUFFER: usize = 8 * 1024;
+
 #[derive(Debug, Default)]
 struct Session {
     n_lines: u64,
@@ -87,6 +91,25 @@ struct Session {
     latencies_ms: Vec<f64>,
     close: Option<(u16, String)>,
     error: Option<String>,
+}
+
+impl Session {
+    /// Counts one received line; a mark line is checked against the previous mark (lost,
+    /// out of order, duplicated) and its latency recorded.
+    fn line(&mut self, line: &str, now: u64, last_seq: &mut u64) {
+        self.n_lines += 1;
+        if let Some((seq, sent)) = parse_mark(line) {
+            self.n_marks += 1;
+            if seq == *last_seq {
+                self.duplicate += 1;
+            } else if seq != *last_seq + 1 {
+                self.out_of_order += 1;
+            }
+            *last_seq = seq;
+            self.latencies_ms
+                .push(now.saturating_sub(sent) as f64 / 1e6);
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -287,13 +310,18 @@ async fn watch(
 ) -> Session {
     let mut on_first_frame = Some(on_first_frame);
     let mut session = Session::default();
-    let (mut socket, _) = match tokio_tungstenite::connect_async(url).await {
-        Ok(pair) => pair,
-        Err(e) => {
-            session.error = Some(format!("connect: {e}"));
-            return session;
-        }
-    };
+    // A small read buffer: tungstenite zero-fills the free part of it (up to its size) before
+    // every read, and its default of 128 KiB makes that a 128 KiB memset per frame for frames
+    // that hold a line or a few.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut socket, _) =
+        match tokio_tungstenite::connect_async_with_config(url, Some(config), true).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                session.error = Some(format!("connect: {e}"));
+                return session;
+            }
+        };
     if let Err(e) = socket.send(Message::text(first)).await {
         session.error = Some(format!("send: {e}"));
         return session;
@@ -314,23 +342,28 @@ async fn watch(
                     let _ = stdout.flush();
                 }
                 let now = now_ns();
-                carry.push_str(&text);
-                while let Some(i) = carry.find('\n') {
-                    let line: String = carry.drain(..=i).collect();
-                    session.n_lines += 1;
-                    if let Some((seq, sent)) = parse_mark(&line) {
-                        session.n_marks += 1;
-                        if seq == last_seq {
-                            session.duplicate += 1;
-                        } else if seq != last_seq + 1 {
-                            session.out_of_order += 1;
+                // Lines are checked where they lie in the frame; only a line split across
+                // frames is copied (into `carry`).
+                let mut rest: &str = &text;
+                if !carry.is_empty() {
+                    match rest.find('\n') {
+                        Some(i) => {
+                            carry.push_str(&rest[..=i]);
+                            rest = &rest[i + 1..];
+                            session.line(&carry, now, &mut last_seq);
+                            carry.clear();
                         }
-                        last_seq = seq;
-                        session
-                            .latencies_ms
-                            .push(now.saturating_sub(sent) as f64 / 1e6);
+                        None => {
+                            carry.push_str(rest);
+                            rest = "";
+                        }
                     }
                 }
+                while let Some(i) = rest.find('\n') {
+                    session.line(&rest[..=i], now, &mut last_seq);
+                    rest = &rest[i + 1..];
+                }
+                carry.push_str(rest);
                 if abort_after.is_some_and(|limit| n_bytes >= limit) {
                     // Leave without a close handshake, as a closed browser tab.
                     return session;
