@@ -44,7 +44,7 @@ mod tx;
 
 pub use errors::StoreError;
 pub use holds::{HeldBuild, HoldRequestRow, NewHoldRequest};
-pub use metrics::{JobResultKey, MetricCounts};
+pub use metrics::{FinishedBuild, JobResultKey, MetricCounts};
 pub use model::*;
 pub use reports::{NewReport, ReportRow};
 pub use store::{now_ms, Store};

@@ -1,6 +1,7 @@
 //! Counts for the web server's `/metrics`: job results, queue items, build requests and
 //! pending trigger events, each one aggregate query read at scrape time (so every process that
-//! shares the store reports the same numbers, and nothing is lost across restarts).
+//! shares the store reports the same numbers, and nothing is lost across restarts); and the
+//! recently finished builds whose durations statsd's job timers send.
 
 use std::collections::BTreeMap;
 
@@ -40,11 +41,69 @@ pub struct MetricCounts {
     pub pending_events: BTreeMap<String, u64>,
 }
 
+/// A build with a result, as statsd's job timers need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedBuild {
+    /// The build's uuid.
+    pub uuid: String,
+    /// Where its result is counted.
+    pub key: JobResultKey,
+    /// When it started and ended (RFC 3339), if it ran.
+    pub start_time: Option<String>,
+    /// See `start_time`.
+    pub end_time: Option<String>,
+}
+
+/// The key of a row with `tenant`, `pipeline`, `job_name`, `result` and the item's
+/// `change_json` (the project and branch live in the item's change document).
+fn job_result_key(row: &sqlx::any::AnyRow) -> Result<JobResultKey, StoreError> {
+    let change: Option<String> = get(row, "change_json")?;
+    let change: ChangeRef = match change {
+        Some(text) => serde_json::from_str(&text).map_err(j("change_json"))?,
+        None => ChangeRef::default(),
+    };
+    Ok(JobResultKey {
+        tenant: get(row, "tenant")?,
+        pipeline: get(row, "pipeline")?,
+        project: change.project,
+        branch: change.branch,
+        job: get(row, "job_name")?,
+        result: get(row, "result")?,
+    })
+}
+
 fn count(row: &sqlx::any::AnyRow) -> Result<u64, StoreError> {
     Ok(u64::try_from(get::<i64>(row, "n")?).unwrap_or(0))
 }
 
 impl Store {
+    /// Builds created at or after `created_ms` (milliseconds since the epoch) that have a
+    /// result.
+    pub async fn finished_builds_created_since(
+        &self,
+        created_ms: i64,
+    ) -> Result<Vec<FinishedBuild>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT b.uuid, b.tenant, b.pipeline, b.job_name, b.result, b.start_time, \
+             b.end_time, i.change_json FROM builds b LEFT JOIN queue_items i ON i.uuid = b.item_uuid \
+             WHERE b.result IS NOT NULL AND b.created >= $1",
+        )
+        .bind(created_ms)
+        .fetch_all(self.pool())
+        .await
+        .map_err(q("list finished builds"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(FinishedBuild {
+                    uuid: get(row, "uuid")?,
+                    key: job_result_key(row)?,
+                    start_time: get(row, "start_time")?,
+                    end_time: get(row, "end_time")?,
+                })
+            })
+            .collect()
+    }
+
     /// Reads every count of [`MetricCounts`].
     pub async fn metric_counts(&self) -> Result<MetricCounts, StoreError> {
         let mut out = MetricCounts::default();
@@ -60,20 +119,7 @@ impl Store {
         .await
         .map_err(q("count job results"))?;
         for row in &rows {
-            let change: Option<String> = get(row, "change_json")?;
-            let change: ChangeRef = match change {
-                Some(text) => serde_json::from_str(&text).map_err(j("change_json"))?,
-                None => ChangeRef::default(),
-            };
-            let key = JobResultKey {
-                tenant: get(row, "tenant")?,
-                pipeline: get(row, "pipeline")?,
-                project: change.project,
-                branch: change.branch,
-                job: get(row, "job_name")?,
-                result: get(row, "result")?,
-            };
-            *out.job_results.entry(key).or_default() += count(row)?;
+            *out.job_results.entry(job_result_key(row)?).or_default() += count(row)?;
         }
         let rows = sqlx::query(
             "SELECT tenant, pipeline, state, COUNT(*) AS n FROM queue_items \

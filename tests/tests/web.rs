@@ -515,7 +515,12 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
     let job_key =
         "sluice.zuul.tenant.t.pipeline.check.project.localhost.org_app.main.job.slow.SUCCESS";
     let received = statsd_lines(&statsd, |lines| {
-        lines.iter().any(|l| l.starts_with(&format!("{job_key}:")))
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{job_key}:")) && l.ends_with("|c"))
+            && lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{job_key}:")) && l.ends_with("|ms"))
     });
     let total = |key: &str, kind: &str| -> u64 {
         received
@@ -526,6 +531,20 @@ fn web_api_serves_a_change_through_check_in_zuuls_shapes_and_zuul_client_reads_i
             .sum()
     };
     assert_eq!(total(job_key, "|c"), 1, "{received:#?}");
+    // Its timer once, with the build's duration as the store recorded it.
+    let timers: Vec<u64> = received
+        .iter()
+        .filter_map(|l| l.strip_prefix(&format!("{job_key}:")))
+        .filter_map(|v| v.strip_suffix("|ms"))
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    assert_eq!(timers.len(), 1, "{received:#?}");
+    let duration = builds[0]["duration"].as_f64().unwrap_or(-1.0);
+    assert!(
+        (timers[0] as f64 / 1000.0 - duration).abs() < 1.0,
+        "timer {} ms, build duration {duration} s",
+        timers[0]
+    );
     assert_eq!(
         total("sluice.zuul.tenant.t.pipeline.check.total_changes", "|c"),
         1,

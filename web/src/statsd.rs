@@ -5,14 +5,16 @@
 //! The numbers come from the same place as `/metrics` ([`sluice_store::MetricCounts`], read
 //! every `interval-seconds`): gauges are sent as their value, counters as the increase since the
 //! previous reading (`|c`), so a restart neither repeats nor loses what the store counted while
-//! the process ran. One process per store sends them: the one running the scheduler.
+//! the process ran; each build that finished since the previous reading also sends its duration
+//! as the job result's timer (`|ms`). One process per store sends them: the one running the
+//! scheduler.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use sluice_scheduler::StatsdSection;
-use sluice_store::{MetricCounts, Store};
+use sluice_store::{FinishedBuild, JobResultKey, MetricCounts, Store};
 use tokio::net::UdpSocket;
 
 /// Largest datagram: several lines share one packet up to this size (statsd's multi-metric
@@ -32,20 +34,25 @@ fn project_key(canonical: &str) -> String {
     }
 }
 
+/// `zuul.tenant.<t>.pipeline.<p>.project.<host>.<project>.<branch>.job.<job>.<RESULT>`: the
+/// key of a job result's counter and timer.
+fn job_result_key(k: &JobResultKey) -> String {
+    format!(
+        "zuul.tenant.{}.pipeline.{}.project.{}.{}.job.{}.{}",
+        component(&k.tenant),
+        component(&k.pipeline),
+        project_key(&k.project),
+        component(&k.branch),
+        component(&k.job),
+        k.result
+    )
+}
+
 /// The counters of `counts` by statsd key.
 fn counters(counts: &MetricCounts) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for (k, n) in &counts.job_results {
-        let key = format!(
-            "zuul.tenant.{}.pipeline.{}.project.{}.{}.job.{}.{}",
-            component(&k.tenant),
-            component(&k.pipeline),
-            project_key(&k.project),
-            component(&k.branch),
-            component(&k.job),
-            k.result
-        );
-        *out.entry(key).or_default() += n;
+        *out.entry(job_result_key(k)).or_default() += n;
     }
     for ((tenant, pipeline), (_, all)) in &counts.pipeline_items {
         let key = format!(
@@ -116,6 +123,38 @@ fn lines(
     (out, now)
 }
 
+/// How far back finished builds are read for the job timers: a build created earlier than
+/// this and finishing now gets its counter but no timer.
+const TIMER_WINDOW_MS: i64 = 2 * 24 * 3600 * 1000;
+
+/// The job timers (`<job result key>:<ms>|ms`, end minus start) of the builds in `finished`
+/// not in `sent`, which then holds exactly the uuids of `finished` (the window of the next
+/// reading is within this one's, so older uuids are not needed). With `first`, nothing is sent:
+/// the builds that finished before this process started were timed by whoever ran then.
+fn timer_lines(
+    finished: &[FinishedBuild],
+    sent: &mut HashSet<String>,
+    first: bool,
+    prefix: &str,
+) -> Vec<String> {
+    let parse = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let mut out = Vec::new();
+    for b in finished {
+        if first || sent.contains(&b.uuid) {
+            continue;
+        }
+        if let (Some(start), Some(end)) = (parse(&b.start_time), parse(&b.end_time)) {
+            let ms = (end - start).num_milliseconds().max(0);
+            out.push(format!("{prefix}{}:{ms}|ms", job_result_key(&b.key)));
+        }
+    }
+    *sent = finished.iter().map(|b| b.uuid.clone()).collect();
+    out
+}
+
 /// `lines` packed into datagrams of at most [`MAX_PACKET`] bytes, newline-separated.
 fn packets(lines: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -141,14 +180,31 @@ pub async fn run(store: Store, cfg: StatsdSection, mut stop: tokio::sync::watch:
     };
     let interval = Duration::from_secs_f64(cfg.interval_seconds);
     let mut previous: Option<BTreeMap<String, u64>> = None;
+    // The finished builds whose timers were sent (or that finished before the first reading).
+    let mut timed: HashSet<String> = HashSet::new();
     let mut socket: Option<(UdpSocket, SocketAddr)> = None;
     loop {
         if socket.is_none() {
             socket = connect(&cfg).await;
         }
-        match store.metric_counts().await {
-            Ok(counts) => {
-                let (lines, now) = lines(&counts, previous.as_ref(), &prefix);
+        let since = sluice_store::now_ms() - TIMER_WINDOW_MS;
+        let read = async {
+            Ok::<_, sluice_store::StoreError>((
+                store.metric_counts().await?,
+                store.finished_builds_created_since(since).await?,
+            ))
+        };
+        match read.await {
+            Ok((counts, finished)) => {
+                let (mut lines, now) = lines(&counts, previous.as_ref(), &prefix);
+                if socket.is_some() || previous.is_none() {
+                    lines.extend(timer_lines(
+                        &finished,
+                        &mut timed,
+                        previous.is_none(),
+                        &prefix,
+                    ));
+                }
                 if let Some((sock, addr)) = &socket {
                     for packet in packets(&lines) {
                         if let Err(e) = sock.send_to(packet.as_bytes(), addr).await {
@@ -201,7 +257,6 @@ async fn connect(cfg: &StatsdSection) -> Option<(UdpSocket, SocketAddr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_store::JobResultKey;
 
     fn counts(successes: u64) -> MetricCounts {
         let mut c = MetricCounts::default();
@@ -237,6 +292,36 @@ mod tests {
         assert!(second.contains(&"ci.zuul.tenant.t.pipeline.check.total_changes:2|c".into()));
         let (third, _) = lines(&counts(5), Some(&counters(&counts(5))), "");
         assert!(third.iter().all(|l| !l.ends_with("|c")), "{third:?}");
+    }
+
+    #[test]
+    fn each_finished_build_sends_its_duration_once() {
+        let build = |uuid: &str, result: &str, end: Option<&str>| FinishedBuild {
+            uuid: uuid.into(),
+            key: JobResultKey {
+                tenant: "t".into(),
+                pipeline: "gate".into(),
+                project: "localhost/org/app".into(),
+                branch: "main".into(),
+                job: "unit".into(),
+                result: result.into(),
+            },
+            start_time: Some("2026-11-26T10:00:00+00:00".into()),
+            end_time: end.map(str::to_string),
+        };
+        let mut sent = HashSet::new();
+        let before = [build("a", "SUCCESS", Some("2026-11-26T10:00:01Z"))];
+        assert!(timer_lines(&before, &mut sent, true, "").is_empty());
+        let now = [
+            build("a", "SUCCESS", Some("2026-11-26T10:00:01Z")),
+            build("b", "FAILURE", Some("2026-11-26T10:01:02.500Z")),
+            build("c", "SKIPPED", None),
+        ];
+        assert_eq!(
+            timer_lines(&now, &mut sent, false, "ci."),
+            ["ci.zuul.tenant.t.pipeline.gate.project.localhost.org_app.main.job.unit.FAILURE:62500|ms"]
+        );
+        assert!(timer_lines(&now, &mut sent, false, "ci.").is_empty());
     }
 
     #[test]
