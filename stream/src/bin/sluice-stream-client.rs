@@ -85,6 +85,8 @@ const READ_BUFFER: usize = 8 * 1024;
 #[derive(Debug, Default)]
 struct Session {
     n_lines: u64,
+    /// Text frames received: with `n_lines`, shows how many lines the web joined per frame.
+    n_frames: u64,
     n_marks: u64,
     out_of_order: u64,
     duplicate: u64,
@@ -337,6 +339,7 @@ async fn watch(
                     callback();
                 }
                 n_bytes += text.len();
+                session.n_frames += 1;
                 if print {
                     let _ = stdout.write_all(text.as_bytes());
                     let _ = stdout.flush();
@@ -433,6 +436,8 @@ fn report_json(sessions: &[Session], expect_marks: u64) -> serde_json::Value {
         "watchers": sessions.len(),
         "lines_min": sessions.iter().map(|s| s.n_lines).min().unwrap_or(0),
         "lines_max": sessions.iter().map(|s| s.n_lines).max().unwrap_or(0),
+        "text_frames": sessions.iter().map(|s| s.n_frames).sum::<u64>(),
+        "lines": sessions.iter().map(|s| s.n_lines).sum::<u64>(),
         "marks_expected_per_watcher": expect_marks,
         "marks_lost": lost,
         "marks_out_of_order": sessions.iter().map(|s| s.out_of_order).sum::<u64>(),
