@@ -41,7 +41,9 @@ pub async fn hold_if_requested(
         .await?
         .into_iter()
         .filter(|r| {
-            r.project == item.project && r.job == req.job.name && r.current_count < r.max_count
+            r.request.project == item.project
+                && r.request.job == req.job.name
+                && r.current_count < r.request.max_count
         })
         .collect();
     if requests.is_empty() {
@@ -59,8 +61,8 @@ pub async fn hold_if_requested(
             None => String::new(),
         },
     };
-    requests.retain(|r| ref_matches(&r.ref_filter, &refname));
-    requests.sort_by_key(|r| (r.ref_filter == ANY_REF, r.id));
+    requests.retain(|r| ref_matches(&r.request.ref_filter, &refname));
+    requests.sort_by_key(|r| (r.request.ref_filter == ANY_REF, r.id));
     let nodes: Vec<(String, String)> = allocation
         .nodes
         .iter()

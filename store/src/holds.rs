@@ -20,11 +20,24 @@ pub struct HeldBuild {
     pub nodes: Vec<String>,
 }
 
-/// One hold request.
+/// One hold request as stored: what was asked, and what it held so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldRequestRow {
     /// Id (Zuul shows it zero-padded to 10 digits).
     pub id: i64,
+    /// What was asked.
+    pub request: HoldRequest,
+    /// How many failing builds it held so far.
+    pub current_count: i64,
+    /// When it was used up (seconds since the epoch), if it was.
+    pub expired: Option<i64>,
+    /// The builds whose nodes it holds.
+    pub nodes: Vec<HeldBuild>,
+}
+
+/// What a hold request asks for (a new one's id is assigned by the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRequest {
     /// Tenant.
     pub tenant: String,
     /// Canonical project name.
@@ -37,32 +50,7 @@ pub struct HoldRequestRow {
     pub reason: String,
     /// How many failing builds it holds at most.
     pub max_count: i64,
-    /// How many it held so far.
-    pub current_count: i64,
     /// Seconds the nodes stay held (0: until the request is deleted).
-    pub node_expiration: i64,
-    /// When it was used up (seconds since the epoch), if it was.
-    pub expired: Option<i64>,
-    /// The builds whose nodes it holds.
-    pub nodes: Vec<HeldBuild>,
-}
-
-/// What a new hold request says (its id is assigned by the store).
-#[derive(Debug, Clone)]
-pub struct NewHoldRequest {
-    /// Tenant.
-    pub tenant: String,
-    /// Canonical project name.
-    pub project: String,
-    /// Job name.
-    pub job: String,
-    /// Regular expression on the ref.
-    pub ref_filter: String,
-    /// Why.
-    pub reason: String,
-    /// How many failing builds to hold.
-    pub max_count: i64,
-    /// Seconds the nodes stay held (0: until deleted).
     pub node_expiration: i64,
 }
 
@@ -72,14 +60,16 @@ fn hold_row(r: &AnyRow) -> Result<HoldRequestRow, StoreError> {
     let nodes: String = get(r, "nodes_json")?;
     Ok(HoldRequestRow {
         id: get(r, "id")?,
-        tenant: get(r, "tenant")?,
-        project: get(r, "project")?,
-        job: get(r, "job")?,
-        ref_filter: get(r, "ref_filter")?,
-        reason: get(r, "reason")?,
-        max_count: get(r, "max_count")?,
+        request: HoldRequest {
+            tenant: get(r, "tenant")?,
+            project: get(r, "project")?,
+            job: get(r, "job")?,
+            ref_filter: get(r, "ref_filter")?,
+            reason: get(r, "reason")?,
+            max_count: get(r, "max_count")?,
+            node_expiration: get(r, "node_expiration")?,
+        },
         current_count: get(r, "current_count")?,
-        node_expiration: get(r, "node_expiration")?,
         expired: get(r, "expired")?,
         nodes: serde_json::from_str(&nodes).map_err(j("hold request nodes"))?,
     })
@@ -87,7 +77,7 @@ fn hold_row(r: &AnyRow) -> Result<HoldRequestRow, StoreError> {
 
 impl Store {
     /// Records a hold request; returns its id.
-    pub async fn insert_hold_request(&self, new: &NewHoldRequest) -> Result<i64, StoreError> {
+    pub async fn insert_hold_request(&self, new: &HoldRequest) -> Result<i64, StoreError> {
         let mut tx = self.begin().await?;
         let id = tx.next_id("hold_request").await?;
         sqlx::query(
@@ -202,14 +192,15 @@ impl Store {
         .fetch_optional(tx.conn())
         .await
         .map_err(q("read hold request"))?;
-        let Some(mut request) = row.as_ref().map(hold_row).transpose()? else {
+        let Some(mut hold) = row.as_ref().map(hold_row).transpose()? else {
             return Ok(false);
         };
-        if request.current_count >= request.max_count {
+        if hold.current_count >= hold.request.max_count {
             return Ok(false);
         }
         let now = now_ms();
-        let expires = (request.node_expiration > 0).then(|| now + request.node_expiration * 1000);
+        let expires =
+            (hold.request.node_expiration > 0).then(|| now + hold.request.node_expiration * 1000);
         for (key, _) in nodes {
             sqlx::query(
                 "INSERT INTO held_nodes (node, hold_id, build, expires) VALUES ($1, $2, $3, $4)",
@@ -222,20 +213,20 @@ impl Store {
             .await
             .map_err(q("hold node"))?;
         }
-        request.current_count += 1;
-        request.nodes.push(HeldBuild {
+        hold.current_count += 1;
+        hold.nodes.push(HeldBuild {
             build: build.to_string(),
             nodes: nodes.iter().map(|(_, name)| name.clone()).collect(),
         });
-        if request.current_count >= request.max_count {
-            request.expired = Some(now / 1000);
+        if hold.current_count >= hold.request.max_count {
+            hold.expired = Some(now / 1000);
         }
         sqlx::query(
             "UPDATE hold_requests SET current_count = $1, nodes_json = $2, expired = $3 WHERE id = $4",
         )
-        .bind(request.current_count)
-        .bind(serde_json::to_string(&request.nodes).map_err(j("hold request nodes"))?)
-        .bind(request.expired)
+        .bind(hold.current_count)
+        .bind(serde_json::to_string(&hold.nodes).map_err(j("hold request nodes"))?)
+        .bind(hold.expired)
         .bind(id)
         .execute(tx.conn())
         .await

@@ -43,7 +43,7 @@ mod timers;
 mod tx;
 
 pub use errors::StoreError;
-pub use holds::{HeldBuild, HoldRequestRow, NewHoldRequest};
+pub use holds::{HeldBuild, HoldRequest, HoldRequestRow};
 pub use metrics::{FinishedBuild, JobResultKey, MetricCounts};
 pub use model::*;
 pub use reports::{NewReport, ReportRow};

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sluice_scheduler::autohold::ANY_REF;
-use sluice_store::{HoldRequestRow, NewHoldRequest};
+use sluice_store::{HoldRequest, HoldRequestRow};
 use utoipa::ToSchema;
 
 use crate::admin::find_change;
@@ -78,14 +78,14 @@ pub struct AutoholdRecord {
 fn record(r: HoldRequestRow) -> AutoholdRecord {
     AutoholdRecord {
         id: format!("{:010}", r.id),
-        tenant: r.tenant,
-        project: r.project,
-        job: r.job,
-        ref_filter: r.ref_filter,
-        max_count: r.max_count,
+        tenant: r.request.tenant,
+        project: r.request.project,
+        job: r.request.job,
+        ref_filter: r.request.ref_filter,
+        max_count: r.request.max_count,
         current_count: r.current_count,
-        reason: r.reason,
-        node_expiration: r.node_expiration,
+        reason: r.request.reason,
+        node_expiration: r.request.node_expiration,
         expired: r.expired,
         nodes: r
             .nodes
@@ -160,7 +160,7 @@ pub(crate) async fn create(
     let node_expiration = body.node_hold_expiration.unwrap_or(0).max(0);
     let id = state
         .store()
-        .insert_hold_request(&NewHoldRequest {
+        .insert_hold_request(&HoldRequest {
             tenant: t.tenant.name.clone(),
             project: p.canonical.clone(),
             job: body.job.clone(),
@@ -196,7 +196,7 @@ pub(crate) async fn list_project(
         .hold_requests(&t.tenant.name)
         .await?
         .into_iter()
-        .filter(|r| r.project == p.canonical)
+        .filter(|r| r.request.project == p.canonical)
         .map(record)
         .collect())
 }
@@ -229,7 +229,7 @@ async fn find(state: &WebState, tenant: &str, id: &str) -> ApiResult<HoldRequest
         .store()
         .hold_request(n)
         .await?
-        .filter(|r| r.tenant == tenant)
+        .filter(|r| r.request.tenant == tenant)
         .ok_or_else(not_found)
 }
 
@@ -262,7 +262,7 @@ pub async fn delete_autohold(
     let AdminCall { tenant: t, user } = state.authorize_admin(peer, &headers, &tenant)?;
     let request = find(&state, &t.tenant.name, &id).await?;
     state.store().delete_hold_request(request.id).await?;
-    tracing::info!(%tenant, id = request.id, project = %request.project, %user, "autohold deleted");
+    tracing::info!(%tenant, id = request.id, project = %request.request.project, %user, "autohold deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
