@@ -12,7 +12,7 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use crate::errors::LocateError;
@@ -22,6 +22,8 @@ use crate::tls::FingerStream;
 
 /// Bytes read from an upstream at once.
 const READ_CHUNK: usize = 16 * 1024;
+/// The least free space the shared stream reads into; below it, a new block is taken.
+const MIN_READ: usize = 2 * 1024;
 
 /// Feeds are per tenant and build: the locator checks the tenant.
 type Key = (Option<String>, String);
@@ -95,17 +97,20 @@ impl UpstreamFeeds {
 
 /// The shared stream's reader: publishes every read until the upstream ends.
 async fn pump(mut upstream: FingerStream, feed: Arc<Feed>, uuid: String) {
+    // Reads go into the free end of one block shared by the chunks cut from it: a chunk made
+    // from a fresh zeroed `Vec` per read would cost a 16 KiB memset per line and keep its whole
+    // allocation alive in the ring (which counts bytes, not allocations) for a short line.
+    let mut buf = BytesMut::new();
     loop {
-        let mut buf = vec![0u8; READ_CHUNK];
-        match upstream.read(&mut buf).await {
+        if buf.capacity() < MIN_READ {
+            buf.reserve(READ_CHUNK);
+        }
+        match upstream.read_buf(&mut buf).await {
             Ok(0) => {
                 feed.finish(FeedEnd::Complete);
                 return;
             }
-            Ok(n) => {
-                buf.truncate(n);
-                feed.publish(Bytes::from(buf));
-            }
+            Ok(_) => feed.publish(buf.split().freeze()),
             Err(e) => {
                 tracing::debug!(build = %uuid, error = %e, "upstream stream failed");
                 feed.finish(FeedEnd::Failed);
