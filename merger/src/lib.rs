@@ -2,9 +2,9 @@
 //! git2, merges the change (and the changes ahead of it) onto its branch with the project's merge
 //! mode, and checks out the branch each project should show.
 //!
-//! Used by the executor to build `<jobdir>/work/src` and the playbook checkouts, and later by
-//! the scheduler to compute speculative states. Sources are git repositories on local disk
-//! (bare or not); git2 is built without network transports.
+//! Used by the executor to build `<jobdir>/work/src` and the playbook checkouts, and by the
+//! scheduler to compute speculative states ([`merge_in_memory`]). Sources are git repositories
+//! on local disk (bare or not); git2 is built without network transports.
 //!
 //! # API
 //!
@@ -15,6 +15,9 @@
 //!   MergeError>`: one fresh checkout for trusted/untrusted playbook and role directories.
 //! - [`WorkspaceState::workspace_repos`] gives the [`WorkspaceRepos`] record written to
 //!   `work/logs/workspace-repos.json` ([`WorkspaceRepos::write`]).
+//! - [`merge_in_memory`]`(projects, changes, identity, time) -> Result<Vec<SpeculativeRepo>,
+//!   MergeError>`: the scheduler's merge: the same merges over the sources' branch tips, the
+//!   merged commits kept in memory (no clone, no checkout, nothing written).
 //! - [`workspace_project_path`] maps a canonical name to its path under `src/` for a
 //!   [`WorkspaceScheme`].
 //! - [`MergeMode`] parses and serializes Zuul's `merge-mode` names.
@@ -47,6 +50,7 @@ mod layout;
 mod merge;
 mod mode;
 mod playbook;
+mod speculative;
 mod state;
 mod workspace;
 
@@ -55,6 +59,7 @@ pub use git::NULL_ORIGIN;
 pub use layout::{split_canonical_name, workspace_project_path, WorkspaceScheme};
 pub use mode::MergeMode;
 pub use playbook::{checkout_playbook_repo, PlaybookCheckout};
+pub use speculative::{merge_in_memory, SpeculativeProject, SpeculativeRepo};
 pub use state::{MergeOp, WorkspaceRepos};
 pub use workspace::{
     prepare_workspace, Change, ItemRef, MergeIdentity, ProjectRepo, RepoState, WorkspaceRequest,

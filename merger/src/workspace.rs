@@ -403,7 +403,7 @@ fn absolute(path: &Path) -> Result<PathBuf, MergeError> {
     Ok(cwd.join(path))
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
