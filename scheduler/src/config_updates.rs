@@ -14,14 +14,13 @@ use sluice_store::{BuildsetRow, ItemRow};
 
 use crate::errors::SchedulerError;
 use crate::layout::Override;
-use crate::manager::{overrides_of, RemoveDirOnDrop};
 use crate::pipeline::Pipeline;
 use crate::scheduler::Scheduler;
 
 impl Scheduler {
     /// Sets `keep` for the jobs whose file matchers did not match but that the item's change
     /// updates (and that keep `match-on-config-updates`). `overrides` are the project
-    /// checkouts the item's speculative layout was loaded from (still on disk).
+    /// configurations the item's speculative layout was loaded with.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn keep_updated_jobs(
         &self,
@@ -87,7 +86,7 @@ impl Scheduler {
             .iter()
             .any(|c| c.is_change() && c.project == item.change.project);
         if !shares_project {
-            // The other projects' checkouts hold exactly the changes ahead.
+            // The other projects' speculative configurations hold exactly the changes ahead.
             let kept: Vec<Override> = overrides
                 .iter()
                 .filter(|o| o.project != item.change.project)
@@ -99,16 +98,8 @@ impl Scheduler {
             }
             return Ok(Some(tl.speculative(&kept).0));
         }
-        let dir = self
-            .work_dir()
-            .join("merge")
-            .join(format!("{}-ahead", bs.uuid));
-        let _workspace = RemoveDirOnDrop(dir.clone());
-        match self.merge(t, ahead, &item.change.branch, dir).await? {
-            Ok(state) => {
-                let kept = overrides_of(&state, ahead, &item.change.branch);
-                Ok(Some(tl.speculative(&kept).0))
-            }
+        match self.speculate(t, ahead, &item.change.branch).await? {
+            Ok(kept) => Ok(Some(tl.speculative(&kept).0)),
             Err(e) => {
                 tracing::warn!(change = %item.change.url, error = %e, "cannot merge the changes ahead alone: match-on-config-updates sees no update");
                 Ok(None)

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use sluice_config::{
-    load_project_lenient, parse_project_files, ConfigError, ConfigErrorKind, ItemContext, Layout,
-    ProjectConfig, ProjectSource, SourceLocation, CONFIG_ROOTS,
+    parse_project_files, ConfigError, ConfigErrorKind, ItemContext, Layout, ProjectConfig,
+    ProjectSource, SourceLocation, CONFIG_ROOTS,
 };
 use sluice_executor::request::ProjectSpec;
 
@@ -65,15 +65,17 @@ pub struct TenantLayout {
     loaded: Vec<LoadedConfig>,
 }
 
-/// Where a project-branch's configuration comes from for a speculative layout.
+/// A project-branch's configuration in a speculative state (the changes merged), for a
+/// speculative layout.
 #[derive(Debug, Clone)]
 pub struct Override {
     /// Canonical project name.
     pub project: String,
     /// Branch.
     pub branch: String,
-    /// A checkout of the speculative state.
-    pub root: PathBuf,
+    /// The configuration read from the speculative commit (before the tenant's `include` /
+    /// `exclude` filter).
+    pub config: Arc<ProjectConfig>,
 }
 
 /// A tenant project resolved on its connection, with its branch tips `(project, branch, sha)`:
@@ -398,10 +400,36 @@ impl TenantLayout {
             .collect()
     }
 
-    /// The layout with some untrusted project-branches read from other checkouts, and the
-    /// configuration errors found in those project-branches (file, line and item in each).
-    /// When every checkout's configuration is the one loaded from the branch tip (a change
-    /// that does not touch configuration), that is the tips' layout itself, not a rebuild.
+    /// The configuration of `project` (canonical or short name) for `branch` at commit `sha`
+    /// of `repo`: a speculative commit the merger made in memory, read like the branch tips.
+    pub fn config_of_commit(
+        &self,
+        project: &str,
+        branch: &str,
+        repo: &git2::Repository,
+        sha: &str,
+    ) -> Result<ProjectConfig, SchedulerError> {
+        let Some(p) = self.project(project) else {
+            return Err(SchedulerError::Invalid {
+                path: PathBuf::from(project),
+                message: "the project is not in the tenant".into(),
+            });
+        };
+        let src = ProjectSource {
+            canonical_hostname: hostname_of(&p.canonical, &p.entry.name),
+            name: p.entry.name.clone(),
+            root: p.path.clone(),
+            trusted: p.entry.trusted,
+            branch: branch.to_string(),
+        };
+        config_in(repo, &src, &p.entry.name, sha)
+    }
+
+    /// The layout with some untrusted project-branches' configuration from speculative
+    /// states, and the configuration errors found in those project-branches (file, line and
+    /// item in each). When every override is the configuration loaded from the branch tip (a
+    /// change that does not touch configuration), that is the tips' layout itself, not a
+    /// rebuild.
     pub fn speculative(&self, overrides: &[Override]) -> (Arc<Layout>, Vec<ConfigError>) {
         let mut loaded = self.loaded.clone();
         let mut changed = false;
@@ -416,13 +444,7 @@ impl TenantLayout {
             if p.entry.trusted && o.branch != p.default_branch {
                 continue;
             }
-            let mut config = load_project_lenient(&ProjectSource {
-                canonical_hostname: hostname_of(&p.canonical, &p.entry.name),
-                name: p.entry.name.clone(),
-                root: o.root.clone(),
-                trusted: p.entry.trusted,
-                branch: o.branch.clone(),
-            });
+            let mut config = (*o.config).clone();
             p.entry.filter(&mut config);
             any_trusted |= p.entry.trusted;
             let same = loaded
@@ -746,6 +768,7 @@ fn blob_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_config::load_project_lenient;
     use std::process::Command;
 
     fn git(dir: &Path, args: &[&str]) -> String {

@@ -4,9 +4,9 @@
 //!
 //! Each pass walks a pipeline's items in queue order. An item whose current buildset was made
 //! for a different set of items ahead is reset: its unfinished builds are canceled and a new
-//! buildset is made. A new buildset is prepared once: the scheduler merges the changes
-//! (sluice-merger), loads the speculative layout, freezes the item's jobs and requests one
-//! build per job, all in one transaction. The head item is reported once every build is final;
+//! buildset is made. A new buildset is prepared once: the scheduler merges the changes in
+//! memory (sluice-merger's `merge_in_memory`), loads the speculative layout, freezes the item's
+//! jobs and requests one build per job, all in one transaction. The head item is reported once every build is final;
 //! a successful item in a pipeline whose success reporter says `merge: true` is merged into
 //! its target branch first.
 
@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use sluice_config::{FrozenJob, FrozenJobDetails};
 use sluice_executor::request::{BuildRequest, ChangeItem, ProjectSpec};
 use sluice_merger::{
-    prepare_workspace, Change, MergeIdentity, MergeMode, ProjectRepo, WorkspaceRequest,
-    WorkspaceScheme, WorkspaceState,
+    merge_in_memory, prepare_workspace, Change, MergeIdentity, MergeMode, ProjectRepo,
+    SpeculativeProject, WorkspaceRequest, WorkspaceScheme, WorkspaceState,
 };
 use sluice_store::{now_ms, BuildDependency, BuildRow, BuildsetRow, ChangeRef, ItemRow, NewBuild};
 
@@ -461,7 +461,9 @@ impl Scheduler {
             .unwrap_or(MergeMode::Merge)
     }
 
-    /// Merges `changes` in order in a fresh workspace under `dir` (blocking work off the loop).
+    /// Merges `changes` in order in a fresh workspace under `dir` (blocking work off the loop),
+    /// for a merge that is pushed to the target branch (gate success); the speculative
+    /// states of buildsets are [`Self::speculate`]'s.
     pub(crate) async fn merge(
         &self,
         t: usize,
@@ -505,10 +507,7 @@ impl Scheduler {
             job_override_branch: None,
             zuul_branch: (!branch.is_empty()).then(|| branch.to_string()),
             zuul_ref: None,
-            merge_identity: MergeIdentity {
-                name: "Sluice Merger".into(),
-                email: "sluice-merger@localhost".into(),
-            },
+            merge_identity: merger_identity(),
             merge_time: None,
         };
         let _ = std::fs::remove_dir_all(&dir);
@@ -516,6 +515,73 @@ impl Scheduler {
             .await
             .map_err(|e| SchedulerError::Join(e.to_string()))?;
         Ok(done.map_err(|e| e.to_string()))
+    }
+
+    /// Merges `changes` in order over their projects' branch tips in memory
+    /// ([`sluice_merger::merge_in_memory`], blocking work off the loop) and reads the
+    /// configuration of every project with a change from its speculative commit on `branch`
+    /// (its default branch when it has no such branch): the overrides of a speculative
+    /// layout. Ref items bring nothing (their branch's configuration is the one loaded).
+    pub(crate) async fn speculate(
+        &self,
+        t: usize,
+        changes: &[ChangeRef],
+        branch: &str,
+    ) -> Result<Result<Vec<Override>, String>, SchedulerError> {
+        let tl = self.tenants[t].clone();
+        let mut projects: Vec<SpeculativeProject> = Vec::new();
+        let mut merges = Vec::new();
+        for c in changes.iter().filter(|c| c.is_change()) {
+            let Some(p) = tl.project(&c.project) else {
+                return Ok(Err(format!("project {} is not in the tenant", c.project)));
+            };
+            if !projects.iter().any(|r| r.canonical_name == p.canonical) {
+                projects.push(SpeculativeProject {
+                    canonical_name: p.canonical.clone(),
+                    source: p.path.clone(),
+                });
+            }
+            merges.push(Change {
+                project: p.canonical.clone(),
+                branch: c.branch.clone(),
+                commit: c.patchset.clone(),
+                merge_mode: Self::merge_mode(&tl, &p.canonical),
+            });
+        }
+        if merges.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let branch = branch.to_string();
+        let done = tokio::task::spawn_blocking(move || {
+            let repos = merge_in_memory(&projects, &merges, &merger_identity(), None)
+                .map_err(|e| e.to_string())?;
+            let mut overrides = Vec::with_capacity(repos.len());
+            for r in &repos {
+                let default_branch = tl
+                    .project(&r.canonical_name)
+                    .map(|p| p.default_branch.as_str())
+                    .unwrap_or_default();
+                // What a checkout of the item's branch shows (Zuul's checkout order).
+                let Some(tip) = r.tip(&branch).or_else(|| r.tip(default_branch)) else {
+                    return Err(format!(
+                        "Project {} does not have the default branch {default_branch}",
+                        r.canonical_name
+                    ));
+                };
+                let config = tl
+                    .config_of_commit(&r.canonical_name, &branch, &r.repo, &tip.to_string())
+                    .map_err(|e| format!("cannot read the merged configuration: {e}"))?;
+                overrides.push(Override {
+                    project: r.canonical_name.clone(),
+                    branch: branch.clone(),
+                    config: std::sync::Arc::new(config),
+                });
+            }
+            Ok(overrides)
+        })
+        .await
+        .map_err(|e| SchedulerError::Join(e.to_string()))?;
+        Ok(done)
     }
 
     async fn prepare(
@@ -526,26 +592,15 @@ impl Scheduler {
         bs: &BuildsetRow,
     ) -> Result<Prepared, SchedulerError> {
         let started = std::time::Instant::now();
-        let dir = self.work_dir().join("merge").join(&bs.uuid);
-        let state = match self
-            .merge(t, &bs.refs, &item.change.branch, dir.clone())
-            .await?
-        {
-            Ok(state) => state,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Ok(Prepared::Early("MERGE_CONFLICT", e));
-            }
+        // Changes bring their own configuration; ref items use the branch's as loaded.
+        let overrides = match self.speculate(t, &bs.refs, &item.change.branch).await? {
+            Ok(overrides) => overrides,
+            Err(e) => return Ok(Prepared::Early("MERGE_CONFLICT", e)),
         };
         let tl = &self.tenants[t];
-        // Changes bring their own configuration; ref items use the branch's as loaded.
-        let overrides = overrides_of(&state, &bs.refs, &item.change.branch);
         let merged = started.elapsed();
         let (layout, errors) = tl.speculative(&overrides);
         let speculated = started.elapsed();
-        // The merged checkouts stay until the jobs are chosen (`match-on-config-updates` may
-        // load the layout without the change from them).
-        let _workspace = RemoveDirOnDrop(dir);
         if !errors.is_empty() {
             let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             return Ok(Prepared::Early("CONFIG_ERROR", text.join("\n")));
@@ -1035,26 +1090,12 @@ impl Scheduler {
     }
 }
 
-/// The projects the changes among `refs` bring their own configuration for, read from the
-/// merged checkouts in `state`.
-pub(crate) fn overrides_of(
-    state: &WorkspaceState,
-    refs: &[ChangeRef],
-    branch: &str,
-) -> Vec<Override> {
-    state
-        .repos
-        .iter()
-        .filter(|r| {
-            refs.iter()
-                .any(|c| c.is_change() && c.project == r.canonical_name)
-        })
-        .map(|r| Override {
-            project: r.canonical_name.clone(),
-            branch: branch.to_string(),
-            root: r.path.clone(),
-        })
-        .collect()
+/// The identity of the scheduler's merge commits.
+fn merger_identity() -> MergeIdentity {
+    MergeIdentity {
+        name: "Sluice Merger".into(),
+        email: "sluice-merger@localhost".into(),
+    }
 }
 
 /// A report text with the pipeline's `footer-message`.
@@ -1152,15 +1193,6 @@ fn select_by_files(jobs: Vec<FrozenJobDetails>, mut keep: Vec<bool>) -> Vec<Froz
         .zip(keep)
         .filter_map(|(j, k)| k.then_some(j))
         .collect()
-}
-
-/// Removes a scratch directory when dropped.
-pub(crate) struct RemoveDirOnDrop(pub(crate) PathBuf);
-
-impl Drop for RemoveDirOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Each job's dependencies within the buildset: soft ones on jobs that do not run are dropped,
