@@ -116,6 +116,20 @@ impl GitDriver {
         }
     }
 
+    /// What the repository's `HEAD` file says (`ref: refs/heads/main`), read without opening
+    /// the repository; `None` when it cannot be read.
+    pub fn head_file(&self, project: &str) -> Option<String> {
+        let path = self.repo_path(project);
+        let git_dir = if path.join(".git").is_dir() {
+            path.join(".git")
+        } else {
+            path
+        };
+        std::fs::read_to_string(git_dir.join("HEAD"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
     /// `<hostname>/<project>`.
     pub fn canonical(&self, project: &str) -> String {
         format!("{}/{}", self.hostname, project)

@@ -36,6 +36,9 @@ pub struct Scheduler {
     next_poll: HashMap<(String, String), Instant>,
     /// Projects whose refs changed since their tips were last compared with the layouts'.
     layout_dirty: BTreeSet<(String, String)>,
+    /// The `HEAD` file of each project the watcher reported, as last read (a changed default
+    /// branch changes the layout; a pushed review branch does not).
+    heads: HashMap<(String, String), Option<String>>,
     watcher: RepoWatcher,
     /// Next fire time per timer spec and project-branch (`None`: never).
     timers: HashMap<String, Option<DateTime<Local>>>,
@@ -100,6 +103,7 @@ impl Scheduler {
             tenant_configs,
             next_poll: HashMap::new(),
             layout_dirty: BTreeSet::new(),
+            heads: HashMap::new(),
             watcher,
             timers: HashMap::new(),
             layout_error: None,
@@ -137,7 +141,7 @@ impl Scheduler {
     pub async fn pass(&mut self) -> Result<bool, SchedulerError> {
         let started = Instant::now();
         let mut busy = false;
-        busy |= self.poll().await? > 0;
+        busy |= self.poll(true).await? > 0;
         busy |= self.sync_github_mirrors().await > 0;
         let polled = started.elapsed();
         match self.refresh_changed_layouts() {
@@ -184,6 +188,9 @@ impl Scheduler {
                 }
             }
         }
+        let pipelines = started.elapsed();
+        // The interval scans: what they find is handled by the next pass (which runs at once).
+        busy |= self.poll(false).await? > 0;
         if busy {
             // Where a busy pass's time went (milliseconds since it began, cumulative).
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -192,26 +199,56 @@ impl Scheduler {
                 layouts = ms(layouts),
                 recorded = ms(recorded),
                 events = ms(events),
-                pipelines = ms(started.elapsed()),
+                pipelines = ms(pipelines),
+                scanned = ms(started.elapsed()),
                 "scheduler pass"
             );
         }
         Ok(busy)
     }
 
-    /// Scans the projects whose repositories changed, and every project whose scan interval
-    /// passed: `poll-seconds`, or for a repository whose refs are watched (a push wakes the
-    /// scheduler at once) a safety-net rescan every [`WATCHED_RESCAN`] at least. The first
-    /// scans spread the next ones over the interval, so they do not all fall in one pass.
-    async fn poll(&mut self) -> Result<usize, SchedulerError> {
-        let changed = self.watcher.take_changed();
+    /// How often `project` on `connection` is scanned: `poll-seconds`, or for a repository
+    /// whose refs are watched (a push wakes the scheduler at once) a safety-net rescan every
+    /// [`WATCHED_RESCAN`] at least.
+    fn scan_interval(&self, connection: &str, project: &str) -> Duration {
+        let interval = Duration::from_secs_f64(
+            self.cfg
+                .connection(connection)
+                .map(|c| c.poll_seconds)
+                .unwrap_or(1.0)
+                .clamp(0.01, 86_400.0),
+        );
+        if self.watcher.is_watched(connection, project) {
+            interval.max(WATCHED_RESCAN)
+        } else {
+            interval
+        }
+    }
+
+    /// Scans the projects whose repositories the watcher saw change (`pushed`), or the
+    /// projects whose scan interval passed (see [`Self::scan_interval`]). A pass scans the
+    /// pushed ones first and the due ones after its pipelines, so a push's event does not wait
+    /// for the interval scans. The first scans spread the next ones over the interval, so
+    /// they do not all fall in one pass.
+    async fn poll(&mut self, pushed: bool) -> Result<usize, SchedulerError> {
+        let changed = if pushed {
+            self.watcher.take_changed()
+        } else {
+            BTreeSet::new()
+        };
+        if pushed && changed.is_empty() {
+            return Ok(0);
+        }
         let now = Instant::now();
         let mut seen = BTreeSet::new();
-        // (connection, project, interval, touched, first)
+        // (connection, project, interval, first)
         let mut due = Vec::new();
         for tenant in &self.tenant_configs {
             for p in &tenant.projects {
                 let key = (p.connection.clone(), p.name.clone());
+                if pushed && !changed.contains(&key) {
+                    continue;
+                }
                 if seen.contains(&key) {
                     continue;
                 }
@@ -223,30 +260,20 @@ impl Scheduler {
                     // Webhooks, not polling.
                     continue;
                 }
-                let mut interval = Duration::from_secs_f64(
-                    self.cfg
-                        .connection(&driver.name)
-                        .map(|c| c.poll_seconds)
-                        .unwrap_or(1.0)
-                        .clamp(0.01, 86_400.0),
-                );
-                if self.watcher.is_watched(&p.connection, &p.name) {
-                    interval = interval.max(WATCHED_RESCAN);
-                }
-                let touched = changed.contains(&key);
+                let interval = self.scan_interval(&p.connection, &p.name);
                 let next = self.next_poll.get(&key);
-                if !touched && next.is_some_and(|t| *t > now) {
+                if !pushed && next.is_some_and(|t| *t > now) {
                     continue;
                 }
                 let first = next.is_none();
-                due.push((key, interval, touched, first));
+                due.push((key, interval, first));
             }
         }
-        let firsts = due.iter().filter(|d| d.3).count() as u32;
+        let firsts = due.iter().filter(|d| d.2).count() as u32;
         let mut nth_first = 0;
         let mut n = 0;
-        for (key, interval, touched, first) in due {
-            let next = if first {
+        for (key, interval, first) in due {
+            let next = if first && !pushed {
                 nth_first += 1;
                 now + interval * nth_first / firsts.max(1)
             } else {
@@ -260,7 +287,11 @@ impl Scheduler {
                 Ok(outcome) => {
                     n += outcome.events;
                     // A write the watcher saw may be a changed HEAD (the default branch).
-                    if outcome.branches_moved || touched {
+                    let head_moved = pushed && {
+                        let head = driver.head_file(&key.1);
+                        self.heads.insert(key.clone(), head.clone()) != Some(head)
+                    };
+                    if outcome.branches_moved || head_moved {
                         self.layout_dirty.insert(key);
                     }
                 }
