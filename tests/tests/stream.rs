@@ -630,13 +630,19 @@ fn builds_not_started_or_unreachable_through_the_store_get_zuul_errors() {
             .expect("spawn sluice fingergw"),
     );
     wait_port(gateway_port);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.0.id())).unwrap();
-    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert_eq!(
-        uids.split_whitespace().skip(1).collect::<Vec<_>>(),
-        ["65534"; 4],
-        "the gateway still runs as root: {uids}"
-    );
+    // It listens first and drops to `nobody` once its store is open: wait for that.
+    let mut uids = String::new();
+    let dropped = wait_for(Duration::from_secs(10), || {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", gw.0.id())).unwrap_or_default();
+        uids = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap_or_default()
+            .to_string();
+        uids.split_whitespace().skip(1).collect::<Vec<_>>() == ["65534"; 4]
+    });
+    assert!(dropped, "the gateway still runs as root: {uids}");
     assert_eq!(
         finger_request(gateway_port, "0a\n"),
         "Build did not start yet"
