@@ -156,6 +156,7 @@ fn inspect(
             source: dir,
             default_branch: branch.clone(),
             trusted,
+            exclude_branches: Vec::new(),
         },
         branch,
         head: commit.id().to_string(),

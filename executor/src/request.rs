@@ -62,6 +62,10 @@ pub struct ProjectSpec {
     pub default_branch: String,
     /// True for config-projects.
     pub trusted: bool,
+    /// Branch-name prefixes the workspace and playbook checkouts leave out (the git
+    /// driver's review branches, `review/`: changes, not branches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_branches: Vec<String>,
 }
 
 impl ProjectSpec {

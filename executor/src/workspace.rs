@@ -54,6 +54,7 @@ pub fn prepare(req: &BuildRequest, jobdir: &JobDir) -> Result<Vec<RepoCheckout>,
                 override_branch: ob,
                 override_checkout: oc,
                 repo_state: Default::default(),
+                exclude_branches: spec.exclude_branches.clone(),
             },
             required,
         ));
@@ -237,7 +238,7 @@ pub fn checkout_playbooks(
             (Some(path), false) => path.clone(),
             _ => spec.source.clone(),
         };
-        checkout_playbook_repo(&source, &dest, &branch)
+        checkout_playbook_repo(&source, &dest, &branch, &spec.exclude_branches)
             .map_err(|e| format!("cannot check out {cname}@{branch} for playbooks: {e}"))?;
         checkouts
             .dirs

@@ -21,10 +21,14 @@ pub(crate) fn open_source(source: &Path, project: &str) -> Result<Repository, Me
 /// Creates `dest` (it must be absent or an empty directory) and clones `source` into it without
 /// checking anything out: every source branch becomes a local branch (and
 /// `refs/remotes/origin/<branch>`), every tag is copied, and `origin` points at `source`.
+/// Branches whose names start with one of `exclude` are left out: they are
+/// neither fetched nor created, so a clone costs what the real branches cost however many
+/// such branches (e.g. review branches, which are changes) the source holds.
 pub(crate) fn clone_local(
     source: &Path,
     dest: &Path,
     project: &str,
+    exclude: &[String],
 ) -> Result<Repository, MergeError> {
     if dest.exists() {
         let mut entries = std::fs::read_dir(dest).map_err(io("read directory", dest))?;
@@ -47,15 +51,33 @@ pub(crate) fn clone_local(
             .map_err(cx.git(|| format!("add remote origin {url}")))?;
         let mut opts = FetchOptions::new();
         opts.download_tags(git2::AutotagOption::None);
+        let mut refspecs = vec!["+refs/tags/*:refs/tags/*".to_string()];
+        if exclude.iter().all(|prefix| prefix.is_empty()) {
+            refspecs.push("+refs/heads/*:refs/remotes/origin/*".to_string());
+        } else {
+            // One refspec per kept branch (libgit2's negative refspecs did not stop the fetch
+            // of every branch).
+            let src = open_source(source, project)?;
+            let scx = Cx::new(project, source);
+            let heads = src
+                .references_glob("refs/heads/*")
+                .map_err(scx.git(|| "list branches".into()))?;
+            for r in heads {
+                let r = r.map_err(scx.git(|| "read branch".into()))?;
+                let Some(branch) = r.name().and_then(|n| n.strip_prefix("refs/heads/")) else {
+                    continue;
+                };
+                if exclude
+                    .iter()
+                    .any(|prefix| !prefix.is_empty() && branch.starts_with(prefix.as_str()))
+                {
+                    continue;
+                }
+                refspecs.push(format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"));
+            }
+        }
         remote
-            .fetch(
-                &[
-                    "+refs/heads/*:refs/remotes/origin/*",
-                    "+refs/tags/*:refs/tags/*",
-                ],
-                Some(&mut opts),
-                None,
-            )
+            .fetch(&refspecs, Some(&mut opts), None)
             .map_err(cx.git(|| format!("fetch branches and tags from {url}")))?;
     }
     let mut branches = Vec::new();

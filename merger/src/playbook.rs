@@ -25,14 +25,17 @@ pub struct PlaybookCheckout {
 /// Clones `source` (bare or not) into `dest` (absent or an empty directory) and checks out
 /// `branch_or_commit`: a branch of `source` (HEAD on that local branch), else a tag, else
 /// any commit or ref `source` can resolve (detached HEAD), even one no branch contains.
-/// `origin` is then set to `file:///dev/null`.
+/// `origin` is then set to `file:///dev/null`. Branches starting with one of `exclude_branches`
+/// are not cloned (see [`crate::ProjectRepo::exclude_branches`]); a commit of one is still
+/// checked out by sha.
 pub fn checkout_playbook_repo(
     source: &Path,
     dest: &Path,
     branch_or_commit: &str,
+    exclude_branches: &[String],
 ) -> Result<PlaybookCheckout, MergeError> {
     let label = source.display().to_string();
-    let repo = git::clone_local(source, dest, &label)?;
+    let repo = git::clone_local(source, dest, &label, exclude_branches)?;
     let cx = Cx::new(&label, dest);
     let (checkout, commit) = if git::branch_tip(&repo, branch_or_commit).is_some() {
         let oid = git::checkout_branch(&repo, branch_or_commit, cx)?;

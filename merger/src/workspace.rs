@@ -36,6 +36,12 @@ pub struct ProjectRepo {
     /// refs as they are.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub repo_state: BTreeMap<String, String>,
+    /// Branch-name prefixes left out of the clone, e.g. `review/` for the git driver's review
+    /// branches: they are changes, not branches (as Gerrit's `refs/changes/`), and cloning
+    /// hundreds of them made every workspace cost as much as the queue is long. A change's
+    /// commit is still merged (copied by sha).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_branches: Vec<String>,
 }
 
 /// A change to merge: one queue item's commit on one project branch.
@@ -231,7 +237,7 @@ pub fn prepare_workspace(req: &WorkspaceRequest) -> Result<WorkspaceState, Merge
     for (p, rel) in req.projects.iter().zip(rels) {
         let abs = src_root.join(&rel);
         tracing::debug!(project = %p.canonical_name, path = %abs.display(), "cloning into workspace");
-        let repo = git::clone_local(&p.source, &abs, &p.canonical_name)?;
+        let repo = git::clone_local(&p.source, &abs, &p.canonical_name, &p.exclude_branches)?;
         git::set_identity(
             &repo,
             &req.merge_identity.name,

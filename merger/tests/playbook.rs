@@ -17,7 +17,7 @@ fn branch_checkout_is_on_the_branch_with_files() {
     let s = src.commit_files(&[a], &[("playbook.yaml", "- hosts: all\n")], "Playbook\n");
     src.set_branch("stable", s);
     let dest = dir.path().join("trusted/project_0/localhost/config");
-    let out = checkout_playbook_repo(&src.path, &dest, "stable").expect("checkout");
+    let out = checkout_playbook_repo(&src.path, &dest, "stable", &[]).expect("checkout");
     assert_eq!(out.checkout, "stable");
     assert_eq!(out.commit, s.to_string());
     assert_eq!(out.path, dest);
@@ -39,7 +39,7 @@ fn commit_and_tag_checkouts_detach_head() {
     let src = Source::new(dir.path(), "config", "master");
     let a = src.tip("master");
     let orphan = src.commit_files(&[a], &[("x.yaml", "x\n")], "Not on a branch\n");
-    let out = checkout_playbook_repo(&src.path, &dir.path().join("c1"), &orphan.to_string())
+    let out = checkout_playbook_repo(&src.path, &dir.path().join("c1"), &orphan.to_string(), &[])
         .expect("sha");
     assert_eq!(out.commit, orphan.to_string());
     let repo = Repository::open(dir.path().join("c1")).expect("open");
@@ -47,13 +47,13 @@ fn commit_and_tag_checkouts_detach_head() {
     assert!(dir.path().join("c1/x.yaml").is_file());
 
     src.tag("v2", orphan);
-    let out = checkout_playbook_repo(&src.path, &dir.path().join("c2"), "v2").expect("tag");
+    let out = checkout_playbook_repo(&src.path, &dir.path().join("c2"), "v2", &[]).expect("tag");
     assert_eq!(
         (out.checkout.as_str(), out.commit),
         ("refs/tags/v2", orphan.to_string())
     );
 
-    let err = checkout_playbook_repo(&src.path, &dir.path().join("c3"), "no-such-thing")
+    let err = checkout_playbook_repo(&src.path, &dir.path().join("c3"), "no-such-thing", &[])
         .expect_err("unknown");
     assert!(matches!(err, MergeError::UnknownRef { .. }), "{err:?}");
 }
@@ -74,8 +74,41 @@ fn untrusted_checkout_from_the_workspace_shows_the_speculative_state() {
     .expect("prepare");
     let ws = &state.repos[0];
     let dest = dir.path().join("untrusted/project_0/localhost/org/repo");
-    let out = checkout_playbook_repo(&ws.path, &dest, "master").expect("checkout");
+    let out = checkout_playbook_repo(&ws.path, &dest, "master", &[]).expect("checkout");
     assert_eq!(out.commit, ws.commit);
     assert_ne!(out.commit, src.tip("master").to_string());
     assert!(dest.join("run.yaml").is_file() && dest.join("b.txt").is_file());
+}
+
+#[test]
+fn playbook_checkouts_leave_excluded_branches_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Source::new(dir.path(), "repo", "master");
+    let a = src.tip("master");
+    let r = src.commit_files(&[a], &[("r.txt", "r\n")], "Review\n");
+    src.set_branch("review/master/x", r);
+    let dest = dir.path().join("c");
+    let out = checkout_playbook_repo(&src.path, &dest, "master", &["review/".to_string()])
+        .expect("checkout");
+    assert_eq!(out.commit, a.to_string());
+    let repo = Repository::open(&dest).expect("open");
+    let names: Vec<String> = repo
+        .references()
+        .expect("refs")
+        .flatten()
+        .filter_map(|r| r.name().map(str::to_string))
+        .collect();
+    assert!(
+        repo.find_reference("refs/heads/review/master/x").is_err(),
+        "{names:?}"
+    );
+    // A commit of an excluded branch is still reachable by sha.
+    let out = checkout_playbook_repo(
+        &src.path,
+        &dir.path().join("c2"),
+        &r.to_string(),
+        &["review/".to_string()],
+    )
+    .expect("by sha");
+    assert_eq!(out.commit, r.to_string());
 }

@@ -527,3 +527,44 @@ fn branches_with_slashes_merge_and_check_out() {
     assert!(worktree_files(&rs.path).contains_key("c.txt"));
     assert!(worktree_files(&rs.path).contains_key("stable.txt"));
 }
+
+#[test]
+fn excluded_branches_are_not_cloned_and_their_commits_still_merge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = branches(dir.path());
+    // Review branches (changes, not branches) next to the real ones.
+    let review = b.src.commit_files(&[b.a], &[("r.txt", "r\n")], "Review\n");
+    for n in 0..20 {
+        b.src.set_branch(&format!("review/master/c{n}"), review);
+    }
+    let mut p = project(&b.src, P, "master");
+    p.exclude_branches = vec!["review/".into()];
+    let state = prepare_workspace(&request(
+        &dir.path().join("src"),
+        vec![p],
+        vec![change(P, "master", review, MergeMode::Merge)],
+    ))
+    .expect("prepare");
+    let rs = &state.repos[0];
+    let names: Vec<&str> = rs.branches.keys().map(String::as_str).collect();
+    assert_eq!(names, ["feature", "master", "stable"]);
+    let repo = Repository::open(&rs.path).expect("open");
+    let remote: Vec<String> = repo
+        .references_glob("refs/remotes/origin/review/*")
+        .expect("glob")
+        .flatten()
+        .filter_map(|r| r.name().map(str::to_string))
+        .collect();
+    assert!(remote.is_empty(), "review branches fetched: {remote:?}");
+    assert!(repo.find_reference("refs/tags/v1").is_ok());
+    assert!(worktree_files(&rs.path).contains_key("r.txt"));
+
+    // Without the exclusion every branch is there (what a source's real branches get).
+    let state = prepare_workspace(&request(
+        &dir.path().join("src2"),
+        vec![project(&b.src, P, "master")],
+        vec![],
+    ))
+    .expect("prepare");
+    assert_eq!(state.repos[0].branches.len(), 23);
+}

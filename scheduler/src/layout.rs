@@ -396,6 +396,7 @@ impl TenantLayout {
                 source: p.path.clone(),
                 default_branch: p.default_branch.clone(),
                 trusted: p.entry.trusted,
+                exclude_branches: vec![REVIEW_PREFIX.to_string()],
             })
             .collect()
     }

@@ -21,7 +21,7 @@ use sluice_merger::{
 use sluice_store::{now_ms, BuildDependency, BuildRow, BuildsetRow, ChangeRef, ItemRow, NewBuild};
 
 use crate::errors::SchedulerError;
-use crate::git::NULL_SHA;
+use crate::git::{NULL_SHA, REVIEW_PREFIX};
 use crate::github::{action_of, report_text, MergeOutcome};
 use crate::job_graph::JobGraph;
 use crate::layout::{Override, TenantLayout};
@@ -486,6 +486,8 @@ impl Scheduler {
                     override_branch: None,
                     override_checkout: None,
                     repo_state: Default::default(),
+                    // Review branches are changes: a merge clones the branches only.
+                    exclude_branches: vec![REVIEW_PREFIX.to_string()],
                 });
             }
             // A ref item is its branch as it is: nothing to merge.
@@ -1471,6 +1473,7 @@ mod tests {
             source: PathBuf::from(format!("/repos/{name}")),
             default_branch: "main".into(),
             trusted,
+            exclude_branches: Vec::new(),
         }
     }
 

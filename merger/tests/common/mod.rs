@@ -113,6 +113,7 @@ pub fn project(source: &Source, canonical_name: &str, default_branch: &str) -> P
         override_branch: None,
         override_checkout: None,
         repo_state: Default::default(),
+        exclude_branches: Vec::new(),
     }
 }
 
