@@ -10,7 +10,9 @@
 //! a successful item in a pipeline whose success reporter says `merge: true` is merged into
 //! its target branch first.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::time::Instant;
 
 use sluice_config::{FrozenJob, FrozenJobDetails};
 use sluice_executor::request::{BuildRequest, ChangeItem, ProjectSpec};
@@ -39,6 +41,38 @@ fn build_failed(b: &BuildRow) -> bool {
     b.voting && b.final_ && !matches!(b.result.as_deref(), Some("SUCCESS") | Some("SKIPPED"))
 }
 
+/// What a pipeline pass read about its items in a few statements: their buildsets, the
+/// builds of those buildsets, and which items are active.
+struct QueueState {
+    active: HashSet<String>,
+    buildsets: HashMap<String, BuildsetRow>,
+    builds: HashMap<String, Vec<BuildRow>>,
+}
+
+impl QueueState {
+    async fn read(store: &sluice_store::Store, items: &[ItemRow]) -> Result<Self, SchedulerError> {
+        let uuids: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.buildset_uuid.clone())
+            .collect();
+        let buildsets: HashMap<String, BuildsetRow> = store
+            .buildsets_by_uuid(&uuids)
+            .await?
+            .into_iter()
+            .map(|bs| (bs.uuid.clone(), bs))
+            .collect();
+        let mut builds: HashMap<String, Vec<BuildRow>> = HashMap::new();
+        for b in store.builds_of_buildsets(&uuids).await? {
+            builds.entry(b.buildset_uuid.clone()).or_default().push(b);
+        }
+        Ok(QueueState {
+            active: items.iter().map(|i| i.uuid.clone()).collect(),
+            buildsets,
+            builds,
+        })
+    }
+}
+
 /// Prepared jobs, or the buildset result that replaces them.
 enum Prepared {
     Builds(Vec<NewBuild>),
@@ -55,6 +89,10 @@ impl Scheduler {
         let tenant = self.tenants[t].tenant.name.clone();
         let pipeline = self.tenants[t].pipelines[p].clone();
         let items = self.store.active_items(&tenant, &pipeline.name).await?;
+        // The buildsets and builds of every item are read at once, not item by item: a pass
+        // over a queue with nothing new costs the same few statements however long the
+        // queue is (an item's own reads happen only when something about it changes).
+        let mut known = QueueState::read(&self.store, &items).await?;
         let mut queues: Vec<(String, Vec<ItemRow>)> = Vec::new();
         for item in items {
             match queues.iter_mut().find(|(q, _)| *q == item.queue) {
@@ -64,7 +102,10 @@ impl Scheduler {
         }
         let mut changed = false;
         for (_, items) in queues {
-            changed |= self.process_queue(t, &pipeline, items).await?;
+            if self.stopping() {
+                break;
+            }
+            changed |= self.process_queue(t, &pipeline, items, &mut known).await?;
         }
         Ok(changed)
     }
@@ -74,20 +115,25 @@ impl Scheduler {
         t: usize,
         pipeline: &Pipeline,
         items: Vec<ItemRow>,
+        known: &mut QueueState,
     ) -> Result<bool, SchedulerError> {
         let mut changed = false;
         let window = self.window_size(pipeline, &items).await?;
         // Live, non-failing items ahead: what the next item is tested on top of.
         let mut ahead: Vec<ItemRow> = Vec::new();
         for (idx, item) in items.iter().enumerate() {
+            // Shutdown stops the pass between items (each does at most one merge).
+            if self.stopping() {
+                break;
+            }
             let expected: Vec<String> = match pipeline.manager {
                 Manager::Dependent => ahead.iter().map(|i| i.uuid.clone()).collect(),
                 Manager::Independent | Manager::Serial | Manager::Supercedent => Vec::new(),
             };
-            let mut buildset = match &item.buildset_uuid {
-                Some(uuid) => self.store.buildset(uuid).await?,
-                None => None,
-            };
+            let mut buildset = item
+                .buildset_uuid
+                .as_ref()
+                .and_then(|uuid| known.buildsets.get(uuid).cloned());
             if pipeline.manager == Manager::Dependent {
                 if let Some(needed) = self.unmet_need(t, item, &ahead).await? {
                     // Zuul's texts: a closed (abandoned) needed change is "needed", one that
@@ -143,7 +189,7 @@ impl Scheduler {
             let stale = match &buildset {
                 None => true,
                 Some(bs) if bs.state == "done" && bs.result.as_deref() == Some("DEQUEUED") => true,
-                Some(bs) => self.without_merged(&bs.context).await? != expected,
+                Some(bs) => self.without_merged(&bs.context, known).await? != expected,
             };
             if stale {
                 let merge_deps = pipeline.manager == Manager::Independent;
@@ -156,15 +202,26 @@ impl Scheduler {
             let Some(mut bs) = buildset else {
                 continue;
             };
+            let mut builds = known.builds.remove(&bs.uuid).unwrap_or_default();
             if bs.state == "new" {
+                if Instant::now() >= self.prepare_until {
+                    // This pass merged long enough: the loop records results, reads events
+                    // and sees a shutdown before the next merges (next pass, in queue order).
+                    // Items behind a dependent item wait for it.
+                    changed = true;
+                    if pipeline.manager == Manager::Independent {
+                        continue;
+                    }
+                    break;
+                }
                 self.prepare_buildset(t, pipeline, item, &bs).await?;
                 changed = true;
                 bs = match self.store.buildset(&bs.uuid).await? {
                     Some(bs) => bs,
                     None => continue,
                 };
+                builds = self.store.builds_of_buildset(&bs.uuid).await?;
             }
-            let mut builds = self.store.builds_of_buildset(&bs.uuid).await?;
             if self.release_waiting(pipeline, &builds).await? {
                 changed = true;
                 builds = self.store.builds_of_buildset(&bs.uuid).await?;
@@ -379,19 +436,33 @@ impl Scheduler {
     }
 
     /// `context` without the items that have merged since (their changes are in the branch).
-    async fn without_merged(&self, context: &[String]) -> Result<Vec<String>, SchedulerError> {
-        let mut out = Vec::new();
-        for uuid in context {
-            let merged = self
-                .store
-                .item(uuid)
+    /// Items still active are not merged: only the others are read.
+    async fn without_merged(
+        &self,
+        context: &[String],
+        known: &QueueState,
+    ) -> Result<Vec<String>, SchedulerError> {
+        let gone: Vec<String> = context
+            .iter()
+            .filter(|uuid| !known.active.contains(*uuid))
+            .cloned()
+            .collect();
+        let merged: HashSet<String> = if gone.is_empty() {
+            HashSet::new()
+        } else {
+            self.store
+                .items_by_uuid(&gone)
                 .await?
-                .is_some_and(|i| i.state == "done" && i.result.as_deref() == Some("SUCCESS"));
-            if !merged {
-                out.push(uuid.clone());
-            }
-        }
-        Ok(out)
+                .into_iter()
+                .filter(|i| i.state == "done" && i.result.as_deref() == Some("SUCCESS"))
+                .map(|i| i.uuid)
+                .collect()
+        };
+        Ok(context
+            .iter()
+            .filter(|uuid| !merged.contains(*uuid))
+            .cloned()
+            .collect())
     }
 
     /// Cancels the item's unfinished builds and gives it a new buildset for `ahead`.

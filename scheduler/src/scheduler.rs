@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,16 @@ pub struct Scheduler {
     last_hold_expiry: Option<Instant>,
     /// Consecutive failures and disabled pipelines (`disable-after-consecutive-failures`).
     pub(crate) pipeline_states: PipelineStates,
+    /// Set on shutdown: a pass stops between events, builds and queue items.
+    stop: Arc<AtomicBool>,
+    /// When this pass stops preparing buildsets (merges) and leaves the rest to the next.
+    pub(crate) prepare_until: Instant,
 }
+
+/// How long one pass may spend preparing buildsets (merges, speculative layouts) before it
+/// lets the loop record results, read events and see a shutdown; the rest of the queue is
+/// prepared by the next passes, in queue order.
+const PREPARE_BUDGET: Duration = Duration::from_secs(1);
 
 impl Scheduler {
     /// Reads the tenant configuration and loads every tenant's layout.
@@ -110,6 +120,8 @@ impl Scheduler {
             event_retry: HashMap::new(),
             last_hold_expiry: None,
             pipeline_states: PipelineStates::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+            prepare_until: Instant::now(),
         };
         s.sync_github_mirrors().await;
         let started = Instant::now();
@@ -133,6 +145,17 @@ impl Scheduler {
         self.watcher.wake()
     }
 
+    /// The flag that stops a pass early: set it (on shutdown) and the running pass returns
+    /// after the event, build or queue item at hand, its decisions committed.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Whether the pass must stop at the next boundary (shutdown).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn work_dir(&self) -> PathBuf {
         self.cfg.state_dir.join("scheduler")
     }
@@ -140,6 +163,7 @@ impl Scheduler {
     /// One pass; says whether anything happened (the caller sleeps otherwise).
     pub async fn pass(&mut self) -> Result<bool, SchedulerError> {
         let started = Instant::now();
+        self.prepare_until = Instant::now() + PREPARE_BUDGET;
         let mut busy = false;
         busy |= self.poll(true).await? > 0;
         busy |= self.sync_github_mirrors().await > 0;
@@ -171,11 +195,17 @@ impl Scheduler {
         }
         busy |= self.fire_timers().await? > 0;
         let recorded = started.elapsed();
+        if self.stopping() {
+            return Ok(busy);
+        }
         busy |= self.process_events().await? > 0;
         busy |= self.flush_github_reports().await > 0;
         let events = started.elapsed();
         for t in 0..self.tenants.len() {
             for p in 0..self.tenants[t].pipelines.len() {
+                if self.stopping() {
+                    return Ok(busy);
+                }
                 // A pipeline that cannot advance does not stop the others.
                 match self.process_pipeline(t, p).await {
                     Ok(changed) => busy |= changed,
@@ -378,6 +408,9 @@ impl Scheduler {
         let finished = self.store.finished_requests().await?;
         let n = finished.len();
         for r in finished {
+            if self.stopping() {
+                break;
+            }
             let Some(build) = self.store.build(&r.uuid).await? else {
                 let mut tx = self.store.begin().await?;
                 tx.mark_request_processed(&r.uuid).await?;
@@ -608,6 +641,9 @@ impl Scheduler {
         let mut held: Vec<String> = Vec::new();
         let mut n = 0;
         for ev in events {
+            if self.stopping() {
+                break;
+            }
             if let Some(tenant) = self.waits_for_layout(&ev) {
                 tracing::debug!(event = ev.id, kind = %ev.kind, %tenant, "event kept until the tenant's layout is loaded");
                 continue;

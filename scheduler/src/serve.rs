@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,19 +159,37 @@ async fn run_scheduler_loop(
     let mut written = store.scheduler_wakeups();
     let mut scheduler = Scheduler::new(cfg, store).await?;
     let wake = scheduler.wake();
+    let stop = scheduler.stop_flag();
     scheduler.share_layouts(layouts);
     tracing::info!("sluice scheduler running");
     tokio::pin!(shutdown);
+    let mut stopping = false;
     loop {
         // Seen before the pass reads the store, so a write committed during it wakes the next.
         written.borrow_and_update();
-        let busy = match scheduler.pass().await {
+        // A shutdown during a pass stops it at the next event, build or item boundary (at
+        // most one merge away): a long pass over a long queue does not hold the exit.
+        let pass = scheduler.pass();
+        tokio::pin!(pass);
+        let outcome = tokio::select! {
+            outcome = &mut pass => outcome,
+            _ = &mut shutdown, if !stopping => {
+                stopping = true;
+                stop.store(true, Ordering::Relaxed);
+                tracing::info!("shutting down: the scheduler stops after the item at hand");
+                pass.await
+            }
+        };
+        let busy = match outcome {
             Ok(busy) => busy,
             Err(e) => {
                 tracing::error!(error = %e, "scheduler pass failed");
                 false
             }
         };
+        if stopping {
+            break;
+        }
         let pause = if busy {
             Duration::from_millis(20)
         } else {

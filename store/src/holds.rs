@@ -105,7 +105,7 @@ impl Store {
             "SELECT {HOLD_COLUMNS} FROM hold_requests WHERE tenant = $1 ORDER BY id"
         ))
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read hold requests"))?;
         rows.iter().map(hold_row).collect()
@@ -117,7 +117,7 @@ impl Store {
             "SELECT {HOLD_COLUMNS} FROM hold_requests WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(q("read hold request"))?;
         row.as_ref().map(hold_row).transpose()
@@ -168,7 +168,7 @@ impl Store {
             "SELECT DISTINCT node FROM held_nodes WHERE expires IS NULL OR expires >= $1 ORDER BY node",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read held nodes"))?;
         rows.iter().map(|r| get(r, "node")).collect()

@@ -2,6 +2,7 @@
 //! single-statement writes (claim, renew, complete), each atomic on its own.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,9 @@ pub struct Store {
     /// SQLite: transactions take the write lock when they begin (see [`Store::begin`]).
     sqlite: bool,
     pub(crate) wakeups: Arc<Wakeups>,
+    /// Statements run outside transactions through this handle and its clones (see
+    /// [`Store::statements`]).
+    statements: Arc<AtomicU64>,
 }
 
 /// In-process wake-ups: what a commit through this handle (or its clones) wrote that the
@@ -114,6 +118,7 @@ impl Store {
             pool,
             sqlite,
             wakeups: Arc::default(),
+            statements: Arc::new(AtomicU64::new(0)),
         };
         store.migrate().await?;
         Ok(store)
@@ -171,8 +176,17 @@ impl Store {
         tx.commit().await.map_err(err)
     }
 
+    /// The pool, for one statement outside a transaction (counted).
     pub(crate) fn pool(&self) -> &AnyPool {
+        self.statements.fetch_add(1, Ordering::Relaxed);
         &self.pool
+    }
+
+    /// How many statements this handle and its clones ran outside transactions so far: what
+    /// a caller's reads cost in round trips, e.g. the scheduler's per pass, which must not
+    /// grow with the length of its queues.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     /// Starts a transaction; nothing it writes is visible until [`Tx::commit`].
@@ -181,6 +195,7 @@ impl Store {
         // "database is locked" when another process wrote in between (WAL snapshots cannot be
         // upgraded; the busy timeout does not apply). Taking the write lock at BEGIN makes
         // such writers (`sluice change approve`, `sluice executor`) wait their turn instead.
+        self.statements.fetch_add(1, Ordering::Relaxed);
         let tx = if self.sqlite {
             self.pool.begin_with("BEGIN IMMEDIATE").await
         } else {
@@ -210,7 +225,7 @@ impl Store {
             "SELECT id, connection, kind, payload, created FROM events WHERE processed IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read pending events"))?;
         rows.iter().map(event_row).collect()
@@ -227,7 +242,7 @@ impl Store {
         )
         .bind(connection)
         .bind(project)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read git refs"))?;
         rows.iter()
@@ -248,7 +263,7 @@ impl Store {
         .bind(connection)
         .bind(project)
         .bind(refname)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(q("read change"))?;
         row.as_ref().map(change_row).transpose()
@@ -267,7 +282,7 @@ impl Store {
         .bind(connection)
         .bind(project)
         .bind(number)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(q("read change approval"))?;
         row.map(|r| get::<String>(&r, "patchset")).transpose()
@@ -286,7 +301,7 @@ impl Store {
         .bind(connection)
         .bind(project)
         .bind(sha)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read commit statuses"))?;
         rows.iter()
@@ -299,7 +314,7 @@ impl Store {
         sqlx::query("UPDATE node_locks SET expires = $1 WHERE holder = $2")
             .bind(expires)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(q("renew node locks"))?;
         Ok(())
@@ -309,7 +324,7 @@ impl Store {
     pub async fn release_node_locks(&self, holder: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM node_locks WHERE holder = $1")
             .bind(holder)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(q("release node locks"))?;
         Ok(())
@@ -319,7 +334,7 @@ impl Store {
     pub async fn node_locks_in_use(&self, now: i64) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM node_locks WHERE expires >= $1")
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await
             .map_err(q("count node locks"))?;
         get::<i64>(&row, "n")
@@ -331,7 +346,7 @@ impl Store {
             "SELECT {CHANGE_COLUMNS} FROM changes WHERE connection = $1 ORDER BY project, number"
         ))
         .bind(connection)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read changes"))?;
         rows.iter().map(change_row).collect()
@@ -348,7 +363,7 @@ impl Store {
         ))
         .bind(tenant)
         .bind(pipeline)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read active items"))?;
         rows.iter().map(item_row).collect()
@@ -360,7 +375,7 @@ impl Store {
             "SELECT {ITEM_COLUMNS} FROM queue_items WHERE tenant = $1 ORDER BY seq"
         ))
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read items"))?;
         rows.iter().map(item_row).collect()
@@ -372,7 +387,7 @@ impl Store {
             "SELECT {ITEM_COLUMNS} FROM queue_items WHERE uuid = $1"
         ))
         .bind(uuid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(q("read item"))?;
         row.as_ref().map(item_row).transpose()
@@ -391,7 +406,7 @@ impl Store {
         .bind(tenant)
         .bind(pipeline)
         .bind(queue)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(q("read window"))?;
         row.map(|r| get::<i64>(&r, "size")).transpose()
@@ -403,7 +418,7 @@ impl Store {
             "SELECT {BUILDSET_COLUMNS} FROM buildsets WHERE uuid = $1"
         ))
         .bind(uuid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(q("read buildset"))?;
         row.as_ref().map(buildset_row).transpose()
@@ -415,7 +430,7 @@ impl Store {
             "SELECT {BUILDSET_COLUMNS} FROM buildsets WHERE tenant = $1 ORDER BY id"
         ))
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read buildsets"))?;
         rows.iter().map(buildset_row).collect()
@@ -427,7 +442,7 @@ impl Store {
             "SELECT {BUILD_COLUMNS} FROM builds WHERE buildset_uuid = $1 ORDER BY id"
         ))
         .bind(buildset)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read builds of buildset"))?;
         rows.iter().map(build_row).collect()
@@ -439,7 +454,7 @@ impl Store {
             "SELECT {BUILD_COLUMNS} FROM builds WHERE tenant = $1 ORDER BY id"
         ))
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read builds"))?;
         rows.iter().map(build_row).collect()
@@ -451,7 +466,7 @@ impl Store {
             "SELECT {BUILD_COLUMNS} FROM builds WHERE uuid = $1"
         ))
         .bind(uuid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(q("read build"))?;
         row.as_ref().map(build_row).transpose()
@@ -463,7 +478,7 @@ impl Store {
             "SELECT {REQUEST_COLUMNS} FROM build_requests WHERE uuid = $1"
         ))
         .bind(uuid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(q("read build request"))?;
         row.as_ref().map(request_row).transpose()
@@ -475,7 +490,7 @@ impl Store {
             "SELECT {REQUEST_COLUMNS} FROM build_requests WHERE state = 'requested' ORDER BY precedence, seq LIMIT $1"
         ))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read open requests"))?;
         rows.iter().map(request_row).collect()
@@ -486,7 +501,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {REQUEST_COLUMNS} FROM build_requests WHERE state IN ('completed', 'canceled') AND processed = 0 ORDER BY seq"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read finished requests"))?;
         rows.iter().map(request_row).collect()
@@ -506,7 +521,7 @@ impl Store {
         .bind(lease_until)
         .bind(now_ms())
         .bind(uuid)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(q("claim build request"))?;
         if done.rows_affected() != 1 {
@@ -534,7 +549,7 @@ impl Store {
         .bind(lease_until)
         .bind(uuid)
         .bind(executor)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(q("renew lease"))?;
         if done.rows_affected() != 1 {
@@ -542,7 +557,7 @@ impl Store {
         }
         let cancel: i64 = sqlx::query("SELECT cancel FROM build_requests WHERE uuid = $1")
             .bind(uuid)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await
             .and_then(|r| r.try_get::<i64, _>("cancel"))
             .map_err(q("read cancel flag"))?;
@@ -567,7 +582,7 @@ impl Store {
         .bind(text)
         .bind(uuid)
         .bind(executor)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(q("complete build request"))?;
         self.wakeups.send(Wake {
@@ -592,7 +607,7 @@ impl Store {
         .bind(text)
         .bind(uuid)
         .bind(executor)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(q("pause build request"))?;
         self.wakeups.send(Wake {
@@ -606,7 +621,7 @@ impl Store {
     pub async fn resume_wanted(&self, uuid: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT resume FROM build_requests WHERE uuid = $1")
             .bind(uuid)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(q("read resume flag"))?;
         Ok(match row {
@@ -620,7 +635,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT r.uuid AS uuid, r.paused_json AS paused_json FROM build_requests r JOIN builds b ON b.uuid = r.uuid WHERE r.state = 'running' AND r.paused_json IS NOT NULL AND r.resume = 0 AND b.paused = 0",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read paused requests"))?;
         rows.iter()
@@ -640,7 +655,7 @@ impl Store {
             "UPDATE build_requests SET state = 'completed', result_json = NULL, lease_expires = NULL WHERE state = 'running' AND lease_expires < $1",
         )
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(q("expire leases"))?;
         Ok(done.rows_affected())
@@ -653,7 +668,7 @@ impl Store {
             "UPDATE build_requests SET state = 'completed', result_json = NULL, lease_expires = NULL WHERE state = 'running' AND executor LIKE $1",
         )
         .bind(format!("{prefix}%"))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(q("release executor requests"))?;
         Ok(done.rows_affected())
@@ -665,7 +680,7 @@ impl Store {
             "SELECT {ITEM_COLUMNS} FROM queue_items WHERE tenant = $1 AND state = 'active' ORDER BY seq"
         ))
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read active items of tenant"))?;
         rows.iter().map(item_row).collect()
@@ -683,7 +698,7 @@ impl Store {
             columns.join(", ")
         ))
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read live builds"))?;
         rows.iter()
@@ -700,7 +715,7 @@ impl Store {
     /// How many trigger events wait for the scheduler.
     pub async fn pending_event_count(&self) -> Result<i64, StoreError> {
         sqlx::query("SELECT COUNT(*) AS n FROM events WHERE processed IS NULL")
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await
             .and_then(|r| r.try_get::<i64, _>("n"))
             .map_err(q("count pending events"))
@@ -727,7 +742,7 @@ impl Store {
         );
         let rows = w
             .bind_all(sqlx::query(&sql))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(q("query builds"))?;
         rows.iter().map(build_row).collect()
@@ -751,7 +766,7 @@ impl Store {
         );
         let rows = w
             .bind_all(sqlx::query(&sql))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(q("query buildsets"))?;
         rows.iter().map(buildset_row).collect()
@@ -766,7 +781,7 @@ impl Store {
             let sql = format!("SELECT {ITEM_COLUMNS} FROM queue_items WHERE {}", w.sql);
             let rows = w
                 .bind_all(sqlx::query(&sql))
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await
                 .map_err(q("read items by uuid"))?;
             for r in &rows {
@@ -788,13 +803,40 @@ impl Store {
             let sql = format!("SELECT {BUILDSET_COLUMNS} FROM buildsets WHERE {}", w.sql);
             let rows = w
                 .bind_all(sqlx::query(&sql))
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await
                 .map_err(q("read buildsets by uuid"))?;
             for r in &rows {
                 out.push(buildset_row(r)?);
             }
         }
+        Ok(out)
+    }
+
+    /// The builds of these buildsets, oldest first (one statement per 500 buildsets: what
+    /// the scheduler reads for a whole queue at once).
+    pub async fn builds_of_buildsets(
+        &self,
+        buildsets: &[String],
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in buildsets.chunks(500) {
+            let mut w = Where::default();
+            w.any_of("buildset_uuid", chunk);
+            let sql = format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE {} ORDER BY id",
+                w.sql
+            );
+            let rows = w
+                .bind_all(sqlx::query(&sql))
+                .fetch_all(self.pool())
+                .await
+                .map_err(q("read builds of buildsets"))?;
+            for r in &rows {
+                out.push(build_row(r)?);
+            }
+        }
+        out.sort_by_key(|b| b.id);
         Ok(out)
     }
 
@@ -812,7 +854,7 @@ impl Store {
         .bind(tenant)
         .bind(job)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read recent build times"))?;
         rows.iter()

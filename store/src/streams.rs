@@ -76,7 +76,7 @@ impl Store {
         .bind(worker)
         .bind(crate::store::now_ms())
         .bind(uuid)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(q("claim build request"))?;
         if done.rows_affected() != 1 {
@@ -97,7 +97,7 @@ impl Store {
             "SELECT tenant, state, executor, worker_json FROM build_requests WHERE uuid = $1",
         )
         .bind(uuid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(q("read build request"))?;
         if let Some(row) = row {
@@ -120,7 +120,7 @@ impl Store {
         // A build without a request waits for its dependencies, or never ran (skipped).
         let row = sqlx::query("SELECT tenant, result FROM builds WHERE uuid = $1")
             .bind(uuid)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(q("read build"))?;
         Ok(match row {
@@ -160,7 +160,7 @@ impl Store {
     pub async fn remove_gateway(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM finger_gateways WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(q("remove finger gateway"))?;
         Ok(())
@@ -177,7 +177,7 @@ impl Store {
         )
         .bind(zone)
         .bind(fresh_since)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read finger gateways"))?;
         rows.iter()

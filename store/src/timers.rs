@@ -59,7 +59,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT tenant, pipeline, timespec, project, branch, fired_at FROM timer_fires",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(q("read timer fires"))?;
         rows.iter()

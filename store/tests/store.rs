@@ -28,6 +28,7 @@ every_backend!(
     node_slots_are_taken_once_renewed_released_and_expire,
     approvals_and_commit_statuses_are_replaced_not_added,
     timer_fires_are_replaced_per_timer,
+    builds_of_many_buildsets_come_in_one_statement,
 );
 
 fn new_build(uuid: &str, precedence: i64) -> NewBuild {
@@ -522,4 +523,31 @@ async fn timer_fires_are_replaced_per_timer(db: &Db) {
     let mut fires = store.timer_fires().await.unwrap();
     fires.sort_by(|a, b| a.branch.cmp(&b.branch));
     assert_eq!(fires, [fire("main", 2000), fire("stable", 1500)]);
+}
+
+async fn builds_of_many_buildsets_come_in_one_statement(db: &Db) {
+    let store = db.open().await;
+    let mut tx = store.begin().await.unwrap();
+    for (uuid, buildset) in [("b1", "bs1"), ("b2", "bs2"), ("b3", "bs1"), ("b4", "bs3")] {
+        tx.insert_build(&NewBuild {
+            buildset_uuid: buildset.into(),
+            ..new_build(uuid, 200)
+        })
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let before = store.statements();
+    let builds = store
+        .builds_of_buildsets(&["bs1".to_string(), "bs3".to_string(), "nope".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(store.statements() - before, 1);
+    let uuids: Vec<&str> = builds.iter().map(|b| b.uuid.as_str()).collect();
+    assert_eq!(uuids, ["b1", "b3", "b4"]);
+    assert!(store.builds_of_buildsets(&[]).await.unwrap().is_empty());
+    // Clones count into the same total.
+    let clone = store.clone();
+    clone.build("b1").await.unwrap();
+    assert_eq!(store.statements() - before, 2);
 }
