@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use git2::{build::CheckoutBuilder, FetchOptions, Oid, Repository};
+use git2::{build::CheckoutBuilder, Oid, Repository};
 
 use crate::errors::{io, Cx, MergeError};
 
@@ -21,9 +21,10 @@ pub(crate) fn open_source(source: &Path, project: &str) -> Result<Repository, Me
 /// Creates `dest` (it must be absent or an empty directory) and clones `source` into it without
 /// checking anything out: every source branch becomes a local branch (and
 /// `refs/remotes/origin/<branch>`), every tag is copied, and `origin` points at `source`.
-/// Branches whose names start with one of `exclude` are left out: they are
-/// neither fetched nor created, so a clone costs what the real branches cost however many
-/// such branches (e.g. review branches, which are changes) the source holds.
+/// Branches whose names start with one of `exclude` are left out. The objects come in one
+/// pack built from the branches and tags kept (not a fetch: libgit2's local transport packs
+/// the objects of every ref the source has, so each clone cost as much as the source had
+/// review branches, i.e. changes).
 pub(crate) fn clone_local(
     source: &Path,
     dest: &Path,
@@ -43,72 +44,111 @@ pub(crate) fn clone_local(
         std::fs::canonicalize(source).map_err(io("resolve source path", source))?;
     let url = source_abs.to_string_lossy().into_owned();
     let cx = Cx::new(project, dest);
+    let scx = Cx::new(project, &source_abs);
+    let src = open_source(&source_abs, project)?;
+
+    // What to copy: the branches kept and every tag, as (full ref name, target).
+    let mut branches: Vec<(String, Oid)> = Vec::new();
+    let mut tags: Vec<(String, Oid)> = Vec::new();
+    let refs = src
+        .references()
+        .map_err(scx.git(|| "list references".into()))?;
+    for r in refs {
+        let r = r.map_err(scx.git(|| "read reference".into()))?;
+        let (Some(name), Some(target)) = (r.name(), r.target()) else {
+            continue;
+        };
+        if let Some(branch) = name.strip_prefix("refs/heads/") {
+            let excluded = exclude
+                .iter()
+                .any(|prefix| !prefix.is_empty() && branch.starts_with(prefix.as_str()));
+            if !excluded {
+                branches.push((branch.to_string(), target));
+            }
+        } else if name.starts_with("refs/tags/") {
+            tags.push((name.to_string(), target));
+        }
+    }
 
     let repo = Repository::init(dest).map_err(cx.git(|| "init".into()))?;
-    {
-        let mut remote = repo
-            .remote("origin", &url)
-            .map_err(cx.git(|| format!("add remote origin {url}")))?;
-        let mut opts = FetchOptions::new();
-        opts.download_tags(git2::AutotagOption::None);
-        let mut refspecs = vec!["+refs/tags/*:refs/tags/*".to_string()];
-        if exclude.iter().all(|prefix| prefix.is_empty()) {
-            refspecs.push("+refs/heads/*:refs/remotes/origin/*".to_string());
-        } else {
-            // One refspec per kept branch (libgit2's negative refspecs did not stop the fetch
-            // of every branch).
-            let src = open_source(source, project)?;
-            let scx = Cx::new(project, source);
-            let heads = src
-                .references_glob("refs/heads/*")
-                .map_err(scx.git(|| "list branches".into()))?;
-            for r in heads {
-                let r = r.map_err(scx.git(|| "read branch".into()))?;
-                let Some(branch) = r.name().and_then(|n| n.strip_prefix("refs/heads/")) else {
-                    continue;
-                };
-                if exclude
-                    .iter()
-                    .any(|prefix| !prefix.is_empty() && branch.starts_with(prefix.as_str()))
-                {
-                    continue;
-                }
-                refspecs.push(format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"));
-            }
-        }
-        remote
-            .fetch(&refspecs, Some(&mut opts), None)
-            .map_err(cx.git(|| format!("fetch branches and tags from {url}")))?;
+    repo.remote("origin", &url)
+        .map_err(cx.git(|| format!("add remote origin {url}")))?;
+    let mut walk = src.revwalk().map_err(scx.git(|| "start revwalk".into()))?;
+    let mut pb = src
+        .packbuilder()
+        .map_err(scx.git(|| "create packbuilder".into()))?;
+    for (branch, target) in &branches {
+        walk.push(*target)
+            .map_err(scx.git(|| format!("walk from branch {branch}")))?;
     }
-    let mut branches = Vec::new();
-    {
-        let refs = repo
-            .references_glob("refs/remotes/origin/*")
-            .map_err(cx.git(|| "list remote branches".into()))?;
-        for r in refs {
-            let r = r.map_err(cx.git(|| "read remote branch".into()))?;
-            let (Some(name), Some(target)) = (r.name(), r.target()) else {
-                continue;
-            };
-            let Some(branch) = name.strip_prefix("refs/remotes/origin/") else {
-                continue;
-            };
-            if branch == "HEAD" {
-                continue;
-            }
-            branches.push((branch.to_string(), target));
+    for (name, target) in &tags {
+        let object = src
+            .find_object(*target, None)
+            .map_err(scx.git(|| format!("read {name}")))?;
+        // The tag object (annotated tags) and what it points at; a commit with its history.
+        pb.insert_recursive(*target, None)
+            .map_err(scx.git(|| format!("pack {name}")))?;
+        if let Ok(commit) = object.peel_to_commit() {
+            walk.push(commit.id())
+                .map_err(scx.git(|| format!("walk from {name}")))?;
         }
     }
-    for (branch, target) in branches {
-        repo.reference(
-            &format!("refs/heads/{branch}"),
-            target,
-            true,
-            "sluice: clone",
-        )
-        .map_err(cx.git(|| format!("create local branch {branch}")))?;
+    pb.insert_walk(&mut walk)
+        .map_err(scx.git(|| "pack branches and tags".into()))?;
+    write_pack(&mut pb, &repo, project, || format!("clone of {url}"))?;
+    for (branch, target) in &branches {
+        for name in [
+            format!("refs/remotes/origin/{branch}"),
+            format!("refs/heads/{branch}"),
+        ] {
+            repo.reference(&name, *target, true, "sluice: clone")
+                .map_err(cx.git(|| format!("create {name}")))?;
+        }
+    }
+    for (name, target) in &tags {
+        repo.reference(name, *target, true, "sluice: clone")
+            .map_err(cx.git(|| format!("create {name}")))?;
     }
     Ok(repo)
+}
+
+/// Writes what `pb` packed into `dest`'s object database (nothing when it is empty).
+fn write_pack(
+    pb: &mut git2::PackBuilder<'_>,
+    dest: &Repository,
+    project: &str,
+    what: impl Fn() -> String,
+) -> Result<(), MergeError> {
+    if pb.object_count() == 0 {
+        return Ok(());
+    }
+    let dcx = Cx::new(project, dest.path());
+    let dest_odb = dest
+        .odb()
+        .map_err(dcx.git(|| "open object database".into()))?;
+    let mut writer = dest_odb
+        .packwriter()
+        .map_err(dcx.git(|| "open pack writer".into()))?;
+    let mut write_err: Option<std::io::Error> = None;
+    pb.foreach(|buf| match writer.write_all(buf) {
+        Ok(()) => true,
+        Err(e) => {
+            write_err = Some(e);
+            false
+        }
+    })
+    .map_err(dcx.git(|| format!("write pack for {}", what())))?;
+    if let Some(e) = write_err {
+        return Err(MergeError::Io {
+            op: "write pack into",
+            path: dest.path().to_path_buf(),
+            cause: e,
+        });
+    }
+    writer
+        .commit()
+        .map_err(dcx.git(|| format!("index pack for {}", what())))?;
+    Ok(())
 }
 
 /// Resolves `reference` (a sha, a full ref, a branch or tag name) to a commit in `repo`.
@@ -172,29 +212,7 @@ pub(crate) fn copy_commit(
         .map_err(scx.git(|| "create packbuilder".into()))?;
     pb.insert_walk(&mut walk)
         .map_err(scx.git(|| format!("pack objects for {oid}")))?;
-    let dcx = Cx::new(project, dest.path());
-    let mut writer = dest_odb
-        .packwriter()
-        .map_err(dcx.git(|| "open pack writer".into()))?;
-    let mut write_err: Option<std::io::Error> = None;
-    pb.foreach(|buf| match writer.write_all(buf) {
-        Ok(()) => true,
-        Err(e) => {
-            write_err = Some(e);
-            false
-        }
-    })
-    .map_err(scx.git(|| format!("write pack for {oid}")))?;
-    if let Some(e) = write_err {
-        return Err(MergeError::Io {
-            op: "write pack into",
-            path: dest.path().to_path_buf(),
-            cause: e,
-        });
-    }
-    writer
-        .commit()
-        .map_err(dcx.git(|| format!("index pack for {oid}")))?;
+    write_pack(&mut pb, dest, project, || oid.to_string())?;
     Ok(())
 }
 

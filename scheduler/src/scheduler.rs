@@ -52,6 +52,10 @@ pub struct Scheduler {
     last_hold_expiry: Option<Instant>,
     /// Consecutive failures and disabled pipelines (`disable-after-consecutive-failures`).
     pub(crate) pipeline_states: PipelineStates,
+    /// Active items per (tenant, pipeline) while a pass processes events: read once, then
+    /// kept up to date with what each event enqueues and dequeues (each event read them all
+    /// again before, so a burst of N events cost N times the queue).
+    events_active: std::sync::Mutex<Option<HashMap<(String, String), Vec<ItemRow>>>>,
     /// Set on shutdown: a pass stops between events, builds and queue items.
     stop: Arc<AtomicBool>,
     /// When this pass stops preparing buildsets (merges) and leaves the rest to the next.
@@ -120,6 +124,7 @@ impl Scheduler {
             event_retry: HashMap::new(),
             last_hold_expiry: None,
             pipeline_states: PipelineStates::default(),
+            events_active: std::sync::Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
             prepare_until: Instant::now(),
         };
@@ -640,6 +645,68 @@ impl Scheduler {
         // Changes with an event waiting for its retry: their later events keep their order.
         let mut held: Vec<String> = Vec::new();
         let mut n = 0;
+        self.set_events_active(Some(HashMap::new()));
+        let outcome = self
+            .process_event_list(events, now, &mut held, &mut n)
+            .await;
+        self.set_events_active(None);
+        outcome.map(|()| n)
+    }
+
+    fn set_events_active(&self, value: Option<HashMap<(String, String), Vec<ItemRow>>>) {
+        if let Ok(mut cache) = self.events_active.lock() {
+            *cache = value;
+        }
+    }
+
+    /// A pipeline's active items, in queue order: from the cache while events are processed.
+    async fn active_items_for_events(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+    ) -> Result<Vec<ItemRow>, SchedulerError> {
+        let key = (tenant.to_string(), pipeline.to_string());
+        if let Ok(cache) = self.events_active.lock() {
+            if let Some(items) = cache.as_ref().and_then(|c| c.get(&key)) {
+                return Ok(items.clone());
+            }
+        }
+        let items = self.store.active_items(tenant, pipeline).await?;
+        if let Ok(mut cache) = self.events_active.lock() {
+            if let Some(c) = cache.as_mut() {
+                c.insert(key, items.clone());
+            }
+        }
+        Ok(items)
+    }
+
+    /// Keeps the events' cache of active items in step with an event's committed decisions.
+    fn events_changed_queues(&self, dequeued: &[ItemRow], enqueued: &[ItemRow]) {
+        let Ok(mut cache) = self.events_active.lock() else {
+            return;
+        };
+        let Some(c) = cache.as_mut() else {
+            return;
+        };
+        for item in dequeued {
+            if let Some(list) = c.get_mut(&(item.tenant.clone(), item.pipeline.clone())) {
+                list.retain(|i| i.uuid != item.uuid);
+            }
+        }
+        for item in enqueued {
+            if let Some(list) = c.get_mut(&(item.tenant.clone(), item.pipeline.clone())) {
+                list.push(item.clone());
+            }
+        }
+    }
+
+    async fn process_event_list(
+        &mut self,
+        events: Vec<sluice_store::EventRow>,
+        now: i64,
+        held: &mut Vec<String>,
+        n: &mut usize,
+    ) -> Result<(), SchedulerError> {
         for ev in events {
             if self.stopping() {
                 break;
@@ -657,7 +724,7 @@ impl Scheduler {
                 held.extend(key);
                 continue;
             }
-            n += 1;
+            *n += 1;
             // One bad event must not block the ones after it.
             match self.process_event(&ev).await {
                 Ok(()) => {
@@ -696,13 +763,15 @@ impl Scheduler {
                 }
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Enqueues (and dequeues) what one event asks for, in one transaction with marking it
     /// processed.
     async fn process_event(&mut self, ev: &sluice_store::EventRow) -> Result<(), SchedulerError> {
         if ev.kind == MANAGEMENT_PROMOTE {
+            // Promotion reorders queues: the events after it read them again.
+            self.set_events_active(Some(HashMap::new()));
             return self.promote(ev).await;
         }
         let (new_items, dequeue) = if ev.connection == TIMER || ev.kind == "ref-updated" {
@@ -765,6 +834,7 @@ impl Scheduler {
         }
         tx.mark_event_processed(ev.id).await?;
         tx.commit().await?;
+        self.events_changed_queues(&dequeue, &new_items);
         for item in &new_items {
             if let Some(text) = self
                 .pipeline(&item.tenant, &item.pipeline)
@@ -1007,7 +1077,9 @@ impl Scheduler {
                 if admin.is_some_and(|(_, pipeline)| pipeline != p.name) {
                     continue;
                 }
-                let active = self.store.active_items(&t.tenant.name, &p.name).await?;
+                let active = self
+                    .active_items_for_events(&t.tenant.name, &p.name)
+                    .await?;
                 if dequeue_event {
                     dequeue.extend(
                         active
@@ -1124,7 +1196,7 @@ impl Scheduler {
                 new_items.push(new_item(t, p, uuid, queue, cref.clone(), deps, ev.id));
                 // `supercedes`: the change leaves the pipelines this one supersedes.
                 for other in &p.supercedes {
-                    for item in self.store.active_items(&t.tenant.name, other).await? {
+                    for item in self.active_items_for_events(&t.tenant.name, other).await? {
                         let same = item.change.is_change()
                             && item.change.project == cref.project
                             && item.change.number == cref.number;
@@ -1207,7 +1279,9 @@ impl Scheduler {
                 if !matched || !configured.contains(&p.name) {
                     continue;
                 }
-                let active = self.store.active_items(&t.tenant.name, &p.name).await?;
+                let active = self
+                    .active_items_for_events(&t.tenant.name, &p.name)
+                    .await?;
                 let cref = ChangeRef {
                     connection: driver.name.clone(),
                     project: canonical.clone(),
