@@ -141,9 +141,11 @@ fn start_workers(
 async fn stop_workers(stop: watch::Sender<bool>, workers: Vec<tokio::task::JoinHandle<()>>) {
     tracing::info!("stopping executor workers");
     let _ = stop.send(true);
-    // Running builds are not waited for long: their leases expire and they are retried.
+    // Running builds are not waited for long (5 s for all of them, not each): those still
+    // running are stopped with the process, their leases expire and they are retried.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     for w in workers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+        let _ = tokio::time::timeout_at(deadline, w).await;
     }
 }
 

@@ -182,6 +182,40 @@ impl Setup {
         sha
     }
 
+    /// Writes `n` changes at once into `project`'s bare repository: review branches
+    /// `review/main/<prefix>NNNN`, each one commit on top of `main` touching `change.txt`
+    /// (one `git fast-import`, so a long queue costs no clone or push per change).
+    pub fn push_many_changes(&self, project: &str, prefix: &str, n: usize) {
+        let mut stream = String::new();
+        for i in 0..n {
+            let message = format!("Change {prefix}{i}");
+            let text = format!("change {prefix}{i}\n");
+            stream.push_str(&format!(
+                "commit refs/heads/review/main/{prefix}{i:04}\ncommitter t <t@t> {} +0000\ndata {}\n{message}\nfrom refs/heads/main^0\nM 100644 inline change.txt\ndata {}\n{text}\n",
+                i + 1,
+                message.len(),
+                text.len()
+            ));
+        }
+        let mut child = Command::new("git")
+            .args(["fast-import", "--quiet"])
+            .current_dir(self.bare(project))
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start git fast-import");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("fast-import stdin");
+            stdin
+                .write_all(stream.as_bytes())
+                .expect("feed git fast-import");
+        }
+        assert!(
+            child.wait().expect("git fast-import").success(),
+            "git fast-import failed"
+        );
+    }
+
     /// Runs `sluice <args> --config <config>` and returns stdout (fails the test on error).
     pub fn sluice(&self, args: &[&str]) -> String {
         let out = Command::new(sluice_bin())
