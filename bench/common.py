@@ -86,6 +86,38 @@ def git_repo(path: Path, files: dict[str, str]) -> Path:
     return path
 
 
+def bare_repo(path: Path, files: dict[str, str]) -> None:
+    """A bare repository at `path` whose `main` holds `files` (one commit, `git fast-import`)."""
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
+    stream = ["commit refs/heads/main", "committer b <b@b> 0 +0000", "data 6", "import"]
+    for rel, content in files.items():
+        data = content.encode()
+        stream += [f"M 100644 inline {rel}", f"data {len(data)}", content]
+    fast_import(path, stream)
+
+
+def fast_import(path: Path, stream: list[str]) -> None:
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=path, input="\n".join(stream).encode() + b"\n", check=True)
+
+
+def review_branches(repo: Path, n: int) -> None:
+    """N review branches `review/main/cNNNN`, each one commit on top of `main`, in one import."""
+    stream: list[str] = []
+    for i in range(n):
+        text = f"change {i}\n"
+        stream += [
+            f"commit refs/heads/review/main/c{i:04d}",
+            f"committer b <b@b> {i + 1} +0000",
+            f"data {len(f'Change {i}')}",
+            f"Change {i}",
+            "from refs/heads/main^0",
+            "M 100644 inline change.txt",
+            f"data {len(text)}",
+            text,
+        ]
+    fast_import(repo, stream)
+
+
 def interleaved(commands: dict[str, str], runs: int, out: Path, prepare: str | None = None) -> dict[str, float]:
     """Times the named shell commands round-robin (A, B, C, A, B, C, ...) after one warm-up
     round, so that load from other work on a shared machine falls on every command alike rather

@@ -55,12 +55,15 @@ pub struct Scheduler {
     /// Active items per (tenant, pipeline) while a pass processes events: read once, then
     /// kept up to date with what each event enqueues and dequeues (each event read them all
     /// again before, so a burst of N events cost N times the queue).
-    events_active: std::sync::Mutex<Option<HashMap<(String, String), Vec<ItemRow>>>>,
+    events_active: std::sync::Mutex<Option<ActiveItems>>,
     /// Set on shutdown: a pass stops between events, builds and queue items.
     stop: Arc<AtomicBool>,
     /// When this pass stops preparing buildsets (merges) and leaves the rest to the next.
     pub(crate) prepare_until: Instant,
 }
+
+/// Active items by (tenant, pipeline), in queue order.
+type ActiveItems = HashMap<(String, String), Vec<ItemRow>>;
 
 /// How long one pass may spend preparing buildsets (merges, speculative layouts) before it
 /// lets the loop record results, read events and see a shutdown; the rest of the queue is
@@ -653,7 +656,7 @@ impl Scheduler {
         outcome.map(|()| n)
     }
 
-    fn set_events_active(&self, value: Option<HashMap<(String, String), Vec<ItemRow>>>) {
+    fn set_events_active(&self, value: Option<ActiveItems>) {
         if let Ok(mut cache) = self.events_active.lock() {
             *cache = value;
         }
