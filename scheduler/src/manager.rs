@@ -29,7 +29,7 @@ use crate::job_graph::JobGraph;
 use crate::layout::{Override, TenantLayout};
 use crate::pipeline::{Manager, Pipeline};
 use crate::pipeline_state::ReportOutcome;
-use crate::scheduler::{cancel_builds, project_short, Scheduler};
+use crate::scheduler::{cancel_builds, project_short, Scheduler, PREPARE_BUDGET};
 
 /// The built-in job that succeeds without running anything (unless a tenant defines one).
 const NOOP: &str = "noop";
@@ -204,7 +204,10 @@ impl Scheduler {
             };
             let mut builds = known.builds.remove(&bs.uuid).unwrap_or_default();
             if bs.state == "new" {
-                if Instant::now() >= self.prepare_until {
+                let until = *self
+                    .prepare_until
+                    .get_or_insert_with(|| Instant::now() + PREPARE_BUDGET);
+                if Instant::now() >= until {
                     // This pass merged long enough: the loop records results, reads events
                     // and sees a shutdown before the next merges (next pass, in queue order).
                     // Items behind a dependent item wait for it.

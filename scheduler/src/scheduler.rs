@@ -58,8 +58,10 @@ pub struct Scheduler {
     events_active: std::sync::Mutex<Option<ActiveItems>>,
     /// Set on shutdown: a pass stops between events, builds and queue items.
     stop: Arc<AtomicBool>,
-    /// When this pass stops preparing buildsets (merges) and leaves the rest to the next.
-    pub(crate) prepare_until: Instant,
+    /// When this pass stops preparing buildsets (merges) and leaves the rest to the next:
+    /// set by its first preparation, so every pass prepares at least one whatever the rest
+    /// of it took.
+    pub(crate) prepare_until: Option<Instant>,
 }
 
 /// Active items by (tenant, pipeline), in queue order.
@@ -68,7 +70,7 @@ type ActiveItems = HashMap<(String, String), Vec<ItemRow>>;
 /// How long one pass may spend preparing buildsets (merges, speculative layouts) before it
 /// lets the loop record results, read events and see a shutdown; the rest of the queue is
 /// prepared by the next passes, in queue order.
-const PREPARE_BUDGET: Duration = Duration::from_secs(1);
+pub(crate) const PREPARE_BUDGET: Duration = Duration::from_secs(1);
 
 impl Scheduler {
     /// Reads the tenant configuration and loads every tenant's layout.
@@ -129,7 +131,7 @@ impl Scheduler {
             pipeline_states: PipelineStates::default(),
             events_active: std::sync::Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
-            prepare_until: Instant::now(),
+            prepare_until: None,
         };
         s.sync_github_mirrors().await;
         let started = Instant::now();
@@ -171,7 +173,7 @@ impl Scheduler {
     /// One pass; says whether anything happened (the caller sleeps otherwise).
     pub async fn pass(&mut self) -> Result<bool, SchedulerError> {
         let started = Instant::now();
-        self.prepare_until = Instant::now() + PREPARE_BUDGET;
+        self.prepare_until = None;
         let mut busy = false;
         busy |= self.poll(true).await? > 0;
         busy |= self.sync_github_mirrors().await > 0;
