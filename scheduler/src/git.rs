@@ -141,17 +141,7 @@ impl GitDriver {
 
     /// Every branch (`refs/heads/...`) and its tip.
     pub fn refs(&self, project: &str) -> Result<BTreeMap<String, String>, SchedulerError> {
-        let repo = self.open(project)?;
-        let mut out = BTreeMap::new();
-        let refs = repo
-            .references_glob("refs/heads/*")
-            .map_err(git_err(project, "list branches"))?;
-        for r in refs.flatten() {
-            if let (Some(name), Ok(commit)) = (r.name(), r.peel_to_commit()) {
-                out.insert(name.to_string(), commit.id().to_string());
-            }
-        }
-        Ok(out)
+        branch_tips(&self.open(project)?, project)
     }
 
     /// Every branch with its tip and the default branch, from one repository open.
@@ -160,16 +150,7 @@ impl GitDriver {
         project: &str,
     ) -> Result<(BTreeMap<String, String>, String), SchedulerError> {
         let repo = self.open(project)?;
-        let mut out = BTreeMap::new();
-        let refs = repo
-            .references_glob("refs/heads/*")
-            .map_err(git_err(project, "list branches"))?;
-        for r in refs.flatten() {
-            if let (Some(name), Ok(commit)) = (r.name(), r.peel_to_commit()) {
-                out.insert(name.to_string(), commit.id().to_string());
-            }
-        }
-        Ok((out, head_branch(&repo)))
+        Ok((branch_tips(&repo, project)?, head_branch(&repo)))
     }
 
     /// The repository's default branch (what HEAD points at), else `master`.
@@ -606,6 +587,23 @@ impl RepoWatcher {
 }
 
 /// The branch HEAD points at, else `master`.
+/// Every `refs/heads/...` of `repo` and the commit it points at.
+fn branch_tips(
+    repo: &git2::Repository,
+    project: &str,
+) -> Result<BTreeMap<String, String>, SchedulerError> {
+    let mut out = BTreeMap::new();
+    let refs = repo
+        .references_glob("refs/heads/*")
+        .map_err(git_err(project, "list branches"))?;
+    for r in refs.flatten() {
+        if let (Some(name), Ok(commit)) = (r.name(), r.peel_to_commit()) {
+            out.insert(name.to_string(), commit.id().to_string());
+        }
+    }
+    Ok(out)
+}
+
 fn head_branch(repo: &git2::Repository) -> String {
     repo.find_reference("HEAD")
         .ok()
