@@ -39,7 +39,8 @@ pub struct GitDriver {
     pub hostname: String,
 }
 
-fn git_err(project: &str, what: &str) -> impl FnOnce(git2::Error) -> SchedulerError {
+/// The error of a git operation `what` on `project`.
+pub(crate) fn git_err(project: &str, what: &str) -> impl FnOnce(git2::Error) -> SchedulerError {
     let project = project.to_string();
     let what = what.to_string();
     move |source| SchedulerError::Git {

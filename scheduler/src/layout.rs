@@ -624,16 +624,10 @@ fn config_at(
     project: &str,
     sha: &str,
 ) -> Result<ProjectConfig, SchedulerError> {
-    let git = |what: &str| {
-        let project = project.to_string();
-        let what = format!("{what} {sha}");
-        move |source| SchedulerError::Git {
-            project,
-            what,
-            source,
-        }
-    };
-    let repo = git2::Repository::open(&src.root).map_err(git("open repository for"))?;
+    let repo = git2::Repository::open(&src.root).map_err(crate::git::git_err(
+        project,
+        &format!("open repository for {sha}"),
+    ))?;
     config_in(&repo, src, project, sha)
 }
 
@@ -644,15 +638,7 @@ fn config_in(
     project: &str,
     sha: &str,
 ) -> Result<ProjectConfig, SchedulerError> {
-    let git = |what: &str| {
-        let project = project.to_string();
-        let what = format!("{what} {sha}");
-        move |source| SchedulerError::Git {
-            project,
-            what,
-            source,
-        }
-    };
+    let git = |what: &str| crate::git::git_err(project, &format!("{what} {sha}"));
     let oid = git2::Oid::from_str(sha).map_err(git("parse"))?;
     let tree = repo
         .find_commit(oid)
