@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import pytest
 
@@ -114,6 +114,14 @@ def recv_until(conn: socket.socket, expected: bytes, timeout: float = 10) -> byt
     return data
 
 
+def delivery_delay(conn: socket.socket, log: IO[bytes], line: bytes) -> float:
+    """Seconds from appending `line` to the followed `log` until it arrives on `conn`."""
+    sent = time.monotonic()
+    log.write(line)
+    recv_until(conn, line)
+    return time.monotonic() - sent
+
+
 def test_version_handshake_then_stream_and_follow(daemon: Daemon):
     log = daemon.path("task-1-node")
     log.write_bytes(b"2026-01-01 00:00:00.000001 | one\n" + b"x" * 10000 + b"\n")
@@ -136,10 +144,7 @@ def test_appended_lines_arrive_quickly(daemon: Daemon):
         conn.sendall(b"s:busy\n")
         for i in range(20):
             time.sleep(0.05)
-            sent = time.monotonic()
-            f.write(b"line %d\n" % i)
-            recv_until(conn, b"line %d\n" % i)
-            delays.append(time.monotonic() - sent)
+            delays.append(delivery_delay(conn, f, b"line %d\n" % i))
     assert sorted(delays)[len(delays) // 2] < 0.2, delays
 
 
@@ -170,10 +175,7 @@ def test_first_line_after_a_quiet_period_is_woken_by_the_write(daemon: Daemon):
             # A back-off from 10 ms doubling to 0.5 s would look at 1.13 s and 1.63 s after the
             # last data: written at 1.2 s, a line would wait about 0.43 s.
             time.sleep(1.2)
-            sent = time.monotonic()
-            f.write(b"after quiet %d\n" % i)
-            recv_until(conn, b"after quiet %d\n" % i)
-            delays.append(time.monotonic() - sent)
+            delays.append(delivery_delay(conn, f, b"after quiet %d\n" % i))
     # The write wakes the daemon within a millisecond or so; 0.2 s leaves room for a loaded
     # machine and is still half of what the back-off would take.
     assert sorted(delays)[len(delays) // 2] < 0.2, delays
