@@ -20,13 +20,15 @@ use sluice_merger::{
     merge_in_memory, prepare_workspace, Change, MergeIdentity, MergeMode, ProjectRepo,
     SpeculativeProject, WorkspaceRequest, WorkspaceScheme, WorkspaceState,
 };
-use sluice_store::{now_ms, BuildDependency, BuildRow, BuildsetRow, ChangeRef, ItemRow, NewBuild};
+use sluice_store::{
+    now_ms, BuildDependency, BuildOutcome, BuildRow, BuildsetRow, ChangeRef, ItemRow, NewBuild,
+};
 
 use crate::errors::SchedulerError;
 use crate::git::{NULL_SHA, REVIEW_PREFIX};
 use crate::github::{action_of, report_text, MergeOutcome};
 use crate::job_graph::JobGraph;
-use crate::layout::{Override, TenantLayout};
+use crate::layout::{Override, ResolvedProject, TenantLayout};
 use crate::pipeline::{Manager, Pipeline};
 use crate::pipeline_state::ReportOutcome;
 use crate::scheduler::{cancel_builds, project_short, Scheduler, PREPARE_BUDGET};
@@ -535,6 +537,34 @@ impl Scheduler {
             .unwrap_or(MergeMode::Merge)
     }
 
+    /// The projects `changes` touch (each once, in order of first appearance) and the merges
+    /// they need: one per change; a ref item is its branch as it is, nothing to merge.
+    /// Fails with a message for a project that is not in the tenant.
+    fn merge_plan<'a>(
+        layout: &'a TenantLayout,
+        changes: impl Iterator<Item = &'a ChangeRef>,
+    ) -> Result<(Vec<&'a ResolvedProject>, Vec<Change>), String> {
+        let mut projects: Vec<&ResolvedProject> = Vec::new();
+        let mut merges = Vec::new();
+        for c in changes {
+            let Some(p) = layout.project(&c.project) else {
+                return Err(format!("project {} is not in the tenant", c.project));
+            };
+            if !projects.iter().any(|r| r.canonical == p.canonical) {
+                projects.push(p);
+            }
+            if c.is_change() {
+                merges.push(Change {
+                    project: p.canonical.clone(),
+                    branch: c.branch.clone(),
+                    commit: c.patchset.clone(),
+                    merge_mode: Self::merge_mode(layout, &p.canonical),
+                });
+            }
+        }
+        Ok((projects, merges))
+    }
+
     /// Merges `changes` in order in a fresh workspace under `dir` (blocking work off the loop),
     /// for a merge that is pushed to the target branch (gate success); the speculative
     /// states of buildsets are [`Self::speculate`]'s.
@@ -545,35 +575,23 @@ impl Scheduler {
         branch: &str,
         dir: PathBuf,
     ) -> Result<Result<WorkspaceState, String>, SchedulerError> {
-        let tl = &self.tenants[t];
-        let mut projects: Vec<ProjectRepo> = Vec::new();
-        let mut merges = Vec::new();
-        for c in changes {
-            let Some(p) = tl.project(&c.project) else {
-                return Ok(Err(format!("project {} is not in the tenant", c.project)));
-            };
-            if !projects.iter().any(|r| r.canonical_name == p.canonical) {
-                projects.push(ProjectRepo {
-                    canonical_name: p.canonical.clone(),
-                    source: p.path.clone(),
-                    default_branch: p.default_branch.clone(),
-                    override_branch: None,
-                    override_checkout: None,
-                    repo_state: Default::default(),
-                    // Review branches are changes: a merge clones the branches only.
-                    exclude_branches: vec![REVIEW_PREFIX.to_string()],
-                });
-            }
-            // A ref item is its branch as it is: nothing to merge.
-            if c.is_change() {
-                merges.push(Change {
-                    project: p.canonical.clone(),
-                    branch: c.branch.clone(),
-                    commit: c.patchset.clone(),
-                    merge_mode: Self::merge_mode(tl, &p.canonical),
-                });
-            }
-        }
+        let (projects, merges) = match Self::merge_plan(&self.tenants[t], changes.iter()) {
+            Ok(plan) => plan,
+            Err(e) => return Ok(Err(e)),
+        };
+        let projects = projects
+            .into_iter()
+            .map(|p| ProjectRepo {
+                canonical_name: p.canonical.clone(),
+                source: p.path.clone(),
+                default_branch: p.default_branch.clone(),
+                override_branch: None,
+                override_checkout: None,
+                repo_state: Default::default(),
+                // Review branches are changes: a merge clones the branches only.
+                exclude_branches: vec![REVIEW_PREFIX.to_string()],
+            })
+            .collect();
         let request = WorkspaceRequest {
             src_root: dir.clone(),
             scheme: WorkspaceScheme::Golang,
@@ -605,25 +623,18 @@ impl Scheduler {
         branch: &str,
     ) -> Result<Result<Vec<Override>, String>, SchedulerError> {
         let tl = self.tenants[t].clone();
-        let mut projects: Vec<SpeculativeProject> = Vec::new();
-        let mut merges = Vec::new();
-        for c in changes.iter().filter(|c| c.is_change()) {
-            let Some(p) = tl.project(&c.project) else {
-                return Ok(Err(format!("project {} is not in the tenant", c.project)));
+        let (projects, merges) =
+            match Self::merge_plan(&tl, changes.iter().filter(|c| c.is_change())) {
+                Ok(plan) => plan,
+                Err(e) => return Ok(Err(e)),
             };
-            if !projects.iter().any(|r| r.canonical_name == p.canonical) {
-                projects.push(SpeculativeProject {
-                    canonical_name: p.canonical.clone(),
-                    source: p.path.clone(),
-                });
-            }
-            merges.push(Change {
-                project: p.canonical.clone(),
-                branch: c.branch.clone(),
-                commit: c.patchset.clone(),
-                merge_mode: Self::merge_mode(&tl, &p.canonical),
-            });
-        }
+        let projects: Vec<SpeculativeProject> = projects
+            .into_iter()
+            .map(|p| SpeculativeProject {
+                canonical_name: p.canonical.clone(),
+                source: p.path.clone(),
+            })
+            .collect();
         if merges.is_empty() {
             return Ok(Ok(Vec::new()));
         }
@@ -923,17 +934,12 @@ impl Scheduler {
                     if b.job_name == NOOP && b.request.is_null() {
                         // Zuul's `noop` succeeds at once, without an executor.
                         let now = chrono::Utc::now().to_rfc3339();
-                        tx.record_build_result(
-                            &b.uuid,
-                            "SUCCESS",
-                            true,
-                            None,
-                            None,
-                            Some(&now),
-                            Some(&now),
-                            None,
-                        )
-                        .await?;
+                        let outcome = BuildOutcome {
+                            start_time: Some(&now),
+                            end_time: Some(&now),
+                            ..BuildOutcome::without_run("SUCCESS", true, None)
+                        };
+                        tx.record_build_result(&b.uuid, &outcome).await?;
                     }
                 }
                 tx.set_buildset_state(&bs.uuid, "running").await?;
@@ -1338,8 +1344,8 @@ impl Scheduler {
         let mut tx = self.store.begin().await?;
         let mut released = 0;
         for (uuid, reason) in &decisions.skip {
-            tx.record_build_result(uuid, "SKIPPED", true, Some(reason), None, None, None, None)
-                .await?;
+            let outcome = BuildOutcome::without_run("SKIPPED", true, Some(reason));
+            tx.record_build_result(uuid, &outcome).await?;
         }
         for (uuid, parent_data) in &decisions.release {
             let Some(b) = builds.iter().find(|b| &b.uuid == uuid) else {
@@ -1352,17 +1358,8 @@ impl Scheduler {
                 Ok(r) => r,
                 Err(e) => {
                     let detail = format!("unreadable build request: {e}");
-                    tx.record_build_result(
-                        uuid,
-                        "ERROR",
-                        true,
-                        Some(&detail),
-                        None,
-                        None,
-                        None,
-                        None,
-                    )
-                    .await?;
+                    let outcome = BuildOutcome::without_run("ERROR", true, Some(&detail));
+                    tx.record_build_result(uuid, &outcome).await?;
                     continue;
                 }
             };
@@ -1435,29 +1432,19 @@ impl Scheduler {
             if b.result.is_none() {
                 tx.cancel_request(&b.uuid).await?;
                 tx.release_semaphores(&b.uuid).await?;
-                tx.record_build_result(
-                    &b.uuid,
-                    "CANCELED",
-                    false,
-                    Some(&detail),
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-                .await?;
+                let outcome = BuildOutcome::without_run("CANCELED", false, Some(&detail));
+                tx.record_build_result(&b.uuid, &outcome).await?;
             } else {
-                tx.record_build_result(
-                    &b.uuid,
-                    b.result.as_deref().unwrap_or("CANCELED"),
-                    false,
-                    Some(&detail),
-                    b.log_url.as_deref(),
-                    b.start_time.as_deref(),
-                    b.end_time.as_deref(),
-                    b.data.as_ref(),
-                )
-                .await?;
+                let outcome = BuildOutcome {
+                    result: b.result.as_deref().unwrap_or("CANCELED"),
+                    final_: false,
+                    error_detail: Some(&detail),
+                    log_url: b.log_url.as_deref(),
+                    start_time: b.start_time.as_deref(),
+                    end_time: b.end_time.as_deref(),
+                    data: b.data.as_ref(),
+                };
+                tx.record_build_result(&b.uuid, &outcome).await?;
             }
             request.uuid = uuid::Uuid::new_v4().simple().to_string();
             request.parent_data = Default::default();

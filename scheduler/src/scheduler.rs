@@ -481,17 +481,16 @@ impl Scheduler {
                 Vec::new()
             };
             let mut tx = self.store.begin().await?;
-            tx.record_build_result(
-                &r.uuid,
-                &result,
-                result != "RETRY",
-                detail.as_deref(),
-                log_url.as_deref(),
-                start.as_deref(),
-                end.as_deref(),
-                data.as_ref(),
-            )
-            .await?;
+            let outcome = sluice_store::BuildOutcome {
+                result: &result,
+                final_: result != "RETRY",
+                error_detail: detail.as_deref(),
+                log_url: log_url.as_deref(),
+                start_time: start.as_deref(),
+                end_time: end.as_deref(),
+                data: data.as_ref(),
+            };
+            tx.record_build_result(&r.uuid, &outcome).await?;
             tx.touch_buildset_times(&build.buildset_uuid, start.as_deref(), end.as_deref())
                 .await?;
             // A finished try gives its semaphores back; a new try takes them again.
@@ -1478,8 +1477,8 @@ pub(crate) async fn cancel_builds(
 ) -> Result<(), SchedulerError> {
     for b in builds.iter().filter(|b| b.result.is_none()) {
         if b.pending_request.is_some() {
-            tx.record_build_result(&b.uuid, "CANCELED", true, None, None, None, None, None)
-                .await?;
+            let outcome = sluice_store::BuildOutcome::without_run("CANCELED", true, None);
+            tx.record_build_result(&b.uuid, &outcome).await?;
         } else {
             tx.cancel_request(&b.uuid).await?;
         }

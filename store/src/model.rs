@@ -363,3 +363,35 @@ pub struct BuildsetQuery {
     /// Skip this many first (with `limit`).
     pub skip: i64,
 }
+
+/// A build's outcome as [`crate::Tx::record_build_result`] records it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BuildOutcome<'a> {
+    /// Zuul's result word (`SUCCESS`, `FAILURE`, `RETRY`, `SKIPPED`, ...).
+    pub result: &'a str,
+    /// Whether this is the build's last try (a retried try is not).
+    pub final_: bool,
+    /// Why it ended so, for people (Zuul's `error_detail`).
+    pub error_detail: Option<&'a str>,
+    /// Where its logs are.
+    pub log_url: Option<&'a str>,
+    /// When it started (RFC 3339).
+    pub start_time: Option<&'a str>,
+    /// When it ended (RFC 3339).
+    pub end_time: Option<&'a str>,
+    /// What the build returned (`zuul_return`).
+    pub data: Option<&'a serde_json::Value>,
+}
+
+impl<'a> BuildOutcome<'a> {
+    /// An outcome decided without the build running (skipped, canceled, unreadable): no
+    /// times, log or data.
+    pub fn without_run(result: &'a str, final_: bool, error_detail: Option<&'a str>) -> Self {
+        BuildOutcome {
+            result,
+            final_,
+            error_detail,
+            ..BuildOutcome::default()
+        }
+    }
+}

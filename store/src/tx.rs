@@ -500,18 +500,20 @@ impl Tx {
     }
 
     /// Records a build's outcome.
-    #[allow(clippy::too_many_arguments)]
     pub async fn record_build_result(
         &mut self,
         uuid: &str,
-        result: &str,
-        final_: bool,
-        error_detail: Option<&str>,
-        log_url: Option<&str>,
-        start_time: Option<&str>,
-        end_time: Option<&str>,
-        data: Option<&serde_json::Value>,
+        outcome: &BuildOutcome<'_>,
     ) -> Result<(), StoreError> {
+        let BuildOutcome {
+            result,
+            final_,
+            error_detail,
+            log_url,
+            start_time,
+            end_time,
+            data,
+        } = *outcome;
         let data = data.map(|d| to_json(d, "build data")).transpose()?;
         sqlx::query(
             "UPDATE builds SET result = $1, final = $2, error_detail = $3, log_url = $4, start_time = $5, end_time = $6, data_json = $7, pending_request_json = NULL, paused = 0 WHERE uuid = $8",
