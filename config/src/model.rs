@@ -6,6 +6,7 @@ use std::fmt;
 
 use indexmap::IndexMap;
 use regex::Regex;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as JsonValue;
 
 use crate::errors::SourceLocation;
@@ -438,25 +439,33 @@ pub struct PipelineDef {
     pub source: SourceContext,
 }
 
-/// A project's merge mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// How a change is put onto its branch (Zuul's `merge-mode` project attribute); its serde
+/// form is the configuration spelling (`"merge-resolve"`). The merger (`sluice-merger`)
+/// carries each mode out as the git command named here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MergeMode {
-    /// `merge` (the default).
+    /// `merge` (the default): `git merge FETCH_HEAD`, a fast-forward when possible, else a
+    /// two-parent merge commit.
     #[default]
     Merge,
-    /// `merge-resolve`.
+    /// `merge-resolve`: `git merge -s resolve FETCH_HEAD`, like `merge` with a single merge
+    /// base and no rename detection.
     MergeResolve,
-    /// `cherry-pick`.
+    /// `cherry-pick`: the change's commits picked onto the branch (a merge-commit tip is
+    /// merged with `resolve` instead, as Zuul does).
     CherryPick,
-    /// `squash-merge`.
+    /// `squash-merge`: `git merge --squash` and one commit `Merge '<ref>'` with the combined
+    /// content.
     SquashMerge,
-    /// `rebase`.
+    /// `rebase`: the change's commits rebased onto the branch tip, the branch moved there.
     Rebase,
-    /// `rebase-first-parent`.
+    /// `rebase-first-parent`: like `rebase`, following the change's first-parent chain and
+    /// keeping merge commits, each replayed relative to its first parent.
     RebaseFirstParent,
-    /// `merge-recursive`.
+    /// `merge-recursive`: `git merge -s recursive FETCH_HEAD` (the same algorithm as `merge`).
     MergeRecursive,
-    /// `merge-ort`.
+    /// `merge-ort`: `git merge -s ort FETCH_HEAD` (the same algorithm as `merge`).
     MergeOrt,
 }
 
@@ -535,4 +544,29 @@ pub struct ProjectStanza {
     pub pipelines: IndexMap<String, ProjectPipeline>,
     /// Where it was defined.
     pub source: SourceContext,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_mode_names_round_trip_through_parse_and_serde() {
+        for mode in MergeMode::ALL {
+            assert_eq!(MergeMode::parse(mode.as_str()), Some(mode));
+            let json = serde_json::to_string(&mode).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", mode.as_str()));
+            let back: Option<MergeMode> = serde_json::from_str(&json).ok();
+            assert_eq!(back, Some(mode));
+        }
+        assert_eq!(
+            MergeMode::parse("squash-merge"),
+            Some(MergeMode::SquashMerge)
+        );
+        assert_eq!(
+            MergeMode::parse("rebase-first-parent"),
+            Some(MergeMode::RebaseFirstParent)
+        );
+        assert_eq!(MergeMode::parse("fast-forward"), None);
+    }
 }

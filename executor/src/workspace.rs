@@ -82,10 +82,12 @@ pub fn prepare(req: &BuildRequest, jobdir: &JobDir) -> Result<Vec<RepoCheckout>,
     let mut changes = Vec::new();
     // Ref items (periodic, post) are checked out as they are, never merged.
     for item in req.items.iter().filter(|i| i.is_change()) {
-        let merge_mode: MergeMode = item
-            .merge_mode
-            .parse()
-            .map_err(|e| WorkspaceFailure::Error(format!("merge mode of {}: {e}", item.project)))?;
+        let merge_mode = MergeMode::parse(&item.merge_mode).ok_or_else(|| {
+            WorkspaceFailure::Error(format!(
+                "merge mode of {}: unknown merge mode {:?}",
+                item.project, item.merge_mode
+            ))
+        })?;
         let project = find_project(req, &item.project)
             .map(ProjectSpec::canonical_name)
             .unwrap_or_else(|| item.project.clone());

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::mode::MergeMode;
+use crate::MergeMode;
 
 /// Any failure while preparing a workspace or checking out a repository.
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +109,6 @@ pub enum MergeError {
         /// The destination path.
         path: PathBuf,
     },
-
-    /// A merge mode name is not one Zuul knows.
-    #[error("unknown merge mode {0:?}")]
-    UnknownMergeMode(String),
 
     /// A workspace scheme name is not one Zuul knows.
     #[error("unknown workspace scheme {0:?} (expected golang, flat or unique)")]

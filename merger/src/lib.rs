@@ -20,7 +20,7 @@
 //!   merged commits kept in memory (no clone, no checkout, nothing written).
 //! - [`workspace_project_path`] maps a canonical name to its path under `src/` for a
 //!   [`WorkspaceScheme`].
-//! - [`MergeMode`] parses and serializes Zuul's `merge-mode` names.
+//! - [`MergeMode`] is the configuration's (`sluice_config::MergeMode`), re-exported.
 //! - [`MergeError`]: [`MergeError::Conflict`] means `MERGE_CONFLICT`
 //!   ([`MergeError::is_conflict`]); [`MergeError::MissingDefaultBranch`] carries Zuul's
 //!   "Project X does not have the default branch Y" text.
@@ -48,7 +48,6 @@ mod errors;
 mod git;
 mod layout;
 mod merge;
-mod mode;
 mod playbook;
 mod speculative;
 mod state;
@@ -57,8 +56,8 @@ mod workspace;
 pub use errors::MergeError;
 pub use git::NULL_ORIGIN;
 pub use layout::{split_canonical_name, workspace_project_path, WorkspaceScheme};
-pub use mode::MergeMode;
 pub use playbook::{checkout_playbook_repo, PlaybookCheckout};
+pub use sluice_config::MergeMode;
 pub use speculative::{merge_in_memory, SpeculativeProject, SpeculativeRepo};
 pub use state::{MergeOp, WorkspaceRepos};
 pub use workspace::{

@@ -10,8 +10,8 @@
 use git2::{Commit, Index, MergeOptions, Oid, Repository, Signature, Tree};
 
 use crate::errors::{Cx, MergeError};
-use crate::mode::MergeMode;
 use crate::state::MergeOp;
+use crate::MergeMode;
 
 /// One change to apply.
 pub(crate) struct MergeInput<'a> {

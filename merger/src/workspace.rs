@@ -13,8 +13,8 @@ use crate::errors::{io, Cx, MergeError};
 use crate::git;
 use crate::layout::{check_collisions, workspace_project_path, WorkspaceScheme};
 use crate::merge::{self, MergeInput};
-use crate::mode::MergeMode;
 use crate::state::{MergeOp, WorkspaceRepos};
+use crate::MergeMode;
 
 /// A project the job needs in its workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

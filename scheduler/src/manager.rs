@@ -17,8 +17,8 @@ use std::time::Instant;
 use sluice_config::{FrozenJob, FrozenJobDetails};
 use sluice_executor::request::{BuildRequest, ChangeItem, ProjectSpec};
 use sluice_merger::{
-    merge_in_memory, prepare_workspace, Change, MergeIdentity, MergeMode, ProjectRepo,
-    SpeculativeProject, WorkspaceRequest, WorkspaceScheme, WorkspaceState,
+    merge_in_memory, prepare_workspace, Change, MergeIdentity, ProjectRepo, SpeculativeProject,
+    WorkspaceRequest, WorkspaceScheme, WorkspaceState,
 };
 use sluice_store::{
     now_ms, BuildDependency, BuildOutcome, BuildRow, BuildsetRow, ChangeRef, ItemRow, NewBuild,
@@ -528,15 +528,6 @@ impl Scheduler {
         Ok(bs)
     }
 
-    fn merge_mode(layout: &TenantLayout, project: &str) -> MergeMode {
-        layout
-            .layout
-            .project_merge_mode(project)
-            .to_string()
-            .parse()
-            .unwrap_or(MergeMode::Merge)
-    }
-
     /// The projects `changes` touch (each once, in order of first appearance) and the merges
     /// they need: one per change; a ref item is its branch as it is, nothing to merge.
     /// Fails with a message for a project that is not in the tenant.
@@ -558,7 +549,7 @@ impl Scheduler {
                     project: p.canonical.clone(),
                     branch: c.branch.clone(),
                     commit: c.patchset.clone(),
-                    merge_mode: Self::merge_mode(layout, &p.canonical),
+                    merge_mode: layout.layout.project_merge_mode(&p.canonical),
                 });
             }
         }
@@ -707,7 +698,7 @@ impl Scheduler {
             .refs
             .iter()
             .map(|c| {
-                let merge_mode = Self::merge_mode(tl, &c.project).to_string();
+                let merge_mode = tl.layout.project_merge_mode(&c.project).to_string();
                 if c.is_change() {
                     ChangeItem {
                         project: c.project.clone(),
