@@ -161,6 +161,45 @@ impl GitRepo {
         self.git(&["commit", "-q", "-m", message]);
         self.git(&["rev-parse", "HEAD"]).trim().to_string()
     }
+
+    /// A push from a fresh clone: clones `bare` into `work` (whatever was there goes), commits
+    /// `files` with `message` on the clone's default branch and runs `git push -q origin`
+    /// with `push` (options and refspec, e.g. `["HEAD:refs/heads/main"]`); returns the commit.
+    pub fn push_commit(
+        bare: &Path,
+        work: &Path,
+        message: &str,
+        files: &[(&str, &str)],
+        push: &[&str],
+    ) -> String {
+        let _ = std::fs::remove_dir_all(work);
+        if let Some(parent) = work.parent() {
+            std::fs::create_dir_all(parent).expect("create the clone's parent");
+        }
+        let out = Command::new("git")
+            .args(["clone", "-q"])
+            .arg(bare)
+            .arg(work)
+            .output()
+            .expect("run git clone");
+        assert!(
+            out.status.success(),
+            "git clone {}: {}",
+            bare.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let repo = GitRepo {
+            path: work.to_path_buf(),
+        };
+        for (path, content) in files {
+            repo.write(path, content);
+        }
+        let sha = repo.commit(message);
+        let mut args = vec!["push", "-q", "origin"];
+        args.extend_from_slice(push);
+        repo.git(&args);
+        sha
+    }
 }
 
 /// A config-project with a base job whose pre-run starts the node console and whose post-run

@@ -156,30 +156,8 @@ impl Setup {
         files: &[(&str, &str)],
     ) -> String {
         let work = self.root().join("work").join(project).join(topic);
-        let repo = GitRepo { path: work.clone() };
-        std::fs::create_dir_all(work.parent().unwrap()).unwrap();
-        let out = Command::new("git")
-            .args(["clone", "-q"])
-            .arg(self.bare(project))
-            .arg(&work)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for (path, content) in files {
-            repo.write(path, content);
-        }
-        let sha = repo.commit(message);
-        repo.git(&[
-            "push",
-            "-q",
-            "origin",
-            &format!("HEAD:refs/heads/review/main/{topic}"),
-        ]);
-        sha
+        let refspec = format!("HEAD:refs/heads/review/main/{topic}");
+        GitRepo::push_commit(&self.bare(project), &work, message, files, &[&refspec])
     }
 
     /// Writes `n` changes at once into `project`'s bare repository: review branches
@@ -301,26 +279,13 @@ impl Setup {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         ));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(work.parent().unwrap()).unwrap();
-        let out = Command::new("git")
-            .args(["clone", "-q"])
-            .arg(self.bare(project))
-            .arg(&work)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let repo = GitRepo { path: work };
-        for (path, content) in files {
-            repo.write(path, content);
-        }
-        let sha = repo.commit(message);
-        repo.git(&["push", "-q", "origin", "HEAD:refs/heads/main"]);
-        sha
+        GitRepo::push_commit(
+            &self.bare(project),
+            &work,
+            message,
+            files,
+            &["HEAD:refs/heads/main"],
+        )
     }
 
     /// Polls the history until `pred` holds; fails the test with the history and `serve`'s

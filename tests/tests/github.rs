@@ -230,8 +230,8 @@ impl Github {
         self.root.path().join("repos").join(format!("{repo}.git"))
     }
 
-    /// Commits `files` on top of `main` of `repo` (or on top of `parent`) and pushes the commit
-    /// as `refs/pull/<number>/head`; returns it.
+    /// Commits `files` on top of `main` of `repo` and pushes the commit as
+    /// `refs/pull/<number>/head`; returns it.
     fn push_pull_head(
         &self,
         repo: &str,
@@ -244,32 +244,14 @@ impl Github {
             .path()
             .join("work")
             .join(format!("{repo}-{number}-{}", files.len() + message.len()));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(work.parent().unwrap()).unwrap();
-        let out = Command::new("git")
-            .args(["clone", "-q"])
-            .arg(self.bare(repo))
-            .arg(&work)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let g = GitRepo { path: work };
-        for (p, c) in files {
-            g.write(p, c);
-        }
-        let sha = g.commit(message);
-        g.git(&[
-            "push",
-            "-q",
-            "--force",
-            "origin",
-            &format!("HEAD:refs/pull/{number}/head"),
-        ]);
-        sha
+        let refspec = format!("HEAD:refs/pull/{number}/head");
+        GitRepo::push_commit(
+            &self.bare(repo),
+            &work,
+            message,
+            files,
+            &["--force", &refspec],
+        )
     }
 
     fn open_pull(
@@ -773,25 +755,7 @@ impl Github {
     fn push_main(&self, repo: &str, message: &str, files: &[(&str, &str)]) -> (String, String) {
         let old = self.tip(repo);
         let work = self.root.path().join("work").join(format!("{repo}-main"));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(work.parent().unwrap()).unwrap();
-        let out = Command::new("git")
-            .args(["clone", "-q"])
-            .arg(self.bare(repo))
-            .arg(&work)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let g = GitRepo { path: work };
-        for (p, c) in files {
-            g.write(p, c);
-        }
-        let new = g.commit(message);
-        g.git(&["push", "-q", "origin", "HEAD:main"]);
+        let new = GitRepo::push_commit(&self.bare(repo), &work, message, files, &["HEAD:main"]);
         (old, new)
     }
 
