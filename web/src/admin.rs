@@ -72,47 +72,27 @@ pub async fn post_project_action(
             let approved = approve(&state, peer, &headers, &tenant, project, body).await?;
             Ok(Json(serde_json::to_value(approved.0).unwrap_or_default()))
         }
-        "enqueue" => {
+        "enqueue" | "dequeue" => {
             let body: EnqueueRequest = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::BadRequest(format!("enqueue body: {e}")))?;
-            Ok(Json(
-                serde_json::to_value(
-                    manage(
-                        &state,
-                        peer,
-                        &headers,
-                        &tenant,
-                        project,
-                        MANAGEMENT_ENQUEUE,
-                        &body.pipeline,
-                        body.change.as_deref(),
-                        body.ref_.as_deref(),
-                    )
-                    .await?,
-                )
-                .unwrap_or_default(),
-            ))
-        }
-        "dequeue" => {
-            let body: EnqueueRequest = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::BadRequest(format!("dequeue body: {e}")))?;
-            Ok(Json(
-                serde_json::to_value(
-                    manage(
-                        &state,
-                        peer,
-                        &headers,
-                        &tenant,
-                        project,
-                        MANAGEMENT_DEQUEUE,
-                        &body.pipeline,
-                        body.change.as_deref(),
-                        body.ref_.as_deref(),
-                    )
-                    .await?,
-                )
-                .unwrap_or_default(),
-            ))
+                .map_err(|e| ApiError::BadRequest(format!("{action} body: {e}")))?;
+            let kind = if action == "enqueue" {
+                MANAGEMENT_ENQUEUE
+            } else {
+                MANAGEMENT_DEQUEUE
+            };
+            let done = manage(
+                &state,
+                peer,
+                &headers,
+                &tenant,
+                project,
+                kind,
+                &body.pipeline,
+                body.change.as_deref(),
+                body.ref_.as_deref(),
+            )
+            .await?;
+            Ok(Json(serde_json::to_value(done).unwrap_or_default()))
         }
         "autohold" => Ok(Json(serde_json::Value::Bool(
             crate::autohold::create(&state, peer, &headers, &tenant, project, &body).await?,
