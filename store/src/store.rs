@@ -514,11 +514,25 @@ impl Store {
         executor: &str,
         lease_until: i64,
     ) -> Result<Option<Claimed>, StoreError> {
+        self.claim_recording(uuid, executor, lease_until, None)
+            .await
+    }
+
+    /// [`Store::claim`], recording in the same statement where the executor streams the
+    /// build's log (`worker_json`; `None` clears what an earlier try's executor left).
+    pub(crate) async fn claim_recording(
+        &self,
+        uuid: &str,
+        executor: &str,
+        lease_until: i64,
+        worker_json: Option<String>,
+    ) -> Result<Option<Claimed>, StoreError> {
         let done = sqlx::query(
-            "UPDATE build_requests SET state = 'running', executor = $1, lease_expires = $2, claimed = $3 WHERE uuid = $4 AND state = 'requested'",
+            "UPDATE build_requests SET state = 'running', executor = $1, lease_expires = $2, worker_json = $3, claimed = $4 WHERE uuid = $5 AND state = 'requested'",
         )
         .bind(executor)
         .bind(lease_until)
+        .bind(worker_json)
         .bind(now_ms())
         .bind(uuid)
         .execute(self.pool())

@@ -68,27 +68,8 @@ impl Store {
         worker: &WorkerInfo,
     ) -> Result<Option<Claimed>, StoreError> {
         let worker = serde_json::to_string(worker).map_err(j("worker info"))?;
-        let done = sqlx::query(
-            "UPDATE build_requests SET state = 'running', executor = $1, lease_expires = $2, worker_json = $3, claimed = $4 WHERE uuid = $5 AND state = 'requested'",
-        )
-        .bind(executor)
-        .bind(lease_until)
-        .bind(worker)
-        .bind(crate::store::now_ms())
-        .bind(uuid)
-        .execute(self.pool())
-        .await
-        .map_err(q("claim build request"))?;
-        if done.rows_affected() != 1 {
-            return Ok(None);
-        }
-        let Some(row) = self.request(uuid).await? else {
-            return Ok(None);
-        };
-        Ok(Some(Claimed {
-            uuid: row.uuid,
-            request: row.request,
-        }))
+        self.claim_recording(uuid, executor, lease_until, Some(worker))
+            .await
     }
 
     /// Where the build `uuid` is, for its log stream.
