@@ -220,19 +220,7 @@ impl GitDriver {
         let diff = repo
             .diff_tree_to_tree(base_tree.as_ref(), Some(&new_tree), None)
             .map_err(git_err(project, "diff"))?;
-        let mut files = Vec::new();
-        for delta in diff.deltas() {
-            for path in [delta.old_file().path(), delta.new_file().path()]
-                .into_iter()
-                .flatten()
-            {
-                let path = path.display().to_string();
-                if !files.contains(&path) {
-                    files.push(path);
-                }
-            }
-        }
-        Ok(files)
+        Ok(diff_paths(&diff))
     }
 
     /// Whether `sha` is already contained in `branch`.
@@ -343,19 +331,7 @@ impl GitDriver {
         let diff = repo
             .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
             .map_err(git_err(project, "diff"))?;
-        let mut files = Vec::new();
-        for delta in diff.deltas() {
-            for path in [delta.old_file().path(), delta.new_file().path()]
-                .into_iter()
-                .flatten()
-            {
-                let path = path.display().to_string();
-                if !files.contains(&path) {
-                    files.push(path);
-                }
-            }
-        }
-        Ok(files)
+        Ok(diff_paths(&diff))
     }
 
     /// Scans `project` and records what changed since the last scan as events, in one
@@ -587,7 +563,23 @@ impl RepoWatcher {
     }
 }
 
-/// The branch HEAD points at, else `master`.
+/// Every path a diff touches (old and new paths of renames), each once, in diff order.
+fn diff_paths(diff: &git2::Diff<'_>) -> Vec<String> {
+    let mut files = Vec::new();
+    for delta in diff.deltas() {
+        for path in [delta.old_file().path(), delta.new_file().path()]
+            .into_iter()
+            .flatten()
+        {
+            let path = path.display().to_string();
+            if !files.contains(&path) {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
 /// Every `refs/heads/...` of `repo` and the commit it points at.
 fn branch_tips(
     repo: &git2::Repository,
@@ -605,6 +597,7 @@ fn branch_tips(
     Ok(out)
 }
 
+/// The branch HEAD points at, else `master`.
 fn head_branch(repo: &git2::Repository) -> String {
     repo.find_reference("HEAD")
         .ok()
