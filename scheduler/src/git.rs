@@ -300,17 +300,7 @@ impl GitDriver {
 
     /// Every tag (`refs/tags/...`) and the commit it points at.
     pub fn tags(&self, project: &str) -> Result<BTreeMap<String, String>, SchedulerError> {
-        let repo = self.open(project)?;
-        let mut out = BTreeMap::new();
-        let refs = repo
-            .references_glob("refs/tags/*")
-            .map_err(git_err(project, "list tags"))?;
-        for r in refs.flatten() {
-            if let (Some(name), Ok(commit)) = (r.name(), r.peel_to_commit()) {
-                out.insert(name.to_string(), commit.id().to_string());
-            }
-        }
-        Ok(out)
+        ref_tips(&self.open(project)?, project, "refs/tags/*")
     }
 
     /// Files changed between two commits (a ref update's `oldrev..newrev`).
@@ -585,10 +575,20 @@ fn branch_tips(
     repo: &git2::Repository,
     project: &str,
 ) -> Result<BTreeMap<String, String>, SchedulerError> {
+    ref_tips(repo, project, "refs/heads/*")
+}
+
+/// Every ref of `repo` matching `glob` and the commit it points at (refs that do not lead to
+/// a commit are left out).
+fn ref_tips(
+    repo: &git2::Repository,
+    project: &str,
+    glob: &str,
+) -> Result<BTreeMap<String, String>, SchedulerError> {
     let mut out = BTreeMap::new();
     let refs = repo
-        .references_glob("refs/heads/*")
-        .map_err(git_err(project, "list branches"))?;
+        .references_glob(glob)
+        .map_err(git_err(project, &format!("list {glob}")))?;
     for r in refs.flatten() {
         if let (Some(name), Ok(commit)) = (r.name(), r.peel_to_commit()) {
             out.insert(name.to_string(), commit.id().to_string());
