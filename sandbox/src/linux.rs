@@ -60,6 +60,28 @@ pub(crate) fn inherit_in_child(command: &mut tokio::process::Command, fds: Vec<R
     }
 }
 
+/// Makes the child spawned from `command` receive SIGTERM when the spawning thread exits
+/// (`PR_SET_PDEATHSIG`), so a helper such as the ssh-agent does not outlive an executor that
+/// was killed without running its destructors. The signal follows the spawning *thread*:
+/// spawn from a runtime worker, never from a thread that exits early (`spawn_blocking`).
+pub(crate) fn die_with_parent_in_child(command: &mut tokio::process::Command) {
+    let parent = std::process::id();
+    // SAFETY: prctl(2), getppid(2) and _exit(2) are async-signal-safe; `parent` is a plain
+    // integer copied in before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: the signal will never come.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes the child spawned from `command` write `value` to its `/proc/self/oom_score_adj`
 /// before `exec`. Raising the value needs no privilege; a failure is ignored (the build then
 /// runs with Sluice's own score).

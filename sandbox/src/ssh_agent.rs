@@ -1,5 +1,10 @@
 //! The per-build ssh-agent: [`SshAgent`] starts `ssh-agent -D` on a socket in a private
-//! directory, loads keys with `ssh-add`, and kills the agent when dropped.
+//! directory, loads keys with `ssh-add`, and stops the agent when dropped.
+//!
+//! The agent runs under a small `sh` that stops it on SIGTERM. The shell, not the agent,
+//! carries `PR_SET_PDEATHSIG`: Debian installs ssh-agent setgid, and exec of a setgid program
+//! clears the parent-death signal. So an executor killed without dropping its agents (SIGKILL,
+//! a crash) still takes them with it instead of leaving one running per build.
 //!
 //! Why one agent per build: playbooks reach nodes through `SSH_AUTH_SOCK` (the socket is bound
 //! into the sandbox) without ever seeing a key file, and a build's keys vanish with its agent.
@@ -33,14 +38,38 @@ const MAX_SOCKET_PATH: usize = 107;
 
 const HINT: &str = "install openssh-client";
 
-/// A running ssh-agent, killed (and its private directory removed) on drop.
+/// Runs the agent (`$0`, socket `$1`) in the background and, on SIGTERM (a drop, or the
+/// executor's death), stops it and waits for it: the shell exits once the agent is gone.
+const WRAPPER: &str = r#"trap 'kill "$agent" 2>/dev/null; wait "$agent"; exit 0' TERM HUP INT
+"$0" -D -a "$1" &
+agent=$!
+wait "$agent""#;
+
+/// A running ssh-agent, stopped (and its private directory removed) on drop.
 #[derive(Debug)]
 pub struct SshAgent {
-    // Field order is drop order: the agent dies before its directory is removed.
-    child: Child,
+    /// The `sh` running [`WRAPPER`].
+    wrapper: Child,
     pid: u32,
     socket: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        terminate(&self.wrapper);
+    }
+}
+
+/// Asks the wrapper to stop the agent. SIGKILL would leave the agent running.
+fn terminate(wrapper: &Child) {
+    // `id` is `None` once the wrapper was reaped: its pid may belong to someone else by then.
+    if let Some(pid) = wrapper.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
 }
 
 impl SshAgent {
@@ -71,26 +100,24 @@ impl SshAgent {
             .map_err(pipe_error("ssh-agent output"))?;
         let reader =
             pipe::Receiver::from_owned_fd(out_read).map_err(pipe_error("ssh-agent output"))?;
-        let mut command = tokio::process::Command::new(&program);
+        let mut command = tokio::process::Command::new("/bin/sh");
         command
-            .arg("-D")
-            .arg("-a")
+            .arg("-c")
+            .arg(WRAPPER)
+            .arg(&program)
             .arg(&socket)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::from(out_write))
             .stderr(Stdio::from(out_write_err))
-            .process_group(0)
-            .kill_on_drop(true);
+            .process_group(0);
+        linux::die_with_parent_in_child(&mut command);
         let spawned = command.spawn();
         drop(command);
-        let mut child = spawned.map_err(|source| SandboxError::Spawn {
-            argv0: program.into_os_string(),
+        let wrapper = spawned.map_err(|source| SandboxError::Spawn {
+            argv0: "/bin/sh".into(),
             source: Arc::new(source),
         })?;
-        let Some(pid) = child.id() else {
-            return Err(start_error(&socket, "exited at once".to_owned()));
-        };
 
         // ssh-agent prints `SSH_AUTH_SOCK=...` once the socket listens, then `echo Agent pid N;`.
         let mut lines = BufReader::new(reader).lines();
@@ -100,23 +127,27 @@ impl SshAgent {
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.starts_with("SSH_AUTH_SOCK=") {
                     announced_socket = true;
-                } else if line.starts_with("echo Agent pid") {
-                    return announced_socket;
+                } else if let Some(rest) = line.strip_prefix("echo Agent pid ") {
+                    let pid = rest.trim_end_matches(';').parse::<u32>().ok();
+                    return pid.filter(|_| announced_socket);
                 } else {
                     seen.push(line);
                 }
             }
-            false
+            None
         })
         .await;
-        if announced != Ok(true) {
-            let _ = child.start_kill();
-            let detail = match announced {
-                Err(_) => format!("no announcement within {START_TIMEOUT:?}"),
-                Ok(_) => format!("output: {:?}", seen.join("\n")),
-            };
-            return Err(start_error(&socket, detail));
-        }
+        let pid = match announced {
+            Ok(Some(pid)) => pid,
+            failed => {
+                terminate(&wrapper);
+                let detail = match failed {
+                    Err(_) => format!("no announcement within {START_TIMEOUT:?}"),
+                    Ok(_) => format!("output: {:?}", seen.join("\n")),
+                };
+                return Err(start_error(&socket, detail));
+            }
+        };
         // Keep draining so that later messages never block the agent on a full pipe.
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -124,7 +155,7 @@ impl SshAgent {
             }
         });
         Ok(SshAgent {
-            child,
+            wrapper,
             pid,
             socket,
             _dir: dir,
@@ -177,10 +208,10 @@ impl SshAgent {
         ]
     }
 
-    /// Kills the agent and waits until it is gone (dropping does the same without waiting).
+    /// Stops the agent and waits until it is gone (dropping does the same without waiting).
     pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        terminate(&self.wrapper);
+        let _ = self.wrapper.wait().await;
     }
 }
 

@@ -209,7 +209,13 @@ fn serve_killed_mid_build_retries_the_build_after_restart() {
             .unwrap_or(false)
     });
     assert!(running, "the build never ran:\n{}", serve.output());
+    let agents = || processes_naming("ssh-agent", &builds);
+    assert!(!agents().is_empty(), "no ssh-agent for the running build");
     serve.kill();
+    // Killed without running its destructors, serve leaves nothing that runs forever: the
+    // build's ssh-agent goes with it (`PR_SET_PDEATHSIG`).
+    let gone = wait_for(Duration::from_secs(10), || agents().is_empty());
+    assert!(gone, "ssh-agents outlived the killed serve: {:?}", agents());
     let before = setup.history();
     assert_eq!(items(&before, "check", "slow").len(), 1, "{before:#}");
     assert_eq!(items(&before, "check", "slow")[0]["state"], "active");
@@ -234,6 +240,26 @@ fn serve_killed_mid_build_retries_the_build_after_restart() {
     assert_eq!(builds[1]["result"], "SUCCESS", "{history:#}");
     assert_eq!(builds[1]["final"], true);
     assert_eq!(builds[1]["attempt"], 2);
+}
+
+/// The command lines of the running processes whose program is `program` and whose
+/// arguments mention a path under `dir`.
+fn processes_naming(program: &str, dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|cmd| {
+            cmd.split(' ')
+                .next()
+                .is_some_and(|argv0| argv0.ends_with(program))
+                && cmd.contains(&dir)
+        })
+        .collect()
 }
 
 const QUICK: &str = "- hosts: all\n  tasks:\n    - name: Say hi\n      debug:\n        msg: hi\n";
