@@ -13,11 +13,14 @@ use serde_json::Value;
 use sluice_tests::scenario::*;
 use sluice_tests::{repo_root, wait_for};
 
-/// A job that prints `waiting for go`, waits for the go file, then prints its content.
+/// A job that prints `waiting for go`, waits for the go file, then prints its content. It
+/// stops waiting when the go file's directory goes (the test ended without saying go), so
+/// no command is left looping on the node.
 fn watched_playbook(go: &Path) -> String {
     format!(
-        "- hosts: all\n  tasks:\n    - name: Wait for the go file, then print it\n      shell: |\n        echo waiting for go\n        while [ ! -e {go} ]; do sleep 0.1; done\n        cat {go}\n",
-        go = go.display()
+        "- hosts: all\n  tasks:\n    - name: Wait for the go file, then print it\n      shell: |\n        echo waiting for go\n        while [ ! -e {go} ] && [ -d {dir} ]; do sleep 0.1; done\n        cat {go}\n",
+        go = go.display(),
+        dir = go.parent().unwrap_or(go).display()
     )
 }
 

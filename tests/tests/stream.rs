@@ -14,8 +14,9 @@ use sluice_tests::{
 };
 
 const MARKS_JOB: &str = "- job:\n    name: marks\n    run: playbooks/marks.yaml\n";
-/// Waits for the go file, then writes `n` mark lines `gap` seconds apart.
-const MARKS_PLAYBOOK: &str = "- hosts: all\n  tasks:\n    - name: Marks\n      shell: |\n        echo waiting for go\n        while [ ! -e {{ go }} ]; do sleep 0.05; done\n        for i in $(seq 1 {{ n }}); do echo \"MARK $i $(date +%s%N)\"; sleep {{ gap }}; done\n";
+/// Waits for the go file (or until its directory goes: the test ended without saying go, and
+/// nothing is left looping on the node), then writes `n` mark lines `gap` seconds apart.
+const MARKS_PLAYBOOK: &str = "- hosts: all\n  tasks:\n    - name: Marks\n      shell: |\n        echo waiting for go\n        while [ ! -e {{ go }} ] && [ -d {{ go | dirname }} ]; do sleep 0.05; done\n        for i in $(seq 1 {{ n }}); do echo \"MARK $i $(date +%s%N)\"; sleep {{ gap }}; done\n";
 
 /// A child process killed on drop.
 struct Proc(Child);
