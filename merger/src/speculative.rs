@@ -211,6 +211,15 @@ mod tests {
             .unwrap_or(0)
     }
 
+    /// Every ref of `repo` with its target, to compare before and after.
+    fn ref_targets(repo: &Repository) -> Vec<String> {
+        repo.references()
+            .unwrap()
+            .flatten()
+            .map(|r| format!("{:?} {:?}", r.name(), r.target()))
+            .collect()
+    }
+
     fn identity() -> MergeIdentity {
         MergeIdentity {
             name: "Sluice Merger".into(),
@@ -225,12 +234,7 @@ mod tests {
         let base = commit(&repo, "main", "a.txt", "a\n", None);
         let one = commit(&repo, "review/main/one", "b.txt", "b\n", Some(base));
         let two = commit(&repo, "review/main/two", "c.txt", "c\n", Some(base));
-        let refs_before: Vec<String> = repo
-            .references()
-            .unwrap()
-            .flatten()
-            .map(|r| format!("{:?} {:?}", r.name(), r.target()))
-            .collect();
+        let refs_before = ref_targets(&repo);
         let files_before = objects(dir.path());
         let projects = [SpeculativeProject {
             canonical_name: "localhost/org/app".into(),
@@ -260,12 +264,7 @@ mod tests {
             reopened.find_commit(tip).is_err(),
             "the merge commit stayed in memory"
         );
-        let refs_after: Vec<String> = reopened
-            .references()
-            .unwrap()
-            .flatten()
-            .map(|r| format!("{:?} {:?}", r.name(), r.target()))
-            .collect();
+        let refs_after = ref_targets(&reopened);
         assert_eq!(refs_before, refs_after);
         assert_eq!(files_before, objects(dir.path()));
     }
